@@ -1,0 +1,111 @@
+# Command-line flags generated from ScaleDownConfig (one source of help text), plus run-only flags.
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import sys
+import typing
+from typing import Any, Optional, Sequence
+
+from scaledown.config import ScaleDownConfig, read_config_file
+from scaledown.errors import ConfigError
+
+# Seed flag names kept working: --num_layers, --device.
+ALIASES = {"num_compressor_layers": ["--num_layers"], "device_type": ["--device"]}
+
+
+class FriendlyParser(argparse.ArgumentParser):
+    """argparse that ends bad usage with one paragraph naming the fix (and a close flag), exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        hint = ""
+        if "unrecognized arguments" in message:
+            known = [s for a in self._actions for s in a.option_strings]
+            for token in message.split(":", 1)[1].split():
+                if token.startswith("-"):
+                    close = difflib.get_close_matches(token.split("=")[0], known, n=1)
+                    if close:
+                        hint += f" Did you mean {close[0]}?"
+        sys.stderr.write(f"{self.prog}: error: {message}.{hint} Run `{self.prog} --help` to list the flags.\n")
+        sys.exit(2)
+
+
+def str2bool(value: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _arg_type(annotation: Any):
+    text = str(annotation)
+    if "bool" in text:
+        return str2bool
+    if "int" in text and "float" not in text:
+        return int
+    if "float" in text:
+        return float
+    return str
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ScaleDownConfig field (underscores, with hyphenated aliases); default: unset."""
+    group = parser.add_argument_group("model, data and training settings (ScaleDownConfig)")
+    hints = typing.get_type_hints(ScaleDownConfig)
+    for f in dataclasses.fields(ScaleDownConfig):
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        names += ALIASES.get(f.name, [])
+        kind = _arg_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        extra = {"nargs": "?", "const": True} if kind is str2bool else {}
+        group.add_argument(*names, dest=f.name, type=kind, default=argparse.SUPPRESS, metavar=f.name.upper(),
+                           help=f"{f.metadata.get('help', '')} (default: {default})", **extra)
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    run = parser.add_argument_group("run")
+    run.add_argument("--config", help="YAML or JSON file of ScaleDownConfig settings; flags override it.")
+    run.add_argument("--train_data", "--train-data", help="Training rows: .json list, .jsonl or .parquet "
+                     "(query, documents, answer[, reranking_scores]). Omitted: built-in synthetic data "
+                     "with the tiny preset.")
+    run.add_argument("--eval_data", "--eval-data", help="Held-out rows for evaluation (same format).")
+    run.add_argument("--resume_from", "--resume-from", help="'auto' (newest complete checkpoint of "
+                     "--output_dir) or a checkpoint / run folder.")
+    run.add_argument("--init_from", "--init-from", help="Start from a saved ScaleDown model folder "
+                     "(e.g. a pretraining run's OUTPUT_DIR/final).")
+    run.add_argument("--num_train_examples", "--num-train-examples", type=int, default=None,
+                     help="Built-in synthetic data only: training rows to draw (default: one fresh row per "
+                          "example seen, batch_size x steps).")
+    run.add_argument("--num_eval_examples", "--num-eval-examples", type=int, default=500,
+                     help="Built-in synthetic data only: held-out rows for the before/after accuracy (default 500).")
+
+
+def build_parser(prog: str, description: str) -> FriendlyParser:
+    parser = FriendlyParser(prog=prog, description=description,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_run_flags(parser)
+    add_config_flags(parser)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, default_preset: Optional[str] = None) -> ScaleDownConfig:
+    """defaults < preset < --config file < flags."""
+    fields = set(ScaleDownConfig.field_names())
+    flags = {k: v for k, v in vars(args).items() if k in fields}
+    values: dict[str, Any] = read_config_file(args.config) if getattr(args, "config", None) else {}
+    values.update(flags)
+    if "preset" not in values and default_preset and "generator_model_name" not in values:
+        values["preset"] = default_preset
+    return ScaleDownConfig.from_dict(values, source=args.config or "command line")
+
+
+def parse(parser: FriendlyParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    return parser.parse_args(argv)
+
+
+__all__ = ["FriendlyParser", "build_parser", "config_from_args", "parse", "str2bool", "ConfigError"]

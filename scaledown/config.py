@@ -1,0 +1,291 @@
+# ScaleDownConfig: every model, data and training setting, with OSCAR's defaults and validation.
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from scaledown.errors import ConfigError
+
+OSCAR_SYSTEM_PROMPT = (
+    "You are a helpful assistant. Your task is to extract relevant information from provided "
+    "documents and to answer questions as briefly as possible."
+)
+COMPRESSOR_TYPES = ("n_layers", "modernbert", "causal_lm")
+DEVICE_TYPES = ("auto", "cpu", "gpu", "cuda", "trainium")
+STAGES = ("finetune", "pretrain")
+
+
+def _f(default: Any, help: str, **kw) -> Any:
+    """A dataclass field whose help text is the documentation, the CLI --help and the YAML comment."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class ScaleDownConfig:
+    """All settings of a ScaleDown run. Defaults are OSCAR's (arXiv 2504.07109, Table 7).
+
+    Construct with keyword arguments, `from_file(path)` (YAML or JSON), or `from_preset("tiny")`.
+    Invalid or inconsistent values raise `ConfigError` naming the field and the fix.
+    """
+
+    # ---- preset ---------------------------------------------------------------------------
+    preset: Optional[str] = _f(None, "Named preset applied to fields left at their default: 'tiny' "
+                                     "(offline random Mistral-shaped model, CPU) or None.")
+    # ---- compressor -----------------------------------------------------------------------
+    compressor_type: str = _f("n_layers", "Compressor family: 'n_layers' (first N generator layers, "
+                                          "OSCAR-N-Layers), 'modernbert' (bidirectional encoder + projection), "
+                                          "'causal_lm' (separate small causal LM + 2-layer MLP, OSCAR-llama).")
+    num_compressor_layers: int = _f(8, "Decoder layers copied from the generator for 'n_layers' (OSCAR: 5, 8 or 10).")
+    compressor_model_name: Optional[str] = _f(None, "Hub name or path of the separate compressor for 'modernbert' / "
+                                                    "'causal_lm'. None: answerdotai/ModernBERT-base or "
+                                                    "meta-llama/Llama-3.2-1B-Instruct.")
+    compressor_mlp_hidden_dim: int = _f(8096, "Hidden width of the 2-layer ReLU MLP mapping a separate compressor "
+                                              "into the generator's space (OSCAR prints 8096).")
+    num_memory_tokens: Optional[int] = _f(None, "Memory embeddings per document. None: doc_max_length // "
+                                                "compression_rate (OSCAR: 128 // 16 = 8).")
+    compression_rate: Optional[int] = _f(None, "Document tokens per memory embedding. None: 16, or "
+                                               "doc_max_length // num_memory_tokens when that is given.")
+    doc_max_length: int = _f(128, "Document tokens fed to the compressor; longer documents are truncated "
+                                  "(or chunked, see long_documents). OSCAR: 128.")
+    query_max_length: int = _f(64, "Query tokens kept for the compressor and the generator prompt (BERGEN: 64).")
+    answer_max_length: int = _f(128, "Answer tokens trained on; the teacher wrote at most 128.")
+    long_documents: str = _f("truncate", "What to do with documents longer than doc_max_length: 'truncate' or "
+                                         "'chunk' (split into several documents of doc_max_length tokens).")
+    memory_norm: bool = _f(False, "Rescale memory embeddings with a learned RMS norm initialised to the generator's "
+                                  "token-embedding scale (helps small models trained from scratch).")
+    # ---- generator ------------------------------------------------------------------------
+    generator_model_name: str = _f("mistralai/Mistral-7B-Instruct-v0.2",
+                                   "Generator causal LM (hub name or local path); OSCAR: Mistral-7B-Instruct-v0.2.")
+    tokenizer_name: Optional[str] = _f(None, "Tokenizer of the generator; None: the generator's.")
+    system_prompt: Optional[str] = _f(OSCAR_SYSTEM_PROMPT, "System message of the generator prompt "
+                                                           "(OSCAR Fig. 14); None or '' for none.")
+    trust_remote_code: bool = _f(False, "Allow hub models to run their own code. Off unless you trust the repo.")
+    lora_r: int = _f(16, "LoRA rank of the generator adapters (OSCAR: 16).")
+    lora_alpha: int = _f(32, "LoRA alpha (OSCAR: 32 = 2r).")
+    lora_dropout: float = _f(0.1, "LoRA dropout (OSCAR: 0.1).")
+    lora_target_modules: str = _f("all-linear", "Generator modules given LoRA adapters; 'all-linear' "
+                                                "(OSCAR) or a comma-separated list of module names.")
+    generator_warmup_steps: int = _f(0, "Steps that first fine-tune the whole generator on uncompressed documents "
+                                        "before compression training; for generators that cannot yet do RAG "
+                                        "(the tiny random preset). 0 for instruction-tuned LLMs.")
+    learning_rate_generator_warmup: float = _f(1e-3, "Learning rate of the generator warm-up stage.")
+    # ---- reranking ------------------------------------------------------------------------
+    enable_reranking: bool = _f(False, "Add the RR token and a dense head that scores each document, "
+                                       "distilled from reranking_scores (OSCAR §3).")
+    reranking_loss_weight: float = _f(0.05, "lambda of lambda * MSE(score, teacher score) (OSCAR: 0.05).")
+    # ---- data -----------------------------------------------------------------------------
+    num_documents_train: int = _f(5, "Documents per query kept in training (OSCAR: top-5).")
+    num_documents_eval: int = _f(10, "Documents per query kept in evaluation (OSCAR: top-10).")
+    # ---- optimisation ---------------------------------------------------------------------
+    batch_size: int = _f(128, "Global batch: examples per optimizer step over all ranks (OSCAR: 128).")
+    micro_batch_size: Optional[int] = _f(None, "Examples per rank per forward pass; accumulation = batch_size / "
+                                               "(micro_batch_size x data-parallel ranks). None: min(batch_size, 8) / ranks.")
+    learning_rate_generator: float = _f(1e-4, "Learning rate of the generator's LoRA adapters (OSCAR: 1e-4).")
+    learning_rate_compressor_nlayers: float = _f(5e-5, "Learning rate of the 'n_layers' compressor (OSCAR: 5e-5).")
+    learning_rate_compressor_llama: float = _f(1e-4, "Learning rate of the 'causal_lm' compressor and MLP (OSCAR: 1e-4).")
+    learning_rate_compressor_modernbert: float = _f(1e-4, "Learning rate of the 'modernbert' compressor and projection.")
+    weight_decay: float = _f(0.1, "AdamW weight decay (OSCAR: 0.1).")
+    adam_beta1: float = _f(0.9, "AdamW beta1.")
+    adam_beta2: float = _f(0.999, "AdamW beta2.")
+    adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
+    warmup_ratio: float = _f(0.05, "Fraction of steps with linear learning-rate warmup (OSCAR: 0.05).")
+    lr_scheduler: str = _f("linear", "Learning-rate decay after warmup: 'linear' (OSCAR), 'cosine' or 'constant'.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (OSCAR: 1.0); 0 disables clipping.")
+    num_epochs: float = _f(1.0, "Passes over the training data (OSCAR: 1); ignored when max_steps > 0.")
+    max_steps: int = _f(-1, "Optimizer steps to run; -1: num_epochs over the data.")
+    gradient_checkpointing: bool = _f(True, "Recompute activations in backward to save memory.")
+    use_bf16: bool = _f(True, "bfloat16 autocast where the device supports it.")
+    use_fp16: bool = _f(False, "float16 autocast with loss scaling (GPUs without bf16).")
+    seed: int = _f(42, "Random seed for weights, data order and dropout.")
+    # ---- run ------------------------------------------------------------------------------
+    stage: str = _f("finetune", "'finetune' (distillation on query/documents/answer rows) or 'pretrain' "
+                                "(compressor auto-encoding + continuation on plain text).")
+    device_type: str = _f("auto", "'auto' (GPU if present, else CPU), 'gpu', 'cpu' or 'trainium'.")
+    output_dir: str = _f("./checkpoints", "Run folder: final/ (Hugging Face), checkpoints/, runs/ (TensorBoard).")
+    logging_steps: int = _f(10, "Optimizer steps between TensorBoard/console logs.")
+    eval_steps: int = _f(0, "Optimizer steps between evaluations on the eval set; 0: only at the end.")
+    save_steps: int = _f(500, "Optimizer steps between checkpoints; 0: only at the end.")
+    save_total_limit: int = _f(3, "Checkpoints kept; older ones are deleted once a newer one is complete.")
+    eval_max_examples: int = _f(200, "Eval examples scored by generation at each evaluation.")
+    max_new_tokens: int = _f(32, "Tokens generated per answer in evaluation.")
+
+    # ------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        if self.preset is not None:
+            from scaledown.models.presets import preset_overrides
+            defaults = {f.name: _default_of(f) for f in fields(self)}
+            for key, value in preset_overrides(self.preset).items():
+                if getattr(self, key) == defaults[key]:
+                    setattr(self, key, value)
+        self._resolve_compression()
+        self.validate()
+
+    def _resolve_compression(self) -> None:
+        if self.num_memory_tokens is None and self.compression_rate is None:
+            self.compression_rate = 16
+        if self.num_memory_tokens is None:
+            _check(self.compression_rate >= 1, "compression_rate", self.compression_rate, "use a positive integer such as 16")
+            self.num_memory_tokens = self.doc_max_length // self.compression_rate
+        elif self.compression_rate is None:
+            _check(self.num_memory_tokens >= 1, "num_memory_tokens", self.num_memory_tokens, "use a positive integer such as 8")
+            self.compression_rate = self.doc_max_length // self.num_memory_tokens
+
+    def validate(self) -> None:
+        """Raise ConfigError on the first invalid or inconsistent value."""
+        _check_choice("compressor_type", self.compressor_type, COMPRESSOR_TYPES)
+        _check_choice("device_type", self.device_type, DEVICE_TYPES)
+        _check_choice("stage", self.stage, STAGES)
+        _check_choice("lr_scheduler", self.lr_scheduler, ("linear", "cosine", "constant"))
+        _check_choice("long_documents", self.long_documents, ("truncate", "chunk"))
+        for name in ("doc_max_length", "query_max_length", "answer_max_length", "num_memory_tokens",
+                     "compression_rate", "batch_size", "lora_r", "lora_alpha", "num_documents_train",
+                     "num_documents_eval", "logging_steps", "max_new_tokens", "compressor_mlp_hidden_dim"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, value,
+                   "use a positive integer")
+        if self.num_memory_tokens * self.compression_rate != self.doc_max_length:
+            raise ConfigError(
+                f"num_memory_tokens ({self.num_memory_tokens}) x compression_rate ({self.compression_rate}) = "
+                f"{self.num_memory_tokens * self.compression_rate}, but doc_max_length is {self.doc_max_length}. "
+                f"Set only one of them (the other is derived), e.g. compression_rate="
+                f"{max(1, self.doc_max_length // self.num_memory_tokens)} for {self.num_memory_tokens} memory tokens, "
+                f"and make doc_max_length a multiple of it.")
+        if self.compressor_type == "n_layers":
+            _check(isinstance(self.num_compressor_layers, int) and self.num_compressor_layers >= 1,
+                   "num_compressor_layers", self.num_compressor_layers, "use 1 or more layers (OSCAR: 5, 8 or 10)")
+        for name in ("learning_rate_generator", "learning_rate_compressor_nlayers", "learning_rate_compressor_llama",
+                     "learning_rate_compressor_modernbert", "learning_rate_generator_warmup"):
+            value = getattr(self, name)
+            _check(isinstance(value, (int, float)) and math.isfinite(value) and 0 < value < 1, name, value,
+                   "use a positive learning rate below 1, e.g. 1e-4")
+        _check(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "use a value in [0, 1), e.g. 0.1")
+        _check(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "use a value in [0, 1), e.g. 0.05")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "use 0 or a positive value, e.g. 0.1")
+        _check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "use 0 (off) or a positive norm, e.g. 1.0")
+        _check(math.isfinite(self.reranking_loss_weight) and self.reranking_loss_weight >= 0,
+               "reranking_loss_weight", self.reranking_loss_weight, "use 0 or a positive weight, e.g. 0.05")
+        _check(self.num_epochs > 0, "num_epochs", self.num_epochs, "use a positive number of epochs")
+        _check(isinstance(self.max_steps, int) and (self.max_steps == -1 or self.max_steps >= 1), "max_steps",
+               self.max_steps, "use -1 (epochs decide) or a positive step count")
+        for name in ("eval_steps", "save_steps", "save_total_limit", "generator_warmup_steps", "eval_max_examples"):
+            _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, name, getattr(self, name),
+                   "use 0 or a positive integer")
+        if self.micro_batch_size is not None:
+            _check(isinstance(self.micro_batch_size, int) and self.micro_batch_size >= 1, "micro_batch_size",
+                   self.micro_batch_size, "use a positive integer or leave it unset")
+            _check(self.micro_batch_size <= self.batch_size, "micro_batch_size", self.micro_batch_size,
+                   f"it cannot exceed batch_size ({self.batch_size})")
+        if self.use_bf16 and self.use_fp16:
+            raise ConfigError("use_bf16 and use_fp16 are both on. Choose one: --use_fp16 false (bf16, the "
+                              "default on GPUs that support it) or --use_bf16 false.")
+
+    # ---- (de)serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "ScaleDownConfig":
+        """Build from a mapping; values given explicitly win over the preset's (even when equal to a default)."""
+        values = dict(values)
+        unknown = [k for k in values if k not in cls.field_names()]
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, cls.field_names(), n=1)
+                hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            raise ConfigError(f"{source}: unknown setting {', '.join(hints)}. "
+                              f"Valid settings are the ScaleDownConfig fields (see `python train.py --help`).")
+        preset = values.pop("preset", None)
+        if preset is not None:
+            from scaledown.models.presets import preset_overrides
+            values = {**preset_overrides(preset), **values}
+        config = cls(**values)
+        config.preset = preset  # recorded after construction: the values above are already resolved
+        return config
+
+    @classmethod
+    def from_file(cls, path: str, **overrides: Any) -> "ScaleDownConfig":
+        """Load YAML (.yaml/.yml) or JSON; keyword overrides win over the file."""
+        return cls.from_dict({**read_config_file(path), **overrides}, source=path)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ScaleDownConfig":
+        return cls.from_dict({"preset": name, **overrides}, source=f"preset {name}")
+
+    # ---- derived values -----------------------------------------------------------------------
+    @property
+    def compressor_learning_rate(self) -> float:
+        return {"n_layers": self.learning_rate_compressor_nlayers,
+                "causal_lm": self.learning_rate_compressor_llama,
+                "modernbert": self.learning_rate_compressor_modernbert}[self.compressor_type]
+
+    @property
+    def resolved_compressor_model_name(self) -> Optional[str]:
+        if self.compressor_type == "n_layers":
+            return None
+        if self.compressor_model_name:
+            return self.compressor_model_name
+        from scaledown.models.presets import TINY_GENERATOR, TINY_LLAMA, TINY_MODERNBERT
+        if self.generator_model_name == TINY_GENERATOR:  # tiny generator: tiny offline compressor too
+            return TINY_MODERNBERT if self.compressor_type == "modernbert" else TINY_LLAMA
+        return {"modernbert": "answerdotai/ModernBERT-base",
+                "causal_lm": "meta-llama/Llama-3.2-1B-Instruct"}[self.compressor_type]
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist. Pass --config with a YAML or JSON file.")
+    with open(path) as f:
+        text = f.read()
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+            values = yaml.safe_load(text)
+        else:
+            values = json.loads(text)
+    except Exception as exc:  # parse errors carry line numbers in their message
+        raise ConfigError(f"{path} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: {exc}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a mapping of setting: value, not {type(values).__name__}.")
+    return values
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def field_help(name: str) -> str:
+    return next(f.metadata.get("help", "") for f in fields(ScaleDownConfig) if f.name == name)
+
+
+def _check(ok: bool, name: str, value: Any, fix: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is invalid: {fix}.")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(repr(c) for c in choices)}.{hint}")

@@ -1,0 +1,86 @@
+# The compressor module: (query, document) tokens + learned memory tokens -> memory embeddings (+ rerank score).
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class MemoryNorm(nn.Module):
+    """RMS-normalise memory embeddings and rescale them to the generator's token-embedding size.
+
+    A compressor trained from scratch (or a copy of decoder layers without the final norm) emits
+    states far larger than token embeddings; starting at the right scale lets the generator use them.
+    """
+
+    def __init__(self, dim: int, init_scale: float, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((dim,), float(init_scale)))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rms = x.float().pow(2).mean(-1, keepdim=True).add(self.eps).rsqrt()
+        return (x.float() * rms).to(x.dtype) * self.weight
+
+
+class Compressor(nn.Module):
+    """Wraps a transformer backbone (decoder layers, encoder or small causal LM).
+
+    Input: left-padded token ids of "query + document" (N, T). The module appends
+    `num_memory_tokens` learned embeddings (and the RR embedding when reranking), runs the
+    backbone, and returns the last-layer states at the memory positions, projected into the
+    generator's embedding space, plus the RR position's score.
+    """
+
+    def __init__(self, backbone: nn.Module, num_memory_tokens: int, output_size: int,
+                 projection: str = "none", mlp_hidden_size: int = 8096, enable_reranking: bool = False,
+                 memory_norm_scale: Optional[float] = None):
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        embed = backbone.get_input_embeddings().weight
+        std = float(embed.detach().float().std()) if embed.numel() and embed.device.type != "meta" else 0.02
+        # memory tokens start like ordinary (random) token embeddings of the backbone
+        self.memory_embeddings = nn.Parameter(torch.randn(num_memory_tokens, hidden) * std)
+        self.rr_embedding = nn.Parameter(torch.randn(1, hidden) * std) if enable_reranking else None
+        self.rr_head = nn.Linear(hidden, 1) if enable_reranking else None
+        if projection == "none":
+            if hidden != output_size:
+                raise ValueError(f"compressor width {hidden} != generator width {output_size}; use a projection")
+            self.projection = nn.Identity()
+        elif projection == "linear":
+            self.projection = nn.Linear(hidden, output_size)
+        elif projection == "mlp":  # OSCAR-llama: Linear -> ReLU -> Linear
+            self.projection = nn.Sequential(nn.Linear(hidden, mlp_hidden_size), nn.ReLU(),
+                                            nn.Linear(mlp_hidden_size, output_size))
+        else:
+            raise ValueError(f"unknown projection {projection!r}")
+        self.memory_norm = MemoryNorm(output_size, memory_norm_scale) if memory_norm_scale else None
+        self.num_memory_tokens = num_memory_tokens
+
+    @property
+    def num_appended(self) -> int:
+        return self.num_memory_tokens + (1 if self.rr_embedding is not None else 0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(N, T) left-padded ids -> memory (N, l, output_size), scores (N,) or None."""
+        n = input_ids.shape[0]
+        tokens = self.backbone.get_input_embeddings()(input_ids)
+        extra = self.memory_embeddings if self.rr_embedding is None else torch.cat(
+            [self.memory_embeddings, self.rr_embedding], 0)
+        extra = extra.to(tokens.dtype).unsqueeze(0).expand(n, -1, -1)
+        embeds = torch.cat([tokens, extra], dim=1)
+        mask = torch.cat([attention_mask, attention_mask.new_ones(n, extra.shape[1])], dim=1)
+        # left padding: count positions from each row's first real token
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        states = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).last_hidden_state
+        memory = states[:, -self.num_appended:][:, :self.num_memory_tokens]
+        memory = self.projection(memory)
+        if self.memory_norm is not None:
+            memory = self.memory_norm(memory)
+        scores = None
+        if self.rr_head is not None:
+            scores = self.rr_head(states[:, -1]).squeeze(-1).float()
+        return memory, scores

@@ -1,0 +1,91 @@
+# Build each compressor type's backbone: n_layers (generator's first N layers), modernbert, causal_lm.
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from scaledown.config import ScaleDownConfig
+from scaledown.errors import ConfigError
+from scaledown.models import loading
+from scaledown.models.compressor import Compressor
+from scaledown.models.generator import without_lora
+
+
+def decoder_base(causal_lm: nn.Module) -> nn.Module:
+    """The headless decoder (embeddings + layers + norm) inside a *ForCausalLM."""
+    base = getattr(causal_lm, "get_decoder", None)
+    decoder = base() if callable(base) else None
+    if decoder is None:
+        decoder = getattr(causal_lm, causal_lm.base_model_prefix)
+    return decoder
+
+
+def truncated_config(config, num_layers: int):
+    """A copy of a decoder config with only its first `num_layers` layers."""
+    config = copy.deepcopy(config)
+    config.num_hidden_layers = num_layers
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        config.layer_types = list(layer_types)[:num_layers]
+    return config
+
+
+def nlayers_backbone_from_generator(generator: nn.Module, num_layers: int) -> nn.Module:
+    """OSCAR-N-Layers: a trainable copy of the generator's embeddings and first N layers, no final norm."""
+    from transformers import AutoModel
+    source = decoder_base(generator)
+    total = len(source.layers)
+    if num_layers > total:
+        raise ConfigError(f"num_compressor_layers={num_layers} but the generator has only {total} decoder layers. "
+                          f"Use at most {total} (OSCAR uses about a quarter: {max(1, total // 4)}).")
+    backbone = AutoModel.from_config(truncated_config(source.config, num_layers))
+    backbone.to(source.get_input_embeddings().weight.dtype)
+    copy_generator_layers(source, backbone)
+    backbone.norm = nn.Identity()  # OSCAR (compr_rms_norm=False): last states stay in the layers' space
+    return backbone
+
+
+@torch.no_grad()
+def copy_generator_layers(source: nn.Module, backbone: nn.Module) -> None:
+    """Copy embeddings and the first len(backbone.layers) decoder layers of `source` into `backbone`."""
+    backbone.get_input_embeddings().weight.copy_(source.get_input_embeddings().weight)
+    for target_layer, source_layer in zip(backbone.layers, source.layers):
+        target_layer.load_state_dict(without_lora(source_layer.state_dict()))
+
+
+def nlayers_backbone_empty(generator_config, num_layers: int) -> nn.Module:
+    """Same architecture as nlayers_backbone_from_generator, randomly initialised (weights loaded later)."""
+    from transformers import AutoModel
+    backbone = AutoModel.from_config(truncated_config(generator_config, num_layers))
+    backbone.norm = nn.Identity()
+    return backbone
+
+
+def build_compressor(config: ScaleDownConfig, generator: nn.Module, backbone: nn.Module | None = None) -> Compressor:
+    """The compressor of `config.compressor_type`; `backbone` skips loading (from_pretrained passes it)."""
+    gen_embed = generator.get_input_embeddings().weight
+    out_size = gen_embed.shape[1]
+    norm_scale = None
+    if config.memory_norm:  # per-element RMS of the generator's token embeddings
+        norm_scale = float(gen_embed.detach().float().pow(2).mean().sqrt())
+    kind = config.compressor_type
+    if kind == "n_layers":
+        if backbone is None:
+            backbone = nlayers_backbone_from_generator(generator, config.num_compressor_layers)
+        projection = "none"
+    elif kind == "modernbert":
+        if backbone is None:
+            backbone = loading.load_encoder(config.resolved_compressor_model_name, config.trust_remote_code)
+        projection = "linear"
+    elif kind == "causal_lm":
+        if backbone is None:
+            lm = loading.load_causal_lm(config.resolved_compressor_model_name, config.trust_remote_code)
+            backbone = decoder_base(lm)
+        projection = "mlp"
+    else:  # validated by ScaleDownConfig
+        raise ConfigError(f"unknown compressor_type {kind!r}")
+    return Compressor(backbone, config.num_memory_tokens, out_size, projection=projection,
+                      mlp_hidden_size=config.compressor_mlp_hidden_dim, enable_reranking=config.enable_reranking,
+                      memory_norm_scale=norm_scale)

@@ -1,0 +1,73 @@
+# Load tokenizers and base models by name: tiny offline sentinels, local folders or hub names.
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from scaledown.errors import ConfigError
+from scaledown.models import presets
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    """Tokenizer for a model name; the tiny sentinels and their saved folders load offline."""
+    if name in presets.TINY_MODELS:
+        from scaledown.models.tiny_tokenizer import load_tiny_tokenizer
+        return load_tiny_tokenizer()
+    from transformers import AutoTokenizer
+    try:
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise ConfigError(_not_found(name, "tokenizer", exc)) from None
+    if tok.pad_token is None:  # Llama/Mistral ship without one; padding positions are masked anyway
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    return tok
+
+
+def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[torch.dtype] = None,
+                   num_hidden_layers: Optional[int] = None):
+    """A causal LM: tiny sentinels are built randomly from config (seeded by the caller); others load weights."""
+    from transformers import AutoModelForCausalLM
+    if name in presets.TINY_MODELS:
+        config = presets.tiny_model_config(name)
+        if num_hidden_layers is not None:
+            config.num_hidden_layers = num_hidden_layers
+        return AutoModelForCausalLM.from_config(config)
+    kwargs = {"trust_remote_code": trust_remote_code}
+    if num_hidden_layers is not None:  # loads only the first N decoder layers' weights
+        kwargs["num_hidden_layers"] = num_hidden_layers
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except OSError as exc:
+        raise ConfigError(_not_found(name, "model", exc)) from None
+    return model.to(dtype) if dtype is not None else model
+
+
+def load_encoder(name: str, trust_remote_code: bool = False):
+    """A bidirectional encoder (ModernBERT and the like) without its task head."""
+    from transformers import AutoModel
+    if name in presets.TINY_MODELS:
+        return AutoModel.from_config(presets.tiny_model_config(name))
+    try:
+        return AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise ConfigError(_not_found(name, "model", exc)) from None
+
+
+def model_config(name: str, trust_remote_code: bool = False):
+    """The transformers config of a model name, without loading weights."""
+    if name in presets.TINY_MODELS:
+        return presets.tiny_model_config(name)
+    from transformers import AutoConfig
+    try:
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise ConfigError(_not_found(name, "config", exc)) from None
+
+
+def _not_found(name: str, what: str, exc: Exception) -> str:
+    where = "local folder" if os.path.isdir(name) else "hub model"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"could not load the {what} of {where} '{name}' ({first}). Check the name or path; offline, "
+            f"download it first or use the offline tiny preset (--preset tiny).")

@@ -1,0 +1,231 @@
+# ScaleDownModel: compressor + LoRA generator; training loss, compression, answering, reranking.
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scaledown.config import ScaleDownConfig
+from scaledown.models import loading, presets
+from scaledown.models.compressor import Compressor
+from scaledown.models.compressor_builders import build_compressor, copy_generator_layers, decoder_base
+from scaledown.models.generator import base_causal_lm, base_parameters, build_generator, lora_parameters, splice_memory
+from scaledown.models.inputs import InputBuilder
+
+
+@dataclass
+class ScaleDownOutput:
+    loss: torch.Tensor                      # ce_loss + reranking_loss_weight * rerank_loss
+    ce_loss: torch.Tensor                   # mean cross-entropy over answer tokens
+    rerank_loss: Optional[torch.Tensor]     # MSE(score, teacher score) over scored documents, if reranking
+    num_tokens: torch.Tensor                # answer tokens in the batch (for token-weighted averages)
+    scores: Optional[torch.Tensor] = None   # (B, K) reranking scores
+
+
+@dataclass
+class CompressedDocuments:
+    memory: torch.Tensor                    # (B, K, l, H): l memory embeddings per document
+    document_mask: torch.Tensor             # (B, K): which documents are real
+    scores: Optional[torch.Tensor] = None   # (B, K) reranking scores, if the head is on
+
+
+class ScaleDownModel(nn.Module):
+    """OSCAR-style online soft compression: `ScaleDownModel(config)` builds (or loads) every part.
+
+    >>> model = ScaleDownModel(ScaleDownConfig(preset="tiny"))
+    >>> model.answer(["Where was Dravok born?"], [["Dravok was born in Pelmar."]])
+    """
+
+    def __init__(self, config: ScaleDownConfig, generator: Optional[nn.Module] = None,
+                 compressor: Optional[Compressor] = None, tokenizer=None, compressor_tokenizer=None):
+        super().__init__()
+        self.config = config
+        random_init = config.generator_model_name in presets.TINY_MODELS and generator is None
+        with torch.random.fork_rng(devices=[]):
+            if random_init:  # the same random weights on every rank and every backend
+                torch.manual_seed(config.seed)
+            self.generator = generator if generator is not None else build_generator(config)
+            self.compressor = compressor if compressor is not None else build_compressor(
+                config, base_causal_lm(self.generator))
+        self.tokenizer = tokenizer or loading.load_tokenizer(config.tokenizer_name or config.generator_model_name,
+                                                             config.trust_remote_code)
+        if compressor_tokenizer is None and config.compressor_type != "n_layers":
+            compressor_tokenizer = loading.load_tokenizer(config.resolved_compressor_model_name,
+                                                          config.trust_remote_code)
+        self.compressor_tokenizer = compressor_tokenizer
+        self.inputs = InputBuilder(config, self.tokenizer, compressor_tokenizer)
+        # the base generator's weights differ from its hub checkpoint (random init or warm-up): save them
+        self.generator_base_modified = random_init
+        # XLA backends need fixed shapes: compress every document slot, padding included
+        self.static_shapes = False
+
+    # ---- parameters ---------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Two optimizer groups with OSCAR's separate learning rates: generator LoRA and compressor."""
+        return [
+            {"name": "generator", "params": lora_parameters(self.generator), "lr": self.config.learning_rate_generator},
+            {"name": "compressor", "params": [p for p in self.compressor.parameters() if p.requires_grad],
+             "lr": self.config.compressor_learning_rate},
+        ]
+
+    def warmup_parameter_groups(self) -> list[dict[str, Any]]:
+        """The generator warm-up trains the whole base generator (uncompressed RAG), nothing else."""
+        return [{"name": "generator", "params": base_parameters(self.generator),
+                 "lr": self.config.learning_rate_generator_warmup}]
+
+    def set_trainable(self, phase: str) -> None:
+        """'warmup': only base generator weights; 'finetune': LoRA + compressor (base generator frozen)."""
+        warm = phase == "warmup"
+        for p in base_parameters(self.generator):
+            p.requires_grad_(warm)
+        for p in lora_parameters(self.generator):
+            p.requires_grad_(not warm)
+        for p in self.compressor.parameters():
+            p.requires_grad_(not warm)
+        if warm:
+            self.generator_base_modified = True
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in backward (generator and compressor backbone) to save memory."""
+        kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
+        base_causal_lm(self.generator).gradient_checkpointing_enable(**kwargs)
+        backbone = self.compressor.backbone
+        if getattr(backbone, "supports_gradient_checkpointing", False):
+            backbone.gradient_checkpointing_enable(**kwargs)
+
+    @torch.no_grad()
+    def reinit_compressor_from_generator(self) -> None:
+        """OSCAR-N-Layers starts as a copy of the generator's first N layers; recopy after a warm-up."""
+        if self.config.compressor_type == "n_layers":
+            copy_generator_layers(decoder_base(base_causal_lm(self.generator)), self.compressor.backbone)
+            if self.compressor.memory_norm is not None:
+                emb = self.generator.get_input_embeddings().weight
+                self.compressor.memory_norm.weight.fill_(float(emb.float().pow(2).mean().sqrt()))
+
+    # ---- forward ------------------------------------------------------------------------------
+    def compress_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Memory (B, K*l, H) and scores (B, K) for the collated documents of a batch."""
+        ids, mask = batch["compressor_input_ids"], batch["compressor_attention_mask"]
+        b, k, t = ids.shape
+        flat_ids, flat_mask = ids.view(b * k, t), mask.view(b * k, t)
+        if self.static_shapes:
+            memory, scores = self.compressor(flat_ids, flat_mask)
+        else:  # skip padding document slots
+            real = batch["document_mask"].view(-1).nonzero().squeeze(-1)
+            mem, sc = self.compressor(flat_ids[real], flat_mask[real])
+            memory = mem.new_zeros((b * k,) + mem.shape[1:]).index_copy(0, real, mem)
+            scores = None if sc is None else sc.new_zeros(b * k).index_copy(0, real, sc)
+        memory = memory.view(b, k * self.config.num_memory_tokens, -1)
+        return memory, (None if scores is None else scores.view(b, k))
+
+    def input_embeddings(self, batch: dict[str, torch.Tensor], documents_as: str = "memory"
+                         ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        embeds = self.generator.get_input_embeddings()(batch["input_ids"])
+        scores = None
+        if documents_as == "memory":
+            memory, scores = self.compress_batch(batch)
+            embeds = splice_memory(embeds, memory, batch["memory_slots"])
+        return embeds, scores
+
+    def forward(self, batch: dict[str, torch.Tensor], documents_as: str = "memory") -> ScaleDownOutput:
+        """Distillation loss: CE on the (teacher's) answer tokens + lambda * MSE on reranking scores."""
+        embeds, scores = self.input_embeddings(batch, documents_as)
+        lm = base_causal_lm(self.generator)
+        mask = batch["attention_mask"]
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = decoder_base(lm)(inputs_embeds=embeds, attention_mask=mask,
+                                  position_ids=position_ids).last_hidden_state
+        labels = batch["labels"][:, 1:]
+        selected = labels != -100
+        # logits only where there is an answer token: the full (B, T, V) tensor is mostly wasted
+        logits = lm.get_output_embeddings()(hidden[:, :-1][selected]).float()
+        num_tokens = selected.sum()
+        ce = F.cross_entropy(logits, labels[selected], reduction="sum") / num_tokens.clamp(min=1)
+        loss, rerank = ce, None
+        if scores is not None and self.config.enable_reranking:
+            scored = batch["reranking_mask"] & batch["document_mask"]
+            diff = (scores - batch["reranking_scores"].to(scores.dtype))[scored]
+            rerank = diff.pow(2).sum() / scored.sum().clamp(min=1)
+            loss = ce + self.config.reranking_loss_weight * rerank
+        return ScaleDownOutput(loss=loss, ce_loss=ce, rerank_loss=rerank, num_tokens=num_tokens, scores=scores)
+
+    # ---- inference ----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.generator.get_input_embeddings().weight.device
+
+    def _rows(self, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+        if isinstance(queries, str):
+            raise TypeError("queries must be a list of strings (one per question), not a single string")
+        if len(queries) != len(documents):
+            raise ValueError(f"got {len(queries)} queries but {len(documents)} document lists; "
+                             f"pass one list of documents per query")
+        return [{"query": q, "documents": list(d)} for q, d in zip(queries, documents)]
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    @torch.no_grad()
+    def compress(self, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> CompressedDocuments:
+        """Memory embeddings of each (query, document) pair; documents may differ in number per query."""
+        batch = self._to_device(self.inputs.collate(self._rows(queries, documents), with_answers=False))
+        memory, scores = self.compress_batch(batch)
+        b, k = batch["document_mask"].shape
+        return CompressedDocuments(memory.view(b, k, self.config.num_memory_tokens, -1),
+                                   batch["document_mask"], scores)
+
+    @torch.no_grad()
+    def rerank(self, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> list[list[float]]:
+        """The RR head's score of every document (needs enable_reranking)."""
+        if not self.config.enable_reranking:
+            raise ValueError("this model has no reranking head; train it with enable_reranking=True")
+        out = self.compress(queries, documents)
+        return [[float(s) for s, real in zip(row, mask) if real] for row, mask in zip(out.scores, out.document_mask)]
+
+    @torch.no_grad()
+    def generate_from_batch(self, batch: dict[str, torch.Tensor], documents_as: str = "memory",
+                            **generation_kwargs: Any) -> list[str]:
+        """Decode answers for a left-padded prompt batch (collate(..., with_answers=False))."""
+        batch = self._to_device(batch)
+        embeds, _ = self.input_embeddings(batch, documents_as)
+        kwargs = {"max_new_tokens": self.config.max_new_tokens, "do_sample": False,
+                  "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}
+        kwargs.update(generation_kwargs)
+        if not kwargs.get("do_sample"):
+            for key in ("temperature", "top_p", "top_k"):  # silence "flag ignored" warnings under greedy
+                kwargs.pop(key, None)
+        out = self.generator.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"], **kwargs)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    @torch.no_grad()
+    def answer(self, queries: Sequence[str], documents: Sequence[Sequence[str]], batch_size: int = 16,
+               documents_as: str = "memory", **generation_kwargs: Any) -> list[str]:
+        """Answer each query from its documents (compressed by default). Greedy unless do_sample=True.
+
+        documents_as="text" reads the documents uncompressed, "none" ignores them (baselines).
+        """
+        rows = self._rows(queries, documents)
+        was_training = self.training
+        self.eval()
+        try:
+            answers: list[str] = []
+            for start in range(0, len(rows), batch_size):
+                batch = self.inputs.collate(rows[start:start + batch_size], mode=documents_as, with_answers=False)
+                answers += self.generate_from_batch(batch, documents_as, **generation_kwargs)
+            return answers
+        finally:
+            self.train(was_training)
+
+    # ---- persistence --------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str, include_base: Optional[bool] = None) -> None:
+        """Hugging Face layout: config, PEFT adapter, compressor folder, tokenizer(s), base weights if changed."""
+        from scaledown.models.serialization import save_pretrained
+        save_pretrained(self, save_directory, include_base=include_base)
+
+    @classmethod
+    def from_pretrained(cls, directory: str, **config_overrides: Any) -> "ScaleDownModel":
+        from scaledown.models.serialization import load_pretrained
+        return load_pretrained(cls, directory, **config_overrides)

@@ -1,0 +1,179 @@
+# save_pretrained / from_pretrained in Hugging Face conventions (safetensors, PEFT adapter, model folders).
+"""Layout of a saved ScaleDown model (`D/final/`):
+
+    scaledown_config.json     ScaleDownConfig + format marker + what the other folders hold
+    generator_adapter/        PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors)
+    generator_base/           base generator (config.json, model.safetensors, tokenizer) -- only when its
+                              weights differ from `generator_model_name` on the hub (random tiny, warm-up)
+    compressor/               config.json (backbone) + model.safetensors (backbone, memory tokens,
+                              projection, RR head) + compressor_config.json
+    tokenizer/                generator tokenizer;  compressor_tokenizer/ for a separate compressor
+
+Writes go to a temporary folder renamed into place when complete: a reader never sees half a model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from scaledown.config import ScaleDownConfig
+from scaledown.errors import CheckpointError
+
+FORMAT = "scaledown-model"
+FORMAT_VERSION = 1
+CONFIG_FILE = "scaledown_config.json"
+
+
+def clean_base_state_dict(generator: nn.Module) -> dict[str, torch.Tensor]:
+    """The base causal LM's weights with peft's LoRA layers taken out (`q_proj.base_layer.weight` -> `q_proj.weight`)."""
+    from scaledown.models.generator import base_causal_lm, without_lora
+    return without_lora(base_causal_lm(generator).state_dict())
+
+
+def atomic_directory(final_path: str):
+    """A temporary sibling folder; call `commit(tmp)` to move it into place."""
+    parent = os.path.dirname(os.path.abspath(final_path)) or "."
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f".{os.path.basename(final_path)}.tmp-", dir=parent)
+
+
+def commit_directory(tmp: str, final_path: str) -> None:
+    if os.path.exists(final_path):
+        old = tmp + ".old"
+        os.rename(final_path, old)
+        os.rename(tmp, final_path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final_path)
+
+
+def save_pretrained(model, directory: str, include_base: Optional[bool] = None,
+                    state_dict: Optional[dict[str, torch.Tensor]] = None) -> None:
+    """Write `model` to `directory`. `state_dict` (full, unsharded) overrides the module's own tensors."""
+    from safetensors.torch import save_file
+    from scaledown.models.generator import base_causal_lm
+
+    include_base = model.generator_base_modified if include_base is None else include_base
+    tmp = atomic_directory(directory)
+    try:
+        final_abs = os.path.abspath(directory)
+        # -- generator adapter (standard PEFT folder)
+        model.generator.save_pretrained(os.path.join(tmp, "generator_adapter"))
+        base_ref = model.config.generator_model_name
+        if include_base:
+            base_dir = os.path.join(tmp, "generator_base")
+            lm = base_causal_lm(model.generator)
+            lm.config.save_pretrained(base_dir)
+            save_file(_contiguous(clean_base_state_dict(model.generator)), os.path.join(base_dir, "model.safetensors"),
+                      metadata={"format": "pt"})
+            model.tokenizer.save_pretrained(base_dir)
+            base_ref = os.path.join(final_abs, "generator_base")
+        _set_adapter_base(os.path.join(tmp, "generator_adapter"), base_ref)
+        # -- compressor folder
+        comp_dir = os.path.join(tmp, "compressor")
+        os.makedirs(comp_dir)
+        model.compressor.backbone.config.to_json_file(os.path.join(comp_dir, "config.json"))
+        comp_state = state_dict if state_dict is not None else model.compressor.state_dict()
+        save_file(_contiguous(comp_state), os.path.join(comp_dir, "model.safetensors"), metadata={"format": "pt"})
+        with open(os.path.join(comp_dir, "compressor_config.json"), "w") as f:
+            json.dump({"compressor_type": model.config.compressor_type,
+                       "num_memory_tokens": model.config.num_memory_tokens,
+                       "enable_reranking": model.config.enable_reranking,
+                       "memory_norm": model.config.memory_norm,
+                       "output_size": int(model.generator.get_input_embeddings().weight.shape[1])}, f, indent=2)
+        # -- tokenizers and the top-level config
+        model.tokenizer.save_pretrained(os.path.join(tmp, "tokenizer"))
+        if model.compressor_tokenizer is not None:
+            model.compressor_tokenizer.save_pretrained(os.path.join(tmp, "compressor_tokenizer"))
+        with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
+            json.dump({"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
+                       "generator_base": "generator_base" if include_base else model.config.generator_model_name},
+                      f, indent=2, sort_keys=True)
+        commit_directory(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def _set_adapter_base(adapter_dir: str, base_ref: str) -> None:
+    path = os.path.join(adapter_dir, "adapter_config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["base_model_name_or_path"] = base_ref
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+
+
+def resolve_model_dir(directory: str) -> str:
+    """`D/final` or `D` (a run folder): the folder holding scaledown_config.json, or a clear error."""
+    for candidate in (directory, os.path.join(directory, "final")):
+        if os.path.isfile(os.path.join(candidate, CONFIG_FILE)):
+            return candidate
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"{directory} does not exist. Pass a folder written by save_pretrained "
+                              f"(a training run's OUTPUT_DIR/final).")
+    raise CheckpointError(f"{directory} is not a ScaleDown model: it has no {CONFIG_FILE}. Pass a folder written "
+                          f"by ScaleDownModel.save_pretrained (a training run's OUTPUT_DIR/final); to start from a "
+                          f"plain Hugging Face model use generator_model_name instead.")
+
+
+def read_saved_config(directory: str, **overrides: Any) -> tuple[str, dict, ScaleDownConfig]:
+    directory = resolve_model_dir(directory)
+    with open(os.path.join(directory, CONFIG_FILE)) as f:
+        meta = json.load(f)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{directory}/{CONFIG_FILE} is not a ScaleDown model config (format={meta.get('format')!r}).")
+    values = {**meta["config"], **overrides}
+    values.pop("preset", None)  # the saved values are already resolved
+    return directory, meta, ScaleDownConfig.from_dict(values, source=os.path.join(directory, CONFIG_FILE))
+
+
+def load_compressor_backbone(config: ScaleDownConfig, directory: str) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+    backbone_config = AutoConfig.from_pretrained(os.path.join(directory, "compressor"))
+    backbone = AutoModel.from_config(backbone_config)
+    if config.compressor_type == "n_layers":
+        backbone.norm = nn.Identity()
+    return backbone
+
+
+def load_pretrained(cls, directory: str, **overrides: Any):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from scaledown.models import loading
+    from scaledown.models.compressor_builders import build_compressor
+
+    directory, meta, config = read_saved_config(directory, **overrides)
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(directory, "tokenizer"))
+    comp_tok_dir = os.path.join(directory, "compressor_tokenizer")
+    compressor_tokenizer = AutoTokenizer.from_pretrained(comp_tok_dir) if os.path.isdir(comp_tok_dir) else None
+    base_dir = os.path.join(directory, "generator_base")
+    if os.path.isdir(base_dir):
+        base = AutoModelForCausalLM.from_pretrained(base_dir)
+    else:
+        base = loading.load_causal_lm(config.generator_model_name, config.trust_remote_code)
+    generator = PeftModel.from_pretrained(base, os.path.join(directory, "generator_adapter"), is_trainable=True)
+    for name, p in generator.named_parameters():
+        p.requires_grad_("lora_" in name)
+    compressor = build_compressor(config, base, backbone=load_compressor_backbone(config, directory))
+    state = load_file(os.path.join(directory, "compressor", "model.safetensors"))
+    missing, unexpected = compressor.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{directory}/compressor/model.safetensors does not match the configured compressor "
+                              f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}). Was it saved "
+                              f"with another compressor_type or num_memory_tokens?")
+    model = cls(config, generator=generator, compressor=compressor, tokenizer=tokenizer,
+                compressor_tokenizer=compressor_tokenizer)
+    model.generator_base_modified = os.path.isdir(base_dir)
+    return model

@@ -1,0 +1,168 @@
+# One-process backend (CPU or one GPU): AdamW, autocast, clipping, safetensors checkpoints.
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import Any, Optional
+
+import torch
+
+from scaledown.config import ScaleDownConfig
+from scaledown.errors import CheckpointError, ConfigError
+from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
+from scaledown.training.backends.base import Backend
+from scaledown.training.throughput import cuda_peak_flops
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+CLIENT_FILE = "client_state.pt"
+
+
+def resolve_device(device_type: str) -> torch.device:
+    if device_type in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device_type} was asked for but no GPU is visible to PyTorch "
+                              f"(torch {torch.__version__}). Use --device cpu, or install a CUDA build of torch.")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if device_type == "trainium":
+        raise ConfigError("--device trainium runs on the NeuronX Distributed backend; start it on a Trn1 node "
+                          "(launchers/train_trn1.py or slurm/train_trn1.sh).")
+    if device_type == "auto" and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def autocast_dtype(config: ScaleDownConfig, device: torch.device) -> Optional[torch.dtype]:
+    if config.use_fp16 and device.type == "cuda":
+        return torch.float16
+    if config.use_bf16 and (device.type == "cpu" or torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return None
+
+
+def checkpoint_state_dict(model: ScaleDownModel) -> dict[str, torch.Tensor]:
+    """What a checkpoint must hold: every tensor except an unmodified hub base generator (reloaded from the hub)."""
+    state = model.state_dict()
+    if model.generator_base_modified:
+        return state
+    return {k: v for k, v in state.items() if not k.startswith("generator.") or "lora_" in k}
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, config: ScaleDownConfig):
+        self.config = config
+        self.device = resolve_device(config.device_type)
+        self.dtype = autocast_dtype(config, self.device)
+        self._model: Optional[ScaleDownModel] = None
+        self.optimizer = None
+        self.scheduler = None
+        self.scaler = None
+
+    @property
+    def model(self) -> ScaleDownModel:
+        return self._model
+
+    def setup(self, model: ScaleDownModel) -> None:
+        self._model = model.to(self.device)
+
+    def prepare(self, param_groups, lr_lambda, accumulation: int) -> None:
+        groups = [g for g in param_groups if g["params"]]
+        self.optimizer = torch.optim.AdamW(groups, betas=(self.config.adam_beta1, self.config.adam_beta2),
+                                           eps=self.config.adam_epsilon, weight_decay=self.config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+
+    def to_device(self, batch):
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def forward_backward(self, batch, documents_as: str, loss_scale: float) -> ScaleDownOutput:
+        with self.autocast():
+            out = self._model(batch, documents_as=documents_as)
+        loss = out.loss * loss_scale
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        return ScaleDownOutput(loss=out.loss.detach(), ce_loss=out.ce_loss.detach(),
+                               rerank_loss=None if out.rerank_loss is None else out.rerank_loss.detach(),
+                               num_tokens=out.num_tokens.detach())
+
+    def optimizer_step(self) -> Optional[float]:
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def learning_rates(self) -> dict[str, float]:
+        return {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self, root: str, tag: str, client_state: dict[str, Any]) -> str:
+        from safetensors.torch import save_file
+        os.makedirs(root, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f"{tag}.tmp-", dir=root)
+        try:
+            state = {k: v.detach().contiguous().cpu() for k, v in checkpoint_state_dict(self._model).items()}
+            save_file(state, os.path.join(tmp, MODEL_FILE), metadata={"format": "pt"})
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "scaler": self.scaler.state_dict() if self.scaler else None},
+                       os.path.join(tmp, OPTIMIZER_FILE))
+            torch.save(client_state, os.path.join(tmp, CLIENT_FILE))
+            final = os.path.join(root, tag)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            return final
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def load_checkpoint(self, path: str) -> dict[str, Any]:
+        from safetensors.torch import load_file
+        model_file = os.path.join(path, MODEL_FILE)
+        if not os.path.isfile(model_file):
+            raise CheckpointError(f"{path} has no {MODEL_FILE}: it is not a one-process (local backend) checkpoint. "
+                                  f"Resume it with the backend that wrote it, or convert it with `scaledown convert`.")
+        state = load_file(model_file, device=str(self.device))
+        missing, unexpected = self._model.load_state_dict(state, strict=False)
+        expected = set(checkpoint_state_dict(self._model))
+        missing = [k for k in missing if k in expected]
+        if missing or unexpected:
+            raise CheckpointError(f"{model_file} does not match this model (missing {missing[:3]}, unexpected "
+                                  f"{list(unexpected)[:3]}). It was written for another configuration.")
+        opt = torch.load(os.path.join(path, OPTIMIZER_FILE), map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(opt["optimizer"])
+        self.scheduler.load_state_dict(opt["scheduler"])
+        if self.scaler and opt.get("scaler"):
+            self.scaler.load_state_dict(opt["scaler"])
+        return torch.load(os.path.join(path, CLIENT_FILE), weights_only=True)
+
+    def export_pretrained(self, directory: str) -> None:
+        self._model.save_pretrained(directory)
+
+    def memory_gb(self) -> Optional[float]:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**30
+        try:
+            import resource
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+        except Exception:
+            return None
+
+    def peak_flops(self) -> Optional[float]:
+        return cuda_peak_flops() if self.device.type == "cuda" else None

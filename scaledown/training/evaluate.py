@@ -1,0 +1,66 @@
+# Periodic evaluation inside training: eval loss and answer accuracy, sharded evenly over data-parallel ranks.
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from scaledown.evaluation.answers import score_predictions
+from scaledown.training import tags
+
+
+def even_shard(rows: Sequence[dict], dp_rank: int, dp_size: int) -> tuple[list[dict], int]:
+    """This rank's rows, padded by repetition so every rank runs the same number of batches.
+
+    Under ZeRO-3 every forward call gathers parameters collectively: ranks with fewer batches would
+    deadlock the others. Returns (rows, how many of them are real).
+    """
+    per_rank = -(-len(rows) // dp_size)
+    mine = list(rows[dp_rank * per_rank:(dp_rank + 1) * per_rank])
+    real = len(mine)
+    filler = list(rows[:per_rank]) or list(rows[:1])
+    while len(mine) < per_rank:
+        mine.append(filler[len(mine) % len(filler)])
+    return mine, real
+
+
+@torch.no_grad()
+def evaluate(backend, rows: Sequence[dict], documents_as: str, micro_batch: int, max_generate: int,
+             max_documents: int) -> dict[str, float]:
+    """Eval loss over all `rows` and accuracy over the first `max_generate`, averaged over ranks."""
+    model = backend.model
+    was_training = model.training
+    model.eval()
+    try:
+        mine, real = even_shard(rows, backend.dp_rank, backend.dp_size)
+        loss_sum = torch.zeros(3, dtype=torch.float64)  # [ce * tokens, tokens, rerank * docs]
+        for start in range(0, len(mine), micro_batch):
+            chunk = mine[start:start + micro_batch]
+            weight = max(0, min(len(chunk), real - start)) / len(chunk)  # padded repeats count 0
+            batch = backend.to_device(model.inputs.collate(chunk, mode=documents_as, max_documents=max_documents))
+            with backend.autocast():
+                out = model(batch, documents_as=documents_as)
+            loss_sum[0] += weight * float(out.ce_loss) * float(out.num_tokens)
+            loss_sum[1] += weight * float(out.num_tokens)
+            if out.rerank_loss is not None:
+                loss_sum[2] += weight * float(out.rerank_loss)
+        gen_rows, gen_real = even_shard(rows[:max_generate], backend.dp_rank, backend.dp_size)
+        predictions = []
+        for start in range(0, len(gen_rows), micro_batch):
+            batch = model.inputs.collate(gen_rows[start:start + micro_batch], mode=documents_as,
+                                         with_answers=False, max_documents=max_documents)
+            with backend.autocast():
+                predictions += model.generate_from_batch(batch, documents_as, **backend.generation_kwargs())
+        scores = score_predictions(predictions[:gen_real], gen_rows[:gen_real])
+        totals = torch.tensor([loss_sum[0], loss_sum[1], loss_sum[2], scores["accuracy"] * gen_real,
+                               scores["exact_match"] * gen_real, gen_real], dtype=torch.float64)
+        totals = backend.all_reduce_sum(totals)
+        result = {tags.EVAL_LOSS: float(totals[0] / totals[1].clamp(min=1)),
+                  tags.EVAL_ACCURACY: float(totals[3] / totals[5].clamp(min=1)),
+                  tags.EVAL_EM: float(totals[4] / totals[5].clamp(min=1))}
+        if model.config.enable_reranking and documents_as == "memory":
+            batches = -(-len(rows) // backend.dp_size // micro_batch) * backend.dp_size
+            result[tags.EVAL_RERANK_LOSS] = float(totals[2] / max(1, batches))
+        return result
+    finally:
+        model.train(was_training)

@@ -1,0 +1,258 @@
+# ScaleDownTrainer: the backend-agnostic loop (phases, accumulation, logging, eval, checkpoints, resume).
+from __future__ import annotations
+
+import math
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from scaledown.config import ScaleDownConfig
+from scaledown.data.collator import count_tokens
+from scaledown.training import checkpoint_dirs as ckpt
+from scaledown.training import tags
+from scaledown.training.backends.base import Backend
+from scaledown.training.batching import BatchPlan, plan_batches
+from scaledown.training.evaluate import evaluate
+from scaledown.training.run_logger import RunLogger
+from scaledown.training.sampler import GlobalBatchOrder
+from scaledown.training.schedule import lr_multiplier, warmup_steps_for
+from scaledown.training.throughput import flops_per_token, mfu
+
+
+@dataclass
+class Phase:
+    name: str            # "warmup" (generator on uncompressed documents) or "finetune" / "pretrain"
+    start: int           # first global step of the phase
+    end: int             # one past its last step
+    documents_as: str    # how the generator sees documents: "text" or "memory"
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    interrupted: bool = False
+    eval_before: dict[str, float] = field(default_factory=dict)
+    eval_after: dict[str, float] = field(default_factory=dict)
+    final_dir: Optional[str] = None
+    train_seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)   # per-step mean loss (this rank's view)
+
+
+class ScaleDownTrainer:
+    """`ScaleDownTrainer(model, config, train_dataset).train()` -- one process by default.
+
+    Pass `backend=` (DeepSpeed, NxD) to run the same loop distributed. Output layout:
+    OUTPUT_DIR/final (Hugging Face), OUTPUT_DIR/checkpoints/step_N, OUTPUT_DIR/runs (TensorBoard).
+    """
+
+    def __init__(self, model, config: ScaleDownConfig, train_dataset, eval_dataset=None,
+                 backend: Optional[Backend] = None, resume_from: Optional[str] = None, progress: bool = True,
+                 export_final: bool = True):
+        from scaledown.training.backends.local import LocalBackend
+        self.model = model
+        self.config = config
+        self.train_dataset = train_dataset
+        self.eval_rows = list(eval_dataset) if eval_dataset is not None else []
+        self.backend = backend or LocalBackend(config)
+        self.resume_from = resume_from
+        self.progress = progress
+        self.export_final = export_final
+        self._stop = False
+
+    # ---- phases ----------------------------------------------------------------------------------
+    def phases(self, steps_per_epoch: int) -> list[Phase]:
+        cfg = self.config
+        main_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.num_epochs * steps_per_epoch))
+        if cfg.stage == "pretrain":
+            return [Phase("pretrain", 0, main_steps, "memory")]
+        warm = cfg.generator_warmup_steps
+        out = [Phase("warmup", 0, warm, "text")] if warm else []
+        return out + [Phase("finetune", warm, warm + main_steps, "memory")]
+
+    def _enter(self, phase: Phase, plan: BatchPlan, fresh: bool) -> None:
+        model = self.backend.model
+        if phase.name == "warmup":
+            model.set_trainable("warmup")
+            groups = model.warmup_parameter_groups()
+        else:
+            if fresh and phase.start > 0:  # after a warm-up the compressor restarts from the trained layers
+                model.reinit_compressor_from_generator()
+            model.set_trainable("finetune")
+            groups = model.parameter_groups()
+        steps = phase.end - phase.start
+        schedule = lr_multiplier(self.config.lr_scheduler, steps, warmup_steps_for(steps, self.config.warmup_ratio))
+        self.backend.prepare(groups, schedule, plan.accumulation)
+
+    # ---- main loop -------------------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        cfg, be = self.config, self.backend
+        be.setup(self.model)
+        if cfg.gradient_checkpointing:
+            be.model.enable_gradient_checkpointing()
+        plan = plan_batches(cfg.batch_size, cfg.micro_batch_size, be.dp_size)
+        order = GlobalBatchOrder(len(self.train_dataset), plan, cfg.seed)
+        phases = self.phases(order.steps_per_epoch)
+        total = phases[-1].end
+        root = ckpt.checkpoints_root(cfg.output_dir)
+        resume_path = ckpt.resolve_resume(self.resume_from, cfg.output_dir)
+        state = ckpt.read_state(resume_path) if resume_path else None
+        start = int(state["step"]) if state else 0
+        phase = next(p for p in phases if p.name == state["phase"]) if state else phases[0]
+        self._enter(phase, plan, fresh=False)
+        result = TrainResult(steps=start)
+        log = RunLogger(cfg.output_dir, be.is_main, total, start, progress=self.progress)
+        if resume_path:
+            client = be.load_checkpoint(resume_path)
+            _set_rng(client.get("rng"))
+            log.write(f"resumed from {resume_path} at step {start}/{total}")
+        else:
+            log.write(f"training {total} steps ({', '.join(f'{p.name} {p.end - p.start}' for p in phases)}); "
+                      f"{plan.describe()}; backend {be.name}")
+            if self.eval_rows:
+                result.eval_before = self._evaluate(phases[-1], 0, log)
+        self._install_sigterm()
+        flops_token = flops_per_token(be.model)
+        window = {"t": time.perf_counter(), "sums": torch.zeros(6, dtype=torch.float64), "n": 0}
+        t_start = time.perf_counter()
+        last_saved = start if resume_path else -1
+        step = start
+        for step in range(start, total):
+            while step >= phase.end:
+                phase = phases[phases.index(phase) + 1]
+                self._enter(phase, plan, fresh=True)
+            sums = self._train_step(step, phase, order)
+            window["sums"] += sums
+            window["n"] += 1
+            result.losses.append(float(sums[0] / max(1.0, float(sums[5]))))
+            log.step(step + 1, result.losses[-1])
+            done = step + 1
+            if done % cfg.logging_steps == 0 or done == total:
+                self._log_window(window, done, phase, log, flops_token)
+            if cfg.eval_steps and done % cfg.eval_steps == 0 and done < total and self.eval_rows:
+                self._evaluate(phase, done, log)
+            stop = self._stop_everywhere()
+            if (cfg.save_steps and done % cfg.save_steps == 0) or stop:
+                self._save(root, done, phase, log)
+                last_saved = done
+            if stop:
+                log.write(f"SIGTERM: saved a checkpoint at step {done}; resume with --resume_from auto")
+                result.interrupted = True
+                break
+        result.steps = step + 1 if total > start else start
+        result.train_seconds = time.perf_counter() - t_start
+        if not result.interrupted:
+            if last_saved != result.steps:
+                self._save(root, result.steps, phase, log)
+            if self.eval_rows:
+                result.eval_after = self._evaluate(phase, result.steps, log)
+            if self.export_final:
+                import os
+                result.final_dir = os.path.join(cfg.output_dir, "final")
+                be.export_pretrained(result.final_dir)
+                log.write(f"saved the model to {result.final_dir}")
+        log.close()
+        return result
+
+    def _train_step(self, step: int, phase: Phase, order: GlobalBatchOrder) -> torch.Tensor:
+        """One optimizer step; returns [loss_sum, ce_sum, rerank_sum, tokens, examples, micro_batches]."""
+        be, model = self.backend, self.backend.model
+        sums = torch.zeros(6, dtype=torch.float64)
+        micro = order.micro_batches(step, be.dp_rank)
+        for indices in micro:
+            rows = [self.train_dataset[i] for i in indices]
+            batch = model.inputs.collate(rows, mode=phase.documents_as, max_documents=self.config.num_documents_train)
+            sums[3] += count_tokens(batch)
+            sums[4] += len(rows)
+            out = be.forward_backward(be.to_device(batch), phase.documents_as, 1.0 / len(micro))
+            sums[0] += float(out.loss)
+            sums[1] += float(out.ce_loss)
+            sums[2] += float(out.rerank_loss) if out.rerank_loss is not None else 0.0
+            sums[5] += 1
+        self._grad_norm = be.optimizer_step()
+        return sums
+
+    def _log_window(self, window: dict, step: int, phase: Phase, log: RunLogger, flops_token: float) -> None:
+        be = self.backend
+        sums = be.all_reduce_sum(window["sums"].clone())
+        elapsed = max(1e-9, time.perf_counter() - window["t"])
+        micro = max(1.0, float(sums[5]))
+        values: dict[str, Any] = {tags.LOSS: float(sums[0]) / micro, tags.CE_LOSS: float(sums[1]) / micro,
+                                  tags.GRAD_NORM: self._grad_norm,
+                                  tags.TOKENS_PER_SEC: float(sums[3]) / elapsed,
+                                  tags.EXAMPLES_PER_SEC: float(sums[4]) / elapsed,
+                                  tags.STEP_TIME: elapsed / max(1, window["n"]),
+                                  tags.PHASE: 0.0 if phase.name == "warmup" else 1.0,
+                                  tags.MEMORY_GB: be.memory_gb()}
+        if self.config.enable_reranking and phase.documents_as == "memory":
+            values[tags.RERANK_LOSS] = float(sums[2]) / micro
+        values[tags.MFU] = mfu(values[tags.TOKENS_PER_SEC], flops_token, be.peak_flops(), be.world_size)
+        for name, lr in be.learning_rates().items():
+            values[tags.lr_tag(name)] = lr
+        log.scalars(values, step)
+        log.line(step, values)
+        window.update(t=time.perf_counter(), sums=torch.zeros(6, dtype=torch.float64), n=0)
+
+    def _evaluate(self, phase: Phase, step: int, log: RunLogger) -> dict[str, float]:
+        cfg = self.config
+        micro = cfg.micro_batch_size or plan_batches(cfg.batch_size, None, self.backend.dp_size).micro_batch
+        values = evaluate(self.backend, self.eval_rows, phase.documents_as, micro, cfg.eval_max_examples,
+                          cfg.num_documents_eval)
+        if phase.documents_as != "memory":  # warm-up reads text: keep its curve apart from eval/*
+            values = {k.replace("eval/", "eval_uncompressed/"): v for k, v in values.items()}
+        log.scalars(values, step)
+        log.write(f"eval @ step {step}: " + ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in values.items()))
+        return values
+
+    def _save(self, root: str, step: int, phase: Phase, log: RunLogger) -> None:
+        be = self.backend
+        tag = ckpt.tag_for(step)
+        state = {"step": step, "phase": phase.name, "samples_seen": step * self.config.batch_size,
+                 "backend": be.name, "dp_size": be.dp_size, "world_size": be.world_size,
+                 "config": self.config.to_dict()}
+        path = be.save_checkpoint(root, tag, {**state, "rng": _get_rng()})
+        be.barrier()
+        if be.is_main:  # trainer_state.json last: from here on the checkpoint counts as complete
+            ckpt.write_state(path, state)
+            ckpt.mark_latest(root, tag)
+            ckpt.prune(root, self.config.save_total_limit, protect=path)
+        be.barrier()
+        log.write(f"checkpoint {path}")
+
+    # ---- preemption ------------------------------------------------------------------------------
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum, frame):
+            self._stop = True
+
+        signal.signal(signal.SIGTERM, handler)
+
+    def _stop_everywhere(self) -> bool:
+        flag = torch.tensor([1.0 if self._stop else 0.0], dtype=torch.float64)
+        return bool(self.backend.all_reduce_sum(flag)[0] > 0)
+
+
+def _get_rng() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng(state: Optional[dict[str, Any]]) -> None:
+    if not state:
+        return
+    random.setstate(_as_tuple(state["python"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value

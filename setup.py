@@ -1,0 +1,37 @@
+# Installs the `scaledown` package and the `scaledown` console command. CPU torch: install torch==2.13.0 first.
+from setuptools import find_packages, setup
+
+# Neuron 2.28 is the last release with NxD training (PyTorch 2.9, NxD 0.17); its wheels come from
+# https://pip.repos.neuron.amazonaws.com (pip install -e .[neuron] --extra-index-url <that URL>).
+NEURON = ["torch-neuronx==2.9.*", "neuronx-distributed==0.17.*", "neuronx-cc==2.*", "torch-xla==2.9.*",
+          "transformers>=4.48,<4.57"]
+
+setup(
+    name="scaledown",
+    version="0.1.0",
+    description="OSCAR-style online soft compression for RAG: one model on DeepSpeed ZeRO-3 and NeuronX Distributed",
+    python_requires=">=3.10",
+    packages=find_packages(include=["scaledown", "scaledown.*"]),
+    package_data={"scaledown": ["assets/*.json"]},
+    install_requires=[
+        "torch>=2.9",
+        "transformers>=4.48",
+        "peft>=0.14",
+        "safetensors>=0.4",
+        "tokenizers>=0.20",
+        "pyyaml>=6",
+        "tqdm>=4.66",
+        "tensorboard>=2.15",
+        "numpy>=1.24",
+    ],
+    extras_require={
+        "gpu": ["deepspeed>=0.16", "ninja", "mpi4py>=3.1"],
+        "neuron": NEURON,
+        "data": ["datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14"],
+        "eval": ["matplotlib>=3.7", "rouge-score>=0.1.2"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "deepspeed>=0.16", "ninja", "mpi4py>=3.1",
+                "datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14", "matplotlib>=3.7",
+                "rouge-score>=0.1.2", "accelerate>=1.0"],
+    },
+    entry_points={"console_scripts": ["scaledown=scaledown.cli.main:main"]},
+)
