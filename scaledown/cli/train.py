@@ -45,9 +45,9 @@ def run_training(config, args, backend_factory: Optional[Callable] = None) -> in
     backend = backend_factory(config) if backend_factory else default_backend(config)
     train, evaluation = load_datasets(config, args)
     if args.init_from:
-        model = ScaleDownModel.from_pretrained(args.init_from, **_init_overrides(config))
+        model = backend.build_model(lambda: ScaleDownModel.from_pretrained(args.init_from, **_init_overrides(config)))
     else:
-        model = ScaleDownModel(config)
+        model = backend.build_model(lambda: ScaleDownModel(config))
     trainer = ScaleDownTrainer(model, config, train, evaluation, backend=backend, resume_from=args.resume_from)
     result = trainer.train()
     if backend.is_main:

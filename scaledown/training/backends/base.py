@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -27,6 +27,10 @@ class Backend(ABC):
     def is_main(self) -> bool:
         """The rank that logs, shows progress and writes shared files."""
         return self.rank == 0
+
+    def build_model(self, build: Callable[[], ScaleDownModel]) -> ScaleDownModel:
+        """Construct the model the way this backend needs it (ZeRO-3: partitioned while built; NxD: meta device)."""
+        return build()
 
     @abstractmethod
     def setup(self, model: ScaleDownModel) -> None:
