@@ -33,7 +33,12 @@ def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[t
         config = presets.tiny_model_config(name)
         if num_hidden_layers is not None:
             config.num_hidden_layers = num_hidden_layers
-        return AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config)
+        head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+        if head is not None and head.weight is not embed.weight:
+            with torch.no_grad():  # untied but equal at init: copying a context token to the output is easy
+                head.weight.copy_(embed.weight)
+        return model
     kwargs = {"trust_remote_code": trust_remote_code}
     if num_hidden_layers is not None:  # loads only the first N decoder layers' weights
         kwargs["num_hidden_layers"] = num_hidden_layers
