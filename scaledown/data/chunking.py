@@ -2,7 +2,8 @@
 """Each passage is "{title}: {text piece}" and its token count, title included, stays within
 chunk_tokens (±1 where BPE merges across the join), so a passage fits the compressor's
 doc_max_length when the chunking tokenizer is the generator's. Pieces are cut at token
-boundaries of the original text (via offsets), so no text is re-decoded or lost.
+boundaries of the original text (via offsets), preferably where a word starts, so no text is
+re-decoded, lost or split inside a word.
 """
 from __future__ import annotations
 
@@ -28,10 +29,25 @@ def format_document(title: str, text: str) -> str:
     return f"{title}{TITLE_SEPARATOR}{text}" if title else text
 
 
-def piece_spans(offsets: list[tuple[int, int]], text_length: int, budget: int) -> list[tuple[int, int]]:
-    """Character spans of consecutive windows of `budget` tokens; each runs to the next window's start."""
-    starts = [offsets[i][0] for i in range(0, len(offsets), budget)]
-    return [(start, starts[j + 1] if j + 1 < len(starts) else text_length) for j, start in enumerate(starts)]
+def piece_spans(offsets: list[tuple[int, int]], text: str, budget: int) -> list[tuple[int, int]]:
+    """Character spans of consecutive windows of at most `budget` tokens, each running to the next
+    one's start. A cut moves back (by at most half a window) to a token that starts a word."""
+    spans, first, count = [], 0, len(offsets)
+    while first < count:
+        stop = min(first + budget, count)
+        if stop < count:
+            cut = stop
+            while cut > first + budget // 2 and not _starts_word(text, offsets[cut][0]):
+                cut -= 1
+            if _starts_word(text, offsets[cut][0]) and cut > first:
+                stop = cut
+        spans.append((offsets[first][0], offsets[stop][0] if stop < count else len(text)))
+        first = stop
+    return spans
+
+
+def _starts_word(text: str, position: int) -> bool:
+    return position == 0 or text[position].isspace() or text[position - 1].isspace()
 
 
 def check_tokenizer(tokenizer, name: str) -> None:
@@ -61,7 +77,7 @@ def _chunk_batch(batch: list[CorpusDocument], tokenizer, chunk_tokens: int) -> I
     for document, offsets, title_ids in zip(batch, encoded["offset_mapping"], titles):
         budget = max(chunk_tokens - len(title_ids), MIN_TEXT_TOKENS)
         chunk = 0
-        for start, end in piece_spans(list(offsets), len(document.text), budget):
+        for start, end in piece_spans(list(offsets), document.text, budget):
             piece = document.text[start:end].strip()
             if piece:
                 yield Passage(document.doc_id, chunk, document.title, format_document(document.title, piece))

@@ -27,7 +27,7 @@ def _add(group, name: str, **kwargs) -> None:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    p = FriendlyParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+    p = FriendlyParser(prog=prog, description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     out = p.add_argument_group("output")
     _add(out, "output_file", required=True, help=".json (a list of rows) or .jsonl (one row a line); shards, "
