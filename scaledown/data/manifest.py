@@ -137,7 +137,8 @@ class ShardWriter:
                              bytes=self.progress["bytes"] + len(data), skipped=dict(skipped_total))
         write_json_atomic(self.progress_path, self.progress)
 
-    def finish(self, seconds: float) -> None:
-        self.progress.update(complete=True, seconds=round(seconds, 3))
+    def finish(self, seconds: float, answer_window: Optional[list[float]] = None) -> None:
+        """Mark the shard complete; `answer_window` = [start, end] of this run's answering (for rows/s)."""
+        self.progress.update(complete=True, seconds=round(seconds, 3), answer_window=answer_window)
         write_json_atomic(self.progress_path, self.progress)
         self.file.close()

@@ -116,20 +116,23 @@ def run_worker(plan: WorkerPlan, rank: int, world: int) -> dict[str, Any]:
     todo = mine[writer.blocks_done:]
     size = lambda block: min(plan.block_size, plan.num_queries - block * plan.block_size)  # noqa: E731
     rows_before = writer.progress["rows"]
+    window = None
     if todo:
         queries = read_queries(plan.work_dir)
         pipe = load_pipeline(plan, passages, retriever)
         bar = tqdm(total=sum(size(b) for b in mine), initial=sum(size(b) for b in mine[:writer.blocks_done]),
                    desc=f"worker {rank}/{world}" if world > 1 else "answering", unit=" queries",
                    position=rank if world > 1 else None, disable=not plan.progress, mininterval=1, smoothing=0.1)
+        window = [time.time(), None]   # answering only: models loaded, index ready
         for block in todo:
             first = block * plan.block_size
             rows, skipped = process_block(pipe, plan, first, queries[first:first + size(block)])
             writer.append_block(rows, skipped)
             bar.update(size(block))
         bar.close()
+        window[1] = time.time()
     seconds = time.time() - start
-    writer.finish(seconds)
+    writer.finish(seconds, window)
     written = writer.progress["rows"] - rows_before
     if todo and plan.progress:
         print(f"worker {rank}/{world} (pid {os.getpid()}): {written} rows in {seconds:.1f}s "

@@ -21,6 +21,10 @@ EPILOG = """examples:
   torchrun --nproc_per_node 8 -m scaledown.data.prepare_dataset <same flags>"""
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's line breaks and shows each flag's default."""
+
+
 def _add(group, name: str, **kwargs) -> None:
     flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
     group.add_argument(*flags, dest=name, **kwargs)
@@ -28,7 +32,7 @@ def _add(group, name: str, **kwargs) -> None:
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
     p = FriendlyParser(prog=prog, description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=_HelpFormatter)
     out = p.add_argument_group("output")
     _add(out, "output_file", required=True, help=".json (a list of rows) or .jsonl (one row a line); shards, "
                                                  "manifest and index go to a '<name>.prep' folder beside it")
@@ -49,20 +53,20 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     _add(c, "corpus_path", default=None, help="KILT knowledge source (JSON lines) or any .jsonl/.json/.parquet "
                                               "with a text field (string or list of paragraphs)")
     _add(c, "chunk_tokens", type=int, default=128, help="passage length in tokens, title included (OSCAR: 128)")
-    _add(c, "chunk_tokenizer", default=None, help="tokenizer that counts chunk tokens (default: the teacher's)")
+    _add(c, "chunk_tokenizer", default=None, help="tokenizer that counts chunk tokens (None: the teacher's)")
     _add(c, "retriever", default="auto", help="bm25, splade, or a SPLADE model name; auto: SPLADE when its model "
                                               "can be loaded, else BM25 (with a notice)")
-    _add(c, "retriever_model", default=None, help=f"SPLADE model (default {DEFAULT_SPLADE}; tiny: offline random)")
+    _add(c, "retriever_model", default=None, help=f"SPLADE model (None: {DEFAULT_SPLADE}; tiny: offline random)")
     _add(c, "index_dir", default=None, help="where the passages and the index are saved and reused "
-                                            "(default: <output>.prep/index)")
+                                            "(None: <output>.prep/index)")
     _add(c, "index_part_size", type=int, default=100_000, help="passages per SPLADE index part (the unit shared "
                                                                "between workers and resumed)")
     _add(c, "top_k", type=int, default=5, help="passages per query in the training file (OSCAR: 5)")
     _add(c, "retrieve_k", type=int, default=None, help="passages retrieved per query before reranking keeps "
-                                                       "--top_k (default: --top_k)")
+                                                       "--top_k (None: --top_k)")
     r = p.add_argument_group("reranking and teacher")
     _add(r, "enable_reranking", action="store_true", help=f"score passages with a cross-encoder, reorder them and "
-                                                          f"write reranking_scores (default model {DEFAULT_RERANKER})")
+                                                          f"write reranking_scores (model: {DEFAULT_RERANKER})")
     _add(r, "reranker", default=None, help="cross-encoder name (implies --enable_reranking; tiny: offline random)")
     _add(r, "teacher", default=DEFAULT_TEACHER, help="causal LM that writes the answers (tiny: offline random)")
     _add(r, "teacher_backend", default="auto", choices=("auto", "transformers", "vllm"),

@@ -42,6 +42,9 @@ def check_args(args) -> None:
     if args.retrieve_k is not None and args.retrieve_k < args.top_k:
         raise ConfigError(f"--retrieve_k {args.retrieve_k} is below --top_k {args.top_k}; retrieve at least as many "
                           f"passages as the rows keep.")
+    if args.retriever == "bm25" and args.retriever_model:
+        raise ConfigError(f"--retriever_model {args.retriever_model} is a SPLADE model but --retriever is bm25; "
+                          f"drop one of them.")
     wants_retrieval = args.queries or args.download_ms_marco or args.ms_marco_path
     if wants_retrieval and not args.corpus_path:
         raise DataError("--corpus_path is needed: queries from --queries / --download_ms_marco are answered from "
@@ -179,13 +182,19 @@ def finish(args, plan, manifest: dict, world: int, rows_before: int, seconds: fl
         for reason, n in shard["skipped"].items():
             skipped[reason] = skipped.get(reason, 0) + n
     this_run = sum(p["rows"] for p in progress) - rows_before
+    windows = [p["answer_window"] for p in progress if p.get("answer_window")]
+    answering = max(w[1] for w in windows) - min(w[0] for w in windows) if windows else 0.0
     summary = {"rows": count, "rows_this_run": this_run, "workers": world, "worker_seconds": round(seconds, 3),
-               "rows_per_second": round(this_run / max(seconds, 1e-9), 3), "skipped": skipped,
+               "rows_per_second": round(this_run / max(seconds, 1e-9), 3),
+               "answering_seconds": round(answering, 3),   # without process start, model loading, indexing
+               "answering_rows_per_second": round(this_run / answering, 3) if answering else None,
+               "skipped": skipped,
                "bad_query_rows": manifest.get("bad_queries", {}).get("counts", {}),
                "bad_corpus_rows": PassageStore(plan.passages_dir).meta.get("bad_rows", {}).get("counts", {})}
     write_json_atomic(os.path.join(plan.work_dir, "summary.json"), summary)
     print(f"wrote {count} rows to {args.output_file} (shards, manifest and index: {plan.work_dir})")
-    print(f"this run: {this_run} rows in {seconds:.1f}s with {world} worker(s): {summary['rows_per_second']:.2f} rows/s")
+    print(f"this run: {this_run} rows in {seconds:.1f}s with {world} worker(s): {summary['rows_per_second']:.2f} rows/s"
+          + (f" ({summary['answering_rows_per_second']:.2f} rows/s once models were loaded)" if answering else ""))
     for reason, n in sorted(skipped.items()):
         if n:
             print(f"skipped {n} {reason}")

@@ -29,10 +29,21 @@ def iter_records(path: str, bad: BadRows) -> Iterator[tuple[str, dict]]:
     """(where, record) pairs; non-object or malformed rows are reported to `bad`."""
     if path.endswith(".parquet"):
         yield from _iter_parquet(path)
-    elif path.endswith(".json"):
+    elif path.endswith(".json") and _first_char(path) == "[":
         yield from _iter_json_list(path, bad)
-    else:
+    else:   # .jsonl, and .json files holding JSON lines (KILT's kilt_knowledgesource.json is one)
         yield from _iter_jsonl(path, bad)
+
+
+def _first_char(path: str) -> str:
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(4096)
+            if not chunk:
+                return ""
+            stripped = chunk.lstrip()
+            if stripped:
+                return chr(stripped[0])
 
 
 def _iter_jsonl(path: str, bad: BadRows) -> Iterator[tuple[str, dict]]:

@@ -28,6 +28,14 @@ def test_kilt_and_plain_corpus_records(tmp_path):
     assert [(d.doc_id, d.title) for d in docs] == [("12", "Paris"), ("7", "Lyon"), ("3", "")]
     assert docs[0].text == "Paris is the capital of France. Section::::History. It is old."  # title paragraph dropped
     assert docs[1].text == "Lyon is a city."
+    kilt_named = tmp_path / "kilt_knowledgesource.json"   # KILT's file is JSON lines despite its name
+    kilt_named.write_text(open(path).read())
+    assert list(iter_corpus(str(kilt_named), BadRows())) == [d.__class__(str(kilt_named) + d.where[len(path):],
+                                                                          d.doc_id, d.title, d.text) for d in docs]
+    as_list = tmp_path / "list.json"
+    as_list.write_text(json.dumps([{"text": "one"}, {"text": "two"}]))
+    assert [(d.where, d.text) for d in iter_corpus(str(as_list), BadRows())] == \
+        [(f"{as_list} row 1", "one"), (f"{as_list} row 2", "two")]
 
 
 @pytest.mark.parametrize("line, reason", [
