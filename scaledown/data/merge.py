@@ -39,8 +39,8 @@ def merge_shards(work_dir: str, world: int, output_file: str, progress: bool = T
 
     total = sum(read_progress(work_dir, rank, world)["rows"] for rank in range(world))
     if total == 0:
-        raise DataError(f"no rows to write: every query was skipped (see the counts above). Check the corpus and "
-                        f"queries, or the teacher's answers.")
+        raise DataError(f"no rows to write: every query was skipped (counts in the progress files of {work_dir}). "
+                        f"Check the corpus and queries, or the teacher's answers.")
     merged = heapq.merge(*(_shard_rows(work_dir, rank, world) for rank in range(world)), key=lambda item: item[0])
     as_list = not output_file.endswith(".jsonl")
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)

@@ -19,7 +19,7 @@ FLAGS = ["--retriever", "bm25", "--teacher", "tiny", "--max_answer_tokens", "4",
          "--progress", "false"]
 
 
-def test_srun_tasks_write_the_rows_of_one_process(slurm_cluster, tmp_path, subprocess_env):
+def test_srun_tasks_write_the_rows_of_one_process(slurm_cluster, tmp_path, subprocess_env):  # noqa: F811
     made = write_synthetic_corpus(str(tmp_path / "src"), num_queries=16, seed=4)
     inputs = ["--queries", made.queries_path, "--corpus_path", made.corpus_path]
     assert prepare_main([*inputs, "--output_file", str(tmp_path / "one.jsonl"), *FLAGS]) == 0
