@@ -60,6 +60,14 @@ def load_encoder(name: str, trust_remote_code: bool = False):
         raise ConfigError(_not_found(name, "model", exc)) from None
 
 
+def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, **kwargs):
+    """Weights of a hub model or local folder through any transformers Auto class, with a clear error if missing."""
+    try:
+        return auto_class.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as exc:
+        raise ConfigError(_not_found(name, "model", exc)) from None
+
+
 def model_config(name: str, trust_remote_code: bool = False):
     """The transformers config of a model name, without loading weights."""
     if name in presets.TINY_MODELS:
