@@ -29,8 +29,14 @@ def build_parser(prog: str) -> FriendlyParser:
                           "--data_dir (local copies) or the hub through `datasets`")
     add("data_dir", help="folder with local benchmark copies (<name>.jsonl or <name>-dev-kilt.jsonl)")
     add("split", help="hub split to read (default: the one OSCAR reports, e.g. validation)")
-    add("corpus", help="passage corpus for retrieval (.jsonl: id/title/text, or the KILT knowledge source)")
-    add("retriever", default="bm25", help="retriever over --corpus (default bm25, offline)")
+    add("corpus", help="corpus to retrieve from (KILT knowledge source, or .jsonl/.parquet with text, id, title); "
+                       "chunked into doc_max_length-token passages as prepare-data does")
+    add("retriever", default="auto", help="bm25, splade, or a SPLADE model name; auto: SPLADE (naver/splade-v3) "
+                                          "when it can be loaded, else BM25 with a notice")
+    add("retriever_model", help="SPLADE model (default naver/splade-v3; tiny: offline random)")
+    add("index_dir", help="where the passage store and index are kept and reused (default OUTPUT/index)")
+    add("skip_bad_rows", action="store_true", help="skip and count malformed corpus rows instead of stopping")
+    add("trust_remote_code", action="store_true", help="let hub models (judge, SPLADE) run their own code")
     add("output", required=True, help="output folder")
     add("baselines", action="store_true", help="also evaluate uncompressed RAG and no-documents with the same generator")
     add("num_documents", type=int, help="documents per query (default: the model's num_documents_eval, OSCAR: 10)")
@@ -73,6 +79,16 @@ def collect_datasets(args) -> list[tuple[str, str, list[dict]]]:
         raise ConfigError("nothing to evaluate: pass --data FILE, or --benchmark NAMES (with --data_dir DIR for "
                           "local copies).")
     return out
+
+
+def _document_tokenizer(model_dir: str, config):
+    """The tokenizer that counts document tokens (the compressor's), read from the saved model folder."""
+    from transformers import AutoTokenizer
+    from scaledown.models.serialization import resolve_model_dir
+    folder = resolve_model_dir(model_dir)
+    name = "compressor_tokenizer" if os.path.isdir(os.path.join(folder, "compressor_tokenizer")) else "tokenizer"
+    path = os.path.join(folder, name)
+    return AutoTokenizer.from_pretrained(path), path
 
 
 def _autocast(device):
@@ -122,10 +138,16 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
                             f".jsonl with title/text) to retrieve {num_documents} per query, or give rows with "
                             f"'documents'.")
         from scaledown.evaluation.benchmarks import attach_documents
-        from scaledown.evaluation.retrieve import build_retriever
-        retriever = build_retriever(args.retriever, args.corpus)
-        for name, _, rows in datasets:
+        from scaledown.evaluation.retrieve import open_corpus_retriever
+        tokenizer, tokenizer_name = _document_tokenizer(args.model, saved_config)
+        retriever = open_corpus_retriever(args, tokenizer, tokenizer_name, saved_config.doc_max_length)
+        for i, (name, source, rows) in enumerate(datasets):
             attach_documents(rows, retriever, num_documents, progress=not args.no_progress)
+            kept = [r for r in rows if r["documents"]]
+            if len(kept) < len(rows):
+                print(f"note: {name}: {len(rows) - len(kept)} of {len(rows)} queries share no word with the corpus "
+                      f"(nothing retrieved); they are left out.", flush=True)
+                datasets[i] = (name, source, kept)
     for _, source, rows in datasets:  # every row scorable before the weights are loaded
         check_eval_rows(rows, source)
 
@@ -139,7 +161,8 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
     if args.judge:
         from scaledown.evaluation.judge import LLMJudge
         judge = LLMJudge.load(args.judge, device, args.judge_batch_size,
-                              dtype=torch.bfloat16 if device.type == "cuda" else None)
+                              dtype=torch.bfloat16 if device.type == "cuda" else None,
+                              trust_remote_code=args.trust_remote_code)
     systems = list(SYSTEMS) if args.baselines else ["scaledown"]
     generation = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
     all_metrics: dict[str, dict] = {}
@@ -163,7 +186,8 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
         write_atomic(os.path.join(args.output, "table.md"), table)
         write_atomic(os.path.join(args.output, "benchmarks.json"),
                      json.dumps({"metrics": all_metrics, "tflops": tflops, "num_documents": num_documents,
-                                 "retriever": args.retriever if missing else None}, indent=2) + "\n")
+                                 "retriever": args.retriever if missing else None,
+                                 "examples": {name: len(rows) for name, _, rows in datasets}}, indent=2) + "\n")
         print("\n" + table)
         print(f"wrote {os.path.join(args.output, 'table.md')}")
     return 0

@@ -114,7 +114,7 @@ def plot_latency(report: dict, path: str) -> str:
         for name, style in (("compressed", "-o"), ("uncompressed", "--s")):
             ax1.plot(docs, [r[name]["ms_per_query"] for r in points], style, label=f"{name}, batch {batch}")
         ax2.plot(docs, [r["speedup"] for r in points], "-o", label=f"batch {batch}")
-    ax1.set(xlabel="documents per query", ylabel="ms per query", title="latency per query")
+    ax1.set(xlabel="documents per query", ylabel="ms per query (log scale)", title="latency per query", yscale="log")
     ax2.set(xlabel="documents per query", ylabel="uncompressed / compressed", title="speed-up of compression")
     ax2.axhline(1.0, color="grey", linewidth=1)
     for ax in (ax1, ax2):

@@ -7,9 +7,9 @@ import pytest
 from scaledown.errors import DataError
 from scaledown.evaluation import benchmarks
 from scaledown.evaluation.paper_table import format_table
-from scaledown.evaluation.retrieve import BM25Retriever, Passage, read_corpus
+from scaledown.evaluation.retrieve import CorpusRetriever, Passage
 
-ASSETS = os.path.join(os.path.dirname(__file__), "assets", "kilt")
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "kilt")
 
 
 def test_each_layout_becomes_a_row():
@@ -43,16 +43,23 @@ def test_local_copies_are_found_by_name():
         benchmarks.load_records(benchmarks.BENCHMARKS["nq"], os.path.dirname(ASSETS))
 
 
-def test_bm25_retrieval_labels_relevance_from_provenance():
-    passages = read_corpus(os.path.join(ASSETS, "corpus.jsonl"))
-    assert len(passages) == 72 and passages[0].page_id == "1000"
+def test_bm25_retrieval_labels_relevance_from_provenance(tmp_path):
+    from scaledown.models.tiny_tokenizer import load_tiny_tokenizer
+    retriever = CorpusRetriever(os.path.join(ASSETS, "corpus.jsonl"), str(tmp_path / "index"), load_tiny_tokenizer(),
+                                "tiny", 32, kind="bm25", progress=False)
+    assert len(retriever.store) == 72                     # short pages: one passage each
     rows = benchmarks.to_rows(benchmarks.load_records(benchmarks.BENCHMARKS["nq"], ASSETS)[1])
-    benchmarks.attach_documents(rows, BM25Retriever(passages), k=4)
+    benchmarks.attach_documents(rows, retriever, k=4)
+    titles = set(retriever.store.table.column("title").to_pylist())
     for row in rows:
-        assert len(row["documents"]) == 4 and len(row["relevance"]) == 4
-        entity = next(w for w in row["query"].rstrip("?").split() if w in {p.title for p in passages})
-        assert row["documents"][0].startswith(entity)   # the page of the asked entity ranks first
+        # BM25 leaves out passages that share no word with the query
+        assert 1 <= len(row["documents"]) <= 4 and len(row["relevance"]) == len(row["documents"])
+        entity = next(w for w in row["query"].rstrip("?").split() if w in titles)
+        assert row["documents"][0].startswith(entity + ": ")   # the asked entity's page ranks first
         assert row["relevance"][0] == 1.0 and sum(row["relevance"]) == 1.0
+    again = CorpusRetriever(os.path.join(ASSETS, "corpus.jsonl"), str(tmp_path / "index"), load_tiny_tokenizer(),
+                            "tiny", 32, kind="bm25", progress=False)   # the store and index are reused
+    assert [p.text for p in again.retrieve([rows[0]["query"]], 4)[0]] == rows[0]["documents"]
 
 
 def test_answer_containment_labels_without_page_ids():
@@ -61,18 +68,6 @@ def test_answer_containment_labels_without_page_ids():
             return [[Passage("Rome is big"), Passage("Paris is big")] for _ in queries]
     rows = benchmarks.attach_documents([{"query": "q", "answers": ["Paris"]}], Fixed(), k=2)
     assert rows[0]["relevance"] == [0.0, 1.0] and rows[0]["documents"] == ["Rome is big", "Paris is big"]
-
-
-def test_kilt_knowledge_source_pages_are_cut_into_100_word_passages(tmp_path):
-    page = {"wikipedia_id": "12", "wikipedia_title": "Long", "text": [" ".join(["w"] * 150), "end here"]}
-    path = tmp_path / "ks.jsonl"
-    path.write_text(json.dumps(page) + "\n")
-    passages = read_corpus(str(path))
-    assert [len(p.text.split()) for p in passages] == [100, 52] and passages[1].page_id == "12"
-    assert passages[0].as_document().startswith("Long: w")
-    path.write_text(json.dumps({"id": "1", "text": ""}) + "\n")
-    with pytest.raises(DataError, match="line 1.*non-empty 'text'"):
-        read_corpus(str(path))
 
 
 def test_table_has_oscar_rows_and_the_user_rows():
