@@ -28,10 +28,11 @@ setup(
         "gpu": ["deepspeed>=0.16", "ninja", "mpi4py>=3.1"],
         "neuron": NEURON,
         "data": ["datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14"],
-        "eval": ["matplotlib>=3.7", "rouge-score>=0.1.2"],
+        # ROUGE-L is computed in scaledown.evaluation.metrics; retrieval for benchmarks uses the data extra's packages
+        "eval": ["matplotlib>=3.7", "datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "deepspeed>=0.16", "ninja", "mpi4py>=3.1",
                 "datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14", "matplotlib>=3.7",
-                "rouge-score>=0.1.2", "accelerate>=1.0"],
+                "accelerate>=1.0"],
     },
     entry_points={"console_scripts": ["scaledown=scaledown.cli.main:main"]},
 )

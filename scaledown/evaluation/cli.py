@@ -31,8 +31,8 @@ def build_parser(prog: str) -> FriendlyParser:
     add("split", help="hub split to read (default: the one OSCAR reports, e.g. validation)")
     add("corpus", help="corpus to retrieve from (KILT knowledge source, or .jsonl/.parquet with text, id, title); "
                        "chunked into doc_max_length-token passages as prepare-data does")
-    add("retriever", default="auto", help="bm25, splade, or a SPLADE model name; auto: SPLADE (naver/splade-v3) "
-                                          "when it can be loaded, else BM25 with a notice")
+    add("retriever", default="bm25", help="bm25 (default, offline), splade (OSCAR's naver/splade-v3), a SPLADE "
+                                          "model name, or auto (SPLADE when it can be loaded, else BM25)")
     add("retriever_model", help="SPLADE model (default naver/splade-v3; tiny: offline random)")
     add("index_dir", help="where the passage store and index are kept and reused (default OUTPUT/index)")
     add("skip_bad_rows", action="store_true", help="skip and count malformed corpus rows instead of stopping")

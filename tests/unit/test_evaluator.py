@@ -117,7 +117,7 @@ def test_kilt_benchmarks_give_a_table_beside_oscar(trained, tmp_path, capsys):
     assets = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "kilt")
     out = tmp_path / "bench"
     code = main(["eval", "--model", trained, "--benchmark", "nq,popqa,asqa", "--data_dir", assets,
-                 "--corpus", os.path.join(assets, "corpus.jsonl"), "--retriever", "bm25", "--num_documents", "3", "--max_examples", "3",
+                 "--corpus", os.path.join(assets, "corpus.jsonl"), "--num_documents", "3", "--max_examples", "3",
                  "--output", str(out), "--no_progress"])
     printed = capsys.readouterr().out
     assert code == 0
