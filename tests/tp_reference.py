@@ -30,8 +30,9 @@ from scaledown.checkpoint.nxd_files import read_shard
 def load_shards(tag_dir: str) -> tuple[dict[tuple[int, int], dict[str, torch.Tensor]], int, int]:
     shards = {}
     for path in glob.glob(os.path.join(tag_dir, "model", "dp_rank_00_tp_rank_*_pp_rank_*.pt")):
-        tp_rank, pp_rank = map(int, re.search(r"tp_rank_(\d+)_pp_rank_(\d+)", path).groups())
-        shards[(tp_rank, pp_rank)] = read_shard(path)
+        match = re.fullmatch(r"dp_rank_00_tp_rank_(\d+)_pp_rank_(\d+)\.pt", os.path.basename(path))
+        if match:  # not the xser X.pt.info.pt beside each shard
+            shards[tuple(map(int, match.groups()))] = read_shard(path)
     tp = 1 + max(t for t, _ in shards)
     pp = 1 + max(p for _, p in shards)
     return shards, tp, pp
