@@ -86,7 +86,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(prog: str, description: str) -> FriendlyParser:
-    parser = FriendlyParser(prog=prog, description=description,
+    parser = FriendlyParser(prog=prog, description=description, allow_abbrev=False,
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_run_flags(parser)
     add_config_flags(parser)

@@ -74,7 +74,6 @@ _TINY: dict[str, Any] = {
     "num_documents_train": 3,
     "num_documents_eval": 3,
     "batch_size": 32,
-    "micro_batch_size": 16,               # fits 1 or 2 data-parallel ranks without remainder
     "learning_rate_generator": 1e-3,      # tiny random models want larger steps than a 7B
     "learning_rate_compressor_nlayers": 1e-3,
     "learning_rate_compressor_llama": 1e-3,
