@@ -74,7 +74,10 @@ class ModelDescription:
                 backbone = AutoModel.from_config(hf_config(self.compressor_config))
                 if self.config.compressor_type == "n_layers":
                     backbone.norm = nn.Identity()
-                compressor = build_compressor(self.config, base, backbone=backbone)
+            # build_compressor reads the generator's embedding width and scale: give it a real 1-row stand-in
+            width = base.get_input_embeddings().embedding_dim
+            with torch.device("meta"):
+                compressor = build_compressor(self.config, _EmbeddingStandIn(width), backbone=backbone)
             self._skeleton = ScaleDownModel(self.config, generator=generator, compressor=compressor)
         return self._skeleton
 
@@ -100,6 +103,17 @@ class ModelDescription:
         if diffs:
             raise CheckpointError(f"{where} and {other_where} describe different models ({'; '.join(diffs)}). Pass the "
                                   f"settings the checkpoint was trained with (or drop --config to use the checkpoint's).")
+
+
+class _EmbeddingStandIn:
+    """What build_compressor asks of a generator (its input embeddings), without meta tensors to read."""
+
+    def __init__(self, width: int):
+        import torch
+        self.embedding = torch.nn.Embedding(1, width, device="cpu")
+
+    def get_input_embeddings(self):
+        return self.embedding
 
 
 def config_from_dict(values: dict, source: str) -> ScaleDownConfig:

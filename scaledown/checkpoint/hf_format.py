@@ -91,6 +91,8 @@ def write_hf(ckpt: FullCheckpoint, directory: str, merge_lora: bool = False) -> 
     if missing:
         raise CheckpointError(f"{ckpt.source} lacks {len(missing)} weights (e.g. {missing[:3]}); cannot write a "
                               f"complete model folder.")
-    save_pretrained(ckpt.description.skeleton(), directory, include_base=include_base, state_dict=weights)
+    pick = lambda prefix: {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}  # noqa: E731
+    save_pretrained(ckpt.description.skeleton(), directory, include_base=include_base,
+                    state_dict=pick("compressor."), generator_state_dict=pick("generator."))
     if ckpt.optimizer is not None:
         ckpt.notes.append("optimizer state (Adam moments) is not carried into a Hugging Face folder")

@@ -68,8 +68,8 @@ def build_compressor(config: ScaleDownConfig, generator: nn.Module, backbone: nn
     gen_embed = generator.get_input_embeddings().weight
     out_size = gen_embed.shape[1]
     norm_scale = None
-    if config.memory_norm:  # per-element RMS of the generator's token embeddings (a placeholder on the meta device)
-        norm_scale = 1.0 if gen_embed.device.type == "meta" else float(gen_embed.detach().float().pow(2).mean().sqrt())
+    if config.memory_norm:  # per-element RMS of the generator's token embeddings
+        norm_scale = float(gen_embed.detach().float().pow(2).mean().sqrt())
     kind = config.compressor_type
     if kind == "n_layers":
         if backbone is None:
