@@ -57,7 +57,12 @@ def _init_adam_state(optimizer, step) -> None:
 
 
 def load_universal_checkpoint(engine, path: str, load_optimizer_states: bool = True) -> dict[str, Any]:
-    """Load weights (+ fp32 masters, Adam moments, step) into a ZeRO-3 engine; returns trainer_state or {}."""
+    """Load weights (+ fp32 masters, Adam moments, step) into a ZeRO-3 engine.
+
+    Returns the checkpoint's trainer_state.json (empty without one) plus "optimizer_step": the Adam step,
+    i.e. the optimizer steps taken in the current phase (each phase has its own optimizer), which is where
+    the backend's learning-rate schedule resumes.
+    """
     import deepspeed
     zero = os.path.join(path, "zero")
     if not os.path.isdir(zero):
@@ -85,4 +90,4 @@ def load_universal_checkpoint(engine, path: str, load_optimizer_states: bool = T
                     _set_partition(optimizer, param, _full(folder, key), key)
     if load_optimizer_states:
         engine.global_steps = int(step)
-    return read_json(os.path.join(path, TRAINER_STATE_FILE)) or {}
+    return {**(read_json(os.path.join(path, TRAINER_STATE_FILE)) or {}), "optimizer_step": int(step)}

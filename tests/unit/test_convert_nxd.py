@@ -35,6 +35,14 @@ def test_hf_nxd_hf_is_bit_exact(hf, tmp_path, tp, pp):
     assert_same_tensors(folder, tmp_path / "back")
 
 
+@pytest.mark.parametrize("kind,tp,pp", [("modernbert", 4, 3), ("causal_lm", 2, 4)])
+def test_other_compressors_round_trip(tmp_path, kind, tp, pp):
+    make_hf_folder(tmp_path / "hf", compressor_type=kind)
+    convert("hf", "nxd", str(tmp_path / "hf"), str(tmp_path / "nxd"), tp=tp, pp=pp, xser=True)
+    convert("nxd", "hf", str(tmp_path / "nxd"), str(tmp_path / "back"))
+    assert_same_tensors(tmp_path / "hf", tmp_path / "back")
+
+
 def test_nxd_shards_read_independently_match_nxd_rules(hf, tmp_path):
     """Read the plain shard files with torch.load alone and slice the full weights by NxD's own formulas."""
     folder, model = hf
