@@ -108,6 +108,10 @@ class ParallelPlan:
         if tp < 1:
             raise ConfigError(f"--tp {tp} is invalid: use 1 or more tensor-parallel ranks.")
         stacks = find_stacks(model)
+        if pp > 1 and _tied_lm_head(model):
+            raise ConfigError(f"--pp {pp}: the generator ties lm_head to its input embeddings, which live on the first "
+                              f"and last pipeline stages; NxD cannot share one weight across stages. Use --pp 1, or "
+                              f"untie them (tie_word_embeddings=False) before training.")
         gen_geo = resolve_geometry("generator", *stacks.generator_geometry, tp, kv_replication)
         bb_geo = resolve_geometry("compressor", *stacks.backbone_geometry, tp,
                                   None if stacks.backbone_family == "modernbert" else kv_replication)
@@ -176,6 +180,12 @@ class ParallelPlan:
             out[name] = full
             notes += found
         return out, notes
+
+
+def _tied_lm_head(model: nn.Module) -> bool:
+    from scaledown.models.generator import base_causal_lm
+    lm = base_causal_lm(model.generator)
+    return lm.get_output_embeddings().weight is lm.get_input_embeddings().weight
 
 
 def _layer_names(model: nn.Module, stacks: Stacks) -> list[str]:

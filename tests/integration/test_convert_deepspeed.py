@@ -162,3 +162,16 @@ def test_training_checkpoint_keeps_its_trainer_state(trained, tmp_path):
     assert checkpoint_dirs.resolve_resume(str(tmp_path / "trn1"), "unused") == out.path
     saved = json.loads(open(os.path.join(out.path, "trainer_state.json")).read())
     assert (saved["step"], saved["phase"], saved["backend"]) == (2, "finetune", "nxd")
+
+
+def test_incomplete_deepspeed_checkpoint_is_refused(trained, tmp_path):
+    from scaledown.errors import CheckpointError
+    root, _, _, config = trained
+    copy = tmp_path / "copy" / "global_step2"
+    shutil.copytree(root / "run" / "global_step2", copy)
+    os.remove(copy / "zero_pp_rank_1_mp_rank_00_model_states.pt")
+    with pytest.raises(CheckpointError, match=r"written by 2 ranks but holds model-state files of ranks \[0\]"):
+        convert("deepspeed", "hf", str(copy), str(tmp_path / "hf"), config_file=config)
+    with pytest.raises(CheckpointError, match="does not say which model it holds.*--config FILE"):
+        convert("deepspeed", "hf", str(root / "run"), str(tmp_path / "hf"))
+    assert not os.path.exists(tmp_path / "hf")

@@ -163,6 +163,8 @@ def test_errors_name_the_problem_and_the_fix(models):
         ParallelPlan.for_model(models["n_layers"], pp=7)
     with pytest.raises(ConfigError, match=r"vocabulary size 2050"):
         ParallelPlan.for_model(skeleton(vocab_size=2050), tp=4)
+    with pytest.raises(ConfigError, match=r"--pp 2: the generator ties lm_head to its input embeddings"):
+        ParallelPlan.for_model(skeleton(tie_word_embeddings=True), pp=2)
     with pytest.raises(ConfigError, match=r"MLP width \(intermediate_size\) 500"):
         ParallelPlan.for_model(skeleton(intermediate_size=500), tp=8)
     from scaledown import ScaleDownModel
