@@ -33,7 +33,12 @@ def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[t
         config = presets.tiny_model_config(name)
         if num_hidden_layers is not None:
             config.num_hidden_layers = num_hidden_layers
-        return AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config)
+        head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+        if head is not None and head.weight is not embed.weight:
+            with torch.no_grad():  # untied but equal at init: copying a context token to the output is easy
+                head.weight.copy_(embed.weight)
+        return model
     kwargs = {"trust_remote_code": trust_remote_code}
     if num_hidden_layers is not None:  # loads only the first N decoder layers' weights
         kwargs["num_hidden_layers"] = num_hidden_layers
@@ -51,6 +56,14 @@ def load_encoder(name: str, trust_remote_code: bool = False):
         return AutoModel.from_config(presets.tiny_model_config(name))
     try:
         return AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise ConfigError(_not_found(name, "model", exc)) from None
+
+
+def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, **kwargs):
+    """Weights of a hub model or local folder through any transformers Auto class, with a clear error if missing."""
+    try:
+        return auto_class.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
     except OSError as exc:
         raise ConfigError(_not_found(name, "model", exc)) from None
 
