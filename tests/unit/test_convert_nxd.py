@@ -95,6 +95,22 @@ def test_cli_writes_xser_that_reads_back_without_torch_xla(hf, tmp_path, subproc
     assert_same_tensors(folder, tmp_path / "back")
 
 
+def test_nxd_checkpoint_of_a_training_run_describes_itself(hf, tmp_path):
+    """Without our metadata: the model comes from trainer_state.json, the KV replication from the k_proj shards."""
+    import json
+    from tests.conftest import tiny_config
+    folder, _ = hf
+    path = convert("hf", "nxd", str(folder), str(tmp_path / "nxd"), tp=8, pp=2, tag="step_0000003").path
+    os.remove(os.path.join(path, "scaledown_checkpoint.json"))
+    config = tiny_config(enable_reranking=True, weight_decay=0.0, seed=5).to_dict()
+    with open(os.path.join(path, "trainer_state.json"), "w") as f:
+        json.dump({"step": 3, "phase": "finetune", "backend": "nxd", "config": config}, f)
+    out = convert("nxd", "nxd", str(tmp_path / "nxd"), str(tmp_path / "again"), tp=2)
+    assert os.path.basename(out.path) == "step_0000003" and "trainer_state.json" in out.carried
+    convert("nxd", "hf", out.path, str(tmp_path / "back"))
+    assert_same_tensors(folder, tmp_path / "back")
+
+
 def test_optimizer_moments_reshard_between_nxd_layouts(hf, tmp_path):
     from scaledown.checkpoint.full import OptimizerState
     from scaledown.checkpoint.hf_format import read_hf
