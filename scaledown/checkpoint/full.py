@@ -21,9 +21,6 @@ class OptimizerState:
     step: int                                            # optimizer steps taken
     groups: list[dict[str, Any]] = field(default_factory=list)   # hyper-parameters + "name" + "params": [names]
 
-    def group_of(self) -> dict[str, dict[str, Any]]:
-        return {n: g for g in self.groups for n in g["params"]}
-
 
 @dataclass
 class FullCheckpoint:

@@ -86,8 +86,9 @@ def write_hf(ckpt: FullCheckpoint, directory: str, merge_lora: bool = False) -> 
     if include_base:
         ckpt.complete_weights()
     weights = ckpt.lora_merged() if merge_lora else ckpt.weights
-    missing = [n for n in ckpt.missing() if not (n.startswith(_base_prefix(ckpt.description.skeleton()))
-                                                 and "lora_" not in n and not include_base)]
+    base_prefix = _base_prefix(ckpt.description.skeleton())
+    referenced = lambda n: not include_base and n.startswith(base_prefix) and "lora_" not in n  # noqa: E731
+    missing = [n for n in ckpt.missing() if not referenced(n)]
     if missing:
         raise CheckpointError(f"{ckpt.source} lacks {len(missing)} weights (e.g. {missing[:3]}); cannot write a "
                               f"complete model folder.")
