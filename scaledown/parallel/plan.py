@@ -1,7 +1,9 @@
 # ParallelPlan: the one TP/PP plan of a ScaleDownModel, read by the NxD backend and by the checkpoint converters.
 """Build it from any ScaleDownModel (real or on the meta device):
 
-    plan = ParallelPlan.for_model(model, tp=8, pp=4)          # kv_replication: default smallest valid
+    plan = ParallelPlan.for_model(model, tp=8, pp=4)          # kv_replication: default smallest valid,
+                                                               # per attention stack; an explicit value
+                                                               # applies to the generator and a GQA compressor
     plan.modules[path]          -> ModuleSpec: the NxD layer replacing that nn.Linear / nn.Embedding
     plan.attention[path]        -> LocalAttention: head counts the attention module must use on one rank
     plan.params[name]           -> ParamPlan: full shape, Layout, pipeline stage
@@ -15,6 +17,10 @@ up_proj, because peft gives each projection its own LoRA A and B; NxD's fused GQ
 over q, k and v and so cannot hold the same adapter. The shard of q_proj / k_proj / v_proj equals NxD's
 GQAQKVColumnParallelLinear(fuse_qkv=False) weight_q / weight_k / weight_v, and [gate_r; up_r] equals a
 gate_up_proj (stride 2) shard, so fusing later is a rename (ParamPlan.nxd_name is the single place).
+
+Under the KV replication, an attention module on one rank computes plan.attention[path].num_heads query
+heads over num_kv_heads local KV heads, local query head i using KV head i // (num_heads / num_kv_heads)
+(HF's repeat_kv with num_key_value_groups set to that ratio).
 """
 from __future__ import annotations
 
