@@ -73,7 +73,7 @@ def test_file_level_errors(tmp_path):
         write(tmp_path, "obj.json", json.dumps({"rows": [GOOD]})): "top-level object",
         write(tmp_path, "bad.json", '[\n  {"query": "q",\n  "documents": ["d"] "answer": "a"}\n]'):
             "line 3 column 22: malformed JSON",
-        write(tmp_path, "latin.json", b'[{"query": "caf\xe9"}]', binary=True): "line 1 column 15: text is not valid UTF-8",
+        write(tmp_path, "latin.json", b'[{"query": "caf\xe9"}]', binary=True): "line 1 column 16: text is not valid UTF-8",
         str(tmp_path / "missing.json"): "does not exist",
     }
     for path, message in cases.items():
