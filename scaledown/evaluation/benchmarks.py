@@ -135,8 +135,8 @@ def to_rows(located: Sequence[tuple[str, Any]], max_examples: Optional[int] = No
 def attach_documents(rows: list[dict], retriever, k: int, progress: bool = False) -> list[dict]:
     """Add the top-k retrieved passages as `documents` and their `relevance` labels (for nDCG/MRR).
 
-    A passage is relevant when it comes from a gold provenance page; when the row or corpus has no page
-    ids, when it contains a gold answer (DPR's has-answer).
+    A passage is relevant when it comes from a gold provenance page; for rows without provenance, when it
+    contains a gold answer (DPR's has-answer).
     """
     todo = [i for i, r in enumerate(rows) if not r.get("documents")]
     chunk = 256
