@@ -18,6 +18,11 @@ OSCAR_SYSTEM_PROMPT = (
 COMPRESSOR_TYPES = ("n_layers", "modernbert", "causal_lm")
 DEVICE_TYPES = ("auto", "cpu", "gpu", "cuda", "trainium")
 STAGES = ("finetune", "pretrain")
+# Fields that define the model's architecture and weights (a saved model keeps them; a checkpoint must match them).
+MODEL_FIELDS = frozenset({"compressor_type", "num_compressor_layers", "compressor_model_name", "num_memory_tokens",
+                          "compression_rate", "doc_max_length", "generator_model_name", "tokenizer_name",
+                          "enable_reranking", "memory_norm", "compressor_mlp_hidden_dim", "lora_r", "lora_alpha",
+                          "lora_target_modules"})
 
 
 def _f(default: Any, help: str, **kw) -> Any:

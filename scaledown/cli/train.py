@@ -76,11 +76,8 @@ def default_backend(config):
 
 def _init_overrides(config) -> dict:
     """Training settings of this run override what the saved model folder recorded."""
-    keep_from_saved = {"compressor_type", "num_compressor_layers", "compressor_model_name", "num_memory_tokens",
-                       "compression_rate", "doc_max_length", "generator_model_name", "tokenizer_name",
-                       "enable_reranking", "memory_norm", "compressor_mlp_hidden_dim", "lora_r", "lora_alpha",
-                       "lora_target_modules"}
-    return {k: v for k, v in config.to_dict().items() if k not in keep_from_saved and k != "preset"}
+    from scaledown.config import MODEL_FIELDS
+    return {k: v for k, v in config.to_dict().items() if k not in MODEL_FIELDS and k != "preset"}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

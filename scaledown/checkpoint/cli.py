@@ -1,0 +1,56 @@
+# `scaledown convert`: command line of the checkpoint converters (DeepSpeed ZeRO-3 <-> Hugging Face <-> NxD TP/PP).
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Optional, Sequence
+
+from scaledown.checkpoint.convert import FORMATS, convert
+
+DESCRIPTION = """Convert a ScaleDown checkpoint between layouts:
+  hf         the ScaleDownModel.save_pretrained folder (a run's OUTPUT_DIR/final, or OUTPUT_DIR)
+  deepspeed  a ZeRO-3 save dir or one tag in it (read); a universal checkpoint any world size starts from (write)
+  nxd        NeuronX Distributed trainer format DIR/TAG/model/dp_rank_00_tp_rank_TT_pp_rank_PP.pt (plain or xser)
+Weights always convert; Adam moments and the step carry between deepspeed and nxd; a Hugging Face folder
+holds no optimizer state."""
+
+EXAMPLES = """examples:
+  scaledown convert --from hf --to nxd runs/tiny/final ckpt_trn1 --tp 8 --pp 4
+  scaledown convert --from deepspeed --to nxd runs/gpu/checkpoints/step_0001000 ckpt_trn1 --tp 32 --pp 8 --xser
+  scaledown convert --from nxd --to hf ckpt_trn1 exported_model --merge_lora
+  scaledown convert --from deepspeed --to deepspeed runs/gpu/checkpoints/step_0001000 runs/one_gpu/checkpoints"""
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--from", dest="src_format", required=True, choices=FORMATS, help="layout of SRC")
+    p.add_argument("--to", dest="dst_format", required=True, choices=FORMATS, help="layout to write at DST")
+    p.add_argument("src", metavar="SRC", help="checkpoint to read")
+    p.add_argument("dst", metavar="DST", help="folder to write (nxd / deepspeed: DST/TAG is created)")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree of the NxD output (default 1)")
+    p.add_argument("--pp", type=int, default=1, help="pipeline-parallel degree of the NxD output (default 1)")
+    p.add_argument("--kv_replication", "--kv-replication", type=int, default=None,
+                   help="NxD kv_size_multiplier; default: the smallest factor making the KV heads divide --tp")
+    p.add_argument("--xser", action="store_true", help="write NxD shards in torch-xla's xser layout (default off)")
+    p.add_argument("--merge_lora", "--merge-lora", action="store_true",
+                   help="hf output: fold LoRA into the base weights (the adapter is kept as a no-op)")
+    p.add_argument("--tag", help="checkpoint tag written under DST (default: step_N of a training checkpoint, "
+                                 "else pretrained_weight for nxd, global_stepN for deepspeed)")
+    p.add_argument("--src_tag", "--src-tag", help="tag to read when SRC is a checkpoint dir (default: newest)")
+    p.add_argument("--config", help="ScaleDownConfig (YAML/JSON) of a checkpoint that does not record its model")
+    return p
+
+
+def convert_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown convert") -> int:
+    args = build_parser(prog).parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers deprecation chatter on model build
+    say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    result = convert(args.src_format, args.dst_format, args.src, args.dst, tp=args.tp, pp=args.pp,
+                     kv_replication=args.kv_replication, xser=args.xser, merge_lora=args.merge_lora, tag=args.tag,
+                     src_tag=args.src_tag, config_file=args.config, log=say)
+    print(f"wrote {args.dst_format} checkpoint {result.path} ({', '.join(result.carried)})")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0

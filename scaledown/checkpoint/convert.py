@@ -1,0 +1,114 @@
+# Python API of `scaledown convert`: checkpoints between DeepSpeed ZeRO-3, Hugging Face and NxD TP/PP layouts.
+"""    from scaledown.checkpoint import convert
+    result = convert("hf", "nxd", "runs/tiny/final", "ckpt_nxd", tp=8, pp=4)
+    result.path, result.notes      # where it went, what could not be carried
+
+Every conversion reads the source into full tensors (FullCheckpoint) and writes the target. All checks
+(formats, flags, divisibility by tp, pp against the layer count, shard completeness, model match) run
+before anything is written; outputs appear under their final name only when complete.
+
+What carries what: weights always; Adam moments and the step between DeepSpeed and NxD (both directions,
+any tp/pp/world size); a Hugging Face folder has no optimizer state, so moments are dropped going to HF
+and start from zero coming from HF. trainer_state.json (step, phase) follows a training checkpoint, so
+`--resume_from` accepts the converted folder.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from scaledown.errors import ConfigError
+
+FORMATS = ("deepspeed", "hf", "nxd")
+
+
+@dataclass
+class ConversionResult:
+    path: str
+    carried: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_options(src_format: str, dst_format: str, tp: int, pp: int, kv_replication: Optional[int], xser: bool,
+                   merge_lora: bool, tag: Optional[str]) -> None:
+    for flag, value in (("--from", src_format), ("--to", dst_format)):
+        if value not in FORMATS:
+            raise ConfigError(f"{flag} {value!r} is not one of {', '.join(FORMATS)}.")
+    nxd_only = [name for name, used in (("--tp", tp != 1), ("--pp", pp != 1), ("--kv_replication", kv_replication),
+                                        ("--xser", xser)) if used]
+    if nxd_only and dst_format != "nxd":
+        raise ConfigError(f"{', '.join(nxd_only)} only appl{'y' if len(nxd_only) > 1 else 'ies'} to --to nxd (the "
+                          f"layout being written); "
+                          f"drop them for --to {dst_format}.")
+    if tag and dst_format == "hf":
+        raise ConfigError("--tag names the checkpoint folder written for --to nxd / deepspeed; a Hugging Face "
+                          "folder is DST itself. Drop --tag.")
+    if merge_lora and dst_format != "hf":
+        raise ConfigError("--merge_lora only applies to --to hf: DeepSpeed and NxD checkpoints keep LoRA separate "
+                          "so training can continue.")
+
+
+def _describe(src_format: str, src: str, src_tag: Optional[str], config_file: Optional[str]):
+    """The source's model description, cheaply (no tensors read)."""
+    from scaledown.checkpoint import deepspeed_read, nxd_files
+    from scaledown.checkpoint.description import ModelDescription, describe_checkpoint
+    from scaledown.checkpoint.hf_format import describe_folder
+    if src_format == "hf":
+        directory, description = describe_folder(src)
+        if config_file:
+            from scaledown.config import ScaleDownConfig
+            description.check_same(ModelDescription.from_config(ScaleDownConfig.from_file(config_file)),
+                                   directory, f"--config {config_file}")
+        return description
+    tag_dir = (nxd_files.find_tag if src_format == "nxd" else deepspeed_read.find_tag)(src, src_tag)
+    return describe_checkpoint(tag_dir, config_file, src_format)[0]
+
+
+def convert(src_format: str, dst_format: str, src: str, dst: str, *, tp: int = 1, pp: int = 1,
+            kv_replication: Optional[int] = None, xser: bool = False, merge_lora: bool = False,
+            tag: Optional[str] = None, src_tag: Optional[str] = None, config_file: Optional[str] = None,
+            log: Optional[Callable[[str], None]] = None) -> ConversionResult:
+    """Convert SRC (format src_format) into DST (format dst_format); see the module docstring."""
+    log = log or (lambda message: None)
+    _check_options(src_format, dst_format, tp, pp, kv_replication, xser, merge_lora, tag)
+    if os.path.abspath(src) == os.path.abspath(dst) and src_format == dst_format and not tag:
+        raise ConfigError(f"SRC and DST are the same folder ({src}); write to another folder (or another --tag).")
+    description = _describe(src_format, src, src_tag, config_file)
+    if dst_format == "nxd":  # tp / pp / heads problems surface before any tensor is read
+        from scaledown.parallel import ParallelPlan
+        ParallelPlan.for_model(description.skeleton(), tp=tp, pp=pp, kv_replication=kv_replication)
+    log(f"reading {src_format} checkpoint {src}")
+    ckpt = _read(src_format, src, src_tag, config_file)
+    log(f"writing {dst_format} checkpoint {dst}")
+    path = _write(ckpt, dst_format, dst, tp, pp, kv_replication, xser, merge_lora, tag)
+    carried = ["weights"]
+    if ckpt.optimizer and ckpt.optimizer.moments and dst_format != "hf":
+        carried.append(f"Adam moments and step ({ckpt.optimizer.step})")
+    if ckpt.trainer_state and dst_format != "hf":
+        carried.append("trainer_state.json")
+    return ConversionResult(path, carried, list(dict.fromkeys(ckpt.notes)))
+
+
+def _read(fmt: str, src: str, src_tag: Optional[str], config_file: Optional[str]):
+    if fmt == "hf":
+        from scaledown.checkpoint.hf_format import read_hf
+        return read_hf(src)
+    if fmt == "nxd":
+        from scaledown.checkpoint.nxd_format import read_nxd
+        return read_nxd(src, src_tag, config_file)
+    from scaledown.checkpoint.deepspeed_read import read_deepspeed
+    return read_deepspeed(src, src_tag, config_file)
+
+
+def _write(ckpt, fmt: str, dst: str, tp: int, pp: int, kv_replication: Optional[int], xser: bool, merge_lora: bool,
+           tag: Optional[str]) -> str:
+    if fmt == "hf":
+        from scaledown.checkpoint.hf_format import write_hf
+        write_hf(ckpt, dst, merge_lora=merge_lora)
+        return dst
+    if fmt == "nxd":
+        from scaledown.checkpoint.nxd_format import write_nxd
+        return write_nxd(ckpt, dst, tp=tp, pp=pp, kv_replication=kv_replication, xser=xser, tag=tag)
+    from scaledown.checkpoint.deepspeed_write import write_deepspeed
+    return write_deepspeed(ckpt, dst, tag=tag)

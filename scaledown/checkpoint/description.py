@@ -1,0 +1,164 @@
+# What model a checkpoint holds: ScaleDownConfig + the generator's and compressor backbone's HF configs.
+"""Every converter output carries `scaledown_checkpoint.json` (this description, plus the layout it was
+written with), so a later conversion needs nothing else. Sources without it are described from:
+a Hugging Face folder's own files; a training checkpoint's `trainer_state.json` ("config"); or `--config`.
+
+`skeleton()` builds the ScaleDownModel on the meta device (no weights are read or allocated): its
+state_dict names and shapes, and the ParallelPlan built from it, are what every reader and writer checks
+shards against.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from scaledown.config import MODEL_FIELDS, ScaleDownConfig
+from scaledown.errors import CheckpointError
+
+METADATA_FILE = "scaledown_checkpoint.json"
+TRAINER_STATE_FILE = "trainer_state.json"   # training/checkpoint_dirs.py STATE_FILE
+FORMAT = "scaledown-checkpoint"
+
+
+def hf_config(values: dict):
+    """A transformers config object from its to_dict() form."""
+    from transformers import AutoConfig
+    values = dict(values)
+    return AutoConfig.for_model(values.pop("model_type"), **values)
+
+
+@dataclass
+class ModelDescription:
+    config: ScaleDownConfig
+    generator_config: dict
+    compressor_config: dict
+    _skeleton: Any = field(default=None, repr=False, compare=False)
+
+    # ---- sources ---------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: ScaleDownConfig) -> "ModelDescription":
+        """Resolve the HF configs by model name (offline for the tiny preset, hub cache or local path otherwise)."""
+        from scaledown.models import loading
+        from scaledown.models.compressor_builders import truncated_config
+        generator = loading.model_config(config.generator_model_name, config.trust_remote_code)
+        if config.compressor_type == "n_layers":
+            backbone = truncated_config(generator, config.num_compressor_layers)
+        else:
+            backbone = loading.model_config(config.resolved_compressor_model_name, config.trust_remote_code)
+        return cls(config, generator.to_dict(), backbone.to_dict())
+
+    @classmethod
+    def from_json(cls, values: dict, source: str) -> "ModelDescription":
+        config = config_from_dict(values["config"], source)
+        return cls(config, values["generator_config"], values["compressor_config"])
+
+    def to_json(self) -> dict:
+        return {"config": self.config.to_dict(), "generator_config": self.generator_config,
+                "compressor_config": self.compressor_config}
+
+    # ---- the model ---------------------------------------------------------------------------------
+    def skeleton(self):
+        """ScaleDownModel on the meta device with this architecture (tokenizers are loaded by name)."""
+        if self._skeleton is None:
+            import torch
+            from torch import nn
+            from transformers import AutoModel, AutoModelForCausalLM
+            from scaledown.models.compressor_builders import build_compressor
+            from scaledown.models.generator import build_generator
+            from scaledown.models.scaledown_model import ScaleDownModel
+            with torch.device("meta"):
+                base = AutoModelForCausalLM.from_config(hf_config(self.generator_config))
+                generator = build_generator(self.config, base)
+                backbone = AutoModel.from_config(hf_config(self.compressor_config))
+                if self.config.compressor_type == "n_layers":
+                    backbone.norm = nn.Identity()
+            # build_compressor reads the generator's embedding width and scale: give it a real 1-row stand-in
+            width = base.get_input_embeddings().embedding_dim
+            with torch.device("meta"):
+                compressor = build_compressor(self.config, _EmbeddingStandIn(width), backbone=backbone)
+            self._skeleton = ScaleDownModel(self.config, generator=generator, compressor=compressor)
+        return self._skeleton
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in self.skeleton().state_dict().items()}
+
+    def trainable_groups(self, phase: str = "finetune") -> dict[str, str]:
+        """Parameter name -> optimizer group name ("generator" / "compressor") of a training phase."""
+        model = self.skeleton()
+        groups = model.warmup_parameter_groups() if phase == "warmup" else model.parameter_groups()
+        names = {id(p): n for n, p in model.named_parameters()}
+        return {names[id(p)]: g["name"] for g in groups for p in g["params"]}
+
+    def base_modified(self) -> bool:
+        """Whether the base generator's weights differ from its hub checkpoint (tiny random init or warm-up)."""
+        from scaledown.models import presets
+        return self.config.generator_model_name in presets.TINY_MODELS or self.config.generator_warmup_steps > 0
+
+    def check_same(self, other: "ModelDescription", where: str, other_where: str) -> None:
+        """Mismatched model settings between two sources of one checkpoint -> an error naming each field."""
+        mine, theirs = self.config.to_dict(), other.config.to_dict()
+        diffs = [f"{k}: {mine.get(k)!r} vs {theirs.get(k)!r}" for k in sorted(MODEL_FIELDS) if mine.get(k) != theirs.get(k)]
+        if diffs:
+            raise CheckpointError(f"{where} and {other_where} describe different models ({'; '.join(diffs)}). Pass the "
+                                  f"settings the checkpoint was trained with (or drop --config to use the checkpoint's).")
+
+
+class _EmbeddingStandIn:
+    """What build_compressor asks of a generator (its input embeddings), without meta tensors to read."""
+
+    def __init__(self, width: int):
+        import torch
+        self.embedding = torch.nn.Embedding(1, width, device="cpu")
+
+    def get_input_embeddings(self):
+        return self.embedding
+
+
+def config_from_dict(values: dict, source: str) -> ScaleDownConfig:
+    values = {k: v for k, v in values.items() if k in ScaleDownConfig.field_names() and k != "preset"}
+    return ScaleDownConfig.from_dict(values, source=source)
+
+
+def read_json(path: str) -> Optional[dict]:
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}). The checkpoint is damaged; copy it again.") from None
+
+
+def write_metadata(directory: str, description: ModelDescription, layout: dict[str, Any]) -> None:
+    """scaledown_checkpoint.json: what model, and how this folder lays it out (format, tp, pp, ...)."""
+    with open(os.path.join(directory, METADATA_FILE), "w") as f:
+        json.dump({"format": FORMAT, **layout, **description.to_json()}, f, indent=2, sort_keys=True)
+
+
+def describe_checkpoint(directory: str, config_file: Optional[str], what: str) -> tuple[ModelDescription, dict]:
+    """Description of a backend checkpoint folder: its metadata, else trainer_state.json, else --config.
+
+    Returns (description, metadata dict or {}). --config must agree with what the folder records.
+    """
+    meta = read_json(os.path.join(directory, METADATA_FILE)) or {}
+    given = None
+    if config_file:
+        given = ModelDescription.from_config(ScaleDownConfig.from_file(config_file))
+    if meta.get("config"):
+        found = ModelDescription.from_json(meta, os.path.join(directory, METADATA_FILE))
+        if given is not None:
+            found.check_same(given, os.path.join(directory, METADATA_FILE), f"--config {config_file}")
+        return found, meta
+    state = read_json(os.path.join(directory, TRAINER_STATE_FILE))
+    if state and state.get("config"):
+        found = ModelDescription.from_config(config_from_dict(state["config"], os.path.join(directory, TRAINER_STATE_FILE)))
+        if given is not None:
+            found.check_same(given, os.path.join(directory, TRAINER_STATE_FILE), f"--config {config_file}")
+        return found, meta
+    if given is not None:
+        return given, meta
+    raise CheckpointError(f"{directory} does not say which model it holds (no {METADATA_FILE} or {TRAINER_STATE_FILE}) "
+                          f"and this {what} checkpoint was not written by `scaledown train`. Pass --config FILE with "
+                          f"the ScaleDownConfig (YAML or JSON) it was trained with.")
