@@ -86,3 +86,19 @@ class NeuronLayout:
 def default_layout() -> NeuronLayout:
     """What a run without --neuron_config uses: one Trn1 node, no extra environment."""
     return NeuronLayout()
+
+
+def shell_exports(path: Optional[str]) -> str:
+    """`export` lines for slurm/train_trn1.sh: the layout's environment plus NPROC_PER_NODE, MASTER_PORT and
+    PRECOMPILE_STEPS (variables already set in the job's environment win)."""
+    import shlex
+    layout = NeuronLayout.from_file(path) if path else default_layout()
+    values = {**layout.environment(), "NPROC_PER_NODE": str(layout.processes_per_node),
+              "MASTER_PORT": str(layout.master_port), "PRECOMPILE_STEPS": str(layout.precompile_steps)}
+    return "\n".join(f"export {k}=${{{k}:-{shlex.quote(v)}}}" for k, v in values.items())
+
+
+if __name__ == "__main__":
+    import sys
+    from scaledown.cli.errors import run_cli
+    sys.exit(run_cli(lambda: print(shell_exports(sys.argv[1] if len(sys.argv) > 1 else None)) or 0))
