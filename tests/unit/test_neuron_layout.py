@@ -114,12 +114,21 @@ def test_nxd_auto_partition_of_the_pipeline_module_equals_the_plan(pp):
     from scaledown.parallel import ParallelPlan
     from scaledown.training.backends.neuron_batches import PipelineModule
     from scaledown.training.backends.neuron_parallelize import layer_classes
-    sys.path.insert(0, os.path.join(ROOT, "tests", "nxd_double"))
-    from neuronx_distributed.pipeline.partition import create_partitions
-    from neuronx_distributed.pipeline.model import NxDPPModel
+    import importlib.util   # NxD's partition file of the double, loaded alone (no torch_xla on sys.path)
+    spec = importlib.util.spec_from_file_location("nxd_partition", os.path.join(
+        ROOT, "tests", "nxd_double", "neuronx_distributed", "pipeline", "partition.py"))
+    partition = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(partition)
+    create_partitions = partition.create_partitions
+
+    def get_model_layers(module, kind, path=()):   # NxDPPModel.get_model_layers, transcribed (NxD 0.17)
+        found = []
+        for name, child in module.named_children():
+            found += [".".join(path + (name,))] if isinstance(child, kind) else get_model_layers(child, kind, path + (name,))
+        return found
     skeleton = ModelDescription.from_config(tiny_config()).skeleton()
     plan = ParallelPlan.for_model(skeleton, 1, pp)
-    layers = NxDPPModel.get_model_layers(None, PipelineModule(skeleton), tuple(layer_classes(skeleton, plan)))
+    layers = get_model_layers(PipelineModule(skeleton), tuple(layer_classes(skeleton, plan)))
     assert layers == plan.layer_names
     assert create_partitions(pp, layers) == plan.pipeline_cuts
 
