@@ -2,8 +2,9 @@
 from setuptools import find_packages, setup
 
 # Neuron 2.28 is the last release with NxD training (PyTorch 2.9, NxD 0.17); its wheels come from
-# https://pip.repos.neuron.amazonaws.com (pip install -e .[neuron] --extra-index-url <that URL>).
-NEURON = ["torch-neuronx==2.9.*", "neuronx-distributed==0.17.*", "neuronx-cc==2.*", "torch-xla==2.9.*",
+# https://pip.repos.neuron.amazonaws.com (pip install -e .[neuron] --extra-index-url <that URL>); neuronx-cc 2.24
+# is the compiler of Neuron 2.27-2.29 (component release notes).
+NEURON = ["torch-neuronx==2.9.*", "neuronx-distributed==0.17.*", "neuronx-cc==2.24.*", "torch-xla==2.9.*",
           "transformers>=4.48,<4.57"]
 
 setup(

@@ -109,6 +109,19 @@ class ScaleDownConfig:
     use_bf16: bool = _f(True, "bfloat16 autocast where the device supports it.")
     use_fp16: bool = _f(False, "float16 autocast with loss scaling (GPUs without bf16).")
     seed: int = _f(42, "Random seed for weights, data order and dropout.")
+    # ---- parallelism (NeuronX Distributed backend; neuron_configs/*.json set them by layout) --------------
+    tensor_parallel_size: int = _f(1, "NxD tensor-parallel degree (--tp): must divide the ranks, the attention heads, "
+                                      "the MLP width and the vocabulary. Trn1: 8 or 32 per node.")
+    pipeline_parallel_size: int = _f(1, "NxD pipeline-parallel degree (--pp): the compressor's and generator's decoder "
+                                        "layers are split into this many stages (NxD auto-partition).")
+    num_microbatches: Optional[int] = _f(None, "Pipeline micro-batches per optimizer step on each data-parallel rank; "
+                                               "None: the accumulation steps (batch_size / micro_batch_size / DP). "
+                                               "Must divide the per-rank batch.")
+    zero1: bool = _f(True, "NxD ZeRO-1: shard optimizer states over data-parallel ranks (fp32 master weights "
+                           "under bf16).")
+    sequence_parallel: bool = _f(False, "NxD sequence parallelism for norms and dropout (needs tensor_parallel_size > 1).")
+    kv_replication: Optional[int] = _f(None, "NxD kv_size_multiplier: copies of each key/value head so they cover the "
+                                             "tensor-parallel ranks; None: the smallest valid factor.")
     # ---- run ------------------------------------------------------------------------------
     stage: str = _f("finetune", "'finetune' (distillation on query/documents/answer rows) or 'pretrain' "
                                 "(compressor auto-encoding + continuation on plain text).")
@@ -187,6 +200,18 @@ class ScaleDownConfig:
                    self.micro_batch_size, "use a positive integer or leave it unset")
             _check(self.micro_batch_size <= self.batch_size, "micro_batch_size", self.micro_batch_size,
                    f"it cannot exceed batch_size ({self.batch_size})")
+        for name in ("tensor_parallel_size", "pipeline_parallel_size"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, value,
+                   "use a positive integer (1 turns that parallelism off)")
+        for name in ("num_microbatches", "kv_replication"):
+            value = getattr(self, name)
+            if value is not None:
+                _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, value,
+                       "use a positive integer or leave it unset")
+        if self.sequence_parallel and self.tensor_parallel_size == 1:
+            raise ConfigError("sequence_parallel=True needs tensor_parallel_size > 1 (it splits activations over the "
+                              "tensor-parallel ranks). Set --tensor_parallel_size or --sequence_parallel false.")
         if self.use_bf16 and self.use_fp16:
             raise ConfigError("use_bf16 and use_fp16 are both on. Choose one: --use_fp16 false (bf16, the "
                               "default on GPUs that support it) or --use_bf16 false.")

@@ -16,6 +16,12 @@ from scaledown.models.generator import base_causal_lm, base_parameters, build_ge
 from scaledown.models.inputs import InputBuilder
 
 
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token cross-entropy in float32; positions labelled -100 give 0."""
+    return F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), reduction="none",
+                           ignore_index=-100).view(labels.shape)
+
+
 @dataclass
 class ScaleDownOutput:
     loss: torch.Tensor                      # ce_loss + reranking_loss_weight * rerank_loss
@@ -59,8 +65,11 @@ class ScaleDownModel(nn.Module):
         self.inputs = InputBuilder(config, self.tokenizer, compressor_tokenizer)
         # the base generator's weights differ from its hub checkpoint (random init or warm-up): save them
         self.generator_base_modified = random_init
-        # XLA backends need fixed shapes: compress every document slot, padding included
+        # XLA backends need fixed shapes: compress every document slot, padding included, and score every position
         self.static_shapes = False
+        # per-token cross-entropy (logits, labels with -100 ignored) -> losses; a tensor-parallel backend swaps in
+        # its vocabulary-parallel loss here (the model never imports a backend)
+        self.token_loss = masked_cross_entropy
 
     # ---- parameters ---------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -140,14 +149,16 @@ class ScaleDownModel(nn.Module):
                                   position_ids=position_ids).last_hidden_state
         labels = batch["labels"][:, 1:]
         selected = labels != -100
-        # logits only where there is an answer token: the full (B, T, V) tensor is mostly wasted
-        logits = lm.get_output_embeddings()(hidden[:, :-1][selected]).float()
         num_tokens = selected.sum()
-        ce = F.cross_entropy(logits, labels[selected], reduction="sum") / num_tokens.clamp(min=1)
+        if self.static_shapes:  # every position (fixed shapes); ignored labels contribute 0
+            logits, targets = lm.get_output_embeddings()(hidden[:, :-1]), labels
+        else:  # logits only where there is an answer token: the full (B, T, V) tensor is mostly wasted
+            logits, targets = lm.get_output_embeddings()(hidden[:, :-1][selected]), labels[selected]
+        ce = self.token_loss(logits, targets).sum() / num_tokens.clamp(min=1)
         loss, rerank = ce, None
         if scores is not None and self.config.enable_reranking:
             scored = batch["reranking_mask"] & batch["document_mask"]
-            diff = (scores - batch["reranking_scores"].to(scores.dtype))[scored]
+            diff = (scores - batch["reranking_scores"].to(scores.dtype)) * scored
             rerank = diff.pow(2).sum() / scored.sum().clamp(min=1)
             loss = ce + self.config.reranking_loss_weight * rerank
         return ScaleDownOutput(loss=loss, ce_loss=ce, rerank_loss=rerank, num_tokens=num_tokens, scores=scores)

@@ -37,27 +37,31 @@ def evaluate(backend, rows: Sequence[dict], documents_as: str, micro_batch: int,
         for start in range(0, len(mine), micro_batch):
             chunk = mine[start:start + micro_batch]
             weight = max(0, min(len(chunk), real - start)) / len(chunk)  # padded repeats count 0
-            batch = backend.to_device(model.inputs.collate(chunk, mode=documents_as, max_documents=max_documents))
-            with backend.autocast():
-                out = model(batch, documents_as=documents_as)
+            batch = backend.to_device(model.inputs.collate(chunk, mode=documents_as, max_documents=max_documents,
+                                                           **backend.collate_options(max_documents)))
+            out = backend.eval_forward(batch, documents_as)
             loss_sum[0] += weight * float(out.ce_loss) * float(out.num_tokens)
             loss_sum[1] += weight * float(out.num_tokens)
             if out.rerank_loss is not None:
                 loss_sum[2] += weight * float(out.rerank_loss)
         gen_rows, gen_real = even_shard(rows[:max_generate], backend.dp_rank, backend.dp_size)
-        predictions = []
+        predictions: list[str] = []
         for start in range(0, len(gen_rows), micro_batch):
             batch = model.inputs.collate(gen_rows[start:start + micro_batch], mode=documents_as,
                                          with_answers=False, max_documents=max_documents)
-            with backend.autocast():
-                predictions += model.generate_from_batch(batch, documents_as, **backend.generation_kwargs())
-        scores = score_predictions(predictions[:gen_real], gen_rows[:gen_real])
+            answers = backend.generate(batch, documents_as)
+            if answers is None:  # this backend cannot decode (pipeline stages): loss only
+                gen_rows, gen_real = [], 0
+                break
+            predictions += answers
+        scores = (score_predictions(predictions[:gen_real], gen_rows[:gen_real]) if gen_real
+                  else {"accuracy": 0.0, "exact_match": 0.0})
         totals = torch.tensor([loss_sum[0], loss_sum[1], loss_sum[2], scores["accuracy"] * gen_real,
                                scores["exact_match"] * gen_real, gen_real], dtype=torch.float64)
         totals = backend.all_reduce_sum(totals)
-        result = {tags.EVAL_LOSS: float(totals[0] / totals[1].clamp(min=1)),
-                  tags.EVAL_ACCURACY: float(totals[3] / totals[5].clamp(min=1)),
-                  tags.EVAL_EM: float(totals[4] / totals[5].clamp(min=1))}
+        result = {tags.EVAL_LOSS: float(totals[0] / totals[1].clamp(min=1))}
+        if totals[5] > 0:
+            result.update({tags.EVAL_ACCURACY: float(totals[3] / totals[5]), tags.EVAL_EM: float(totals[4] / totals[5])})
         if model.config.enable_reranking and documents_as == "memory":
             batches = -(-len(rows) // backend.dp_size // micro_batch) * backend.dp_size
             result[tags.EVAL_RERANK_LOSS] = float(totals[2] / max(1, batches))

@@ -93,7 +93,7 @@ class ScaleDownTrainer:
         cfg, be = self.config, self.backend
         be.setup(self.model)
         if cfg.gradient_checkpointing:
-            be.model.enable_gradient_checkpointing()
+            be.enable_gradient_checkpointing()
         plan = plan_batches(cfg.batch_size, cfg.micro_batch_size, be.dp_size)
         order = GlobalBatchOrder(len(self.train_dataset), plan, cfg.seed)
         phases = self.phases(order.steps_per_epoch)
@@ -162,18 +162,18 @@ class ScaleDownTrainer:
         """One optimizer step; returns [loss_sum, ce_sum, rerank_sum, tokens, examples, micro_batches]."""
         be, model = self.backend, self.backend.model
         sums = torch.zeros(6, dtype=torch.float64)
-        micro = order.micro_batches(step, be.dp_rank)
-        for indices in micro:
+        limit = self.config.num_documents_train
+        batches = []
+        for indices in order.micro_batches(step, be.dp_rank):
             rows = [self.train_dataset[i] for i in indices]
-            batch = model.inputs.collate(rows, mode=phase.documents_as, max_documents=self.config.num_documents_train)
+            batch = model.inputs.collate(rows, mode=phase.documents_as, max_documents=limit,
+                                         **be.collate_options(limit))
             sums[3] += count_tokens(batch)
             sums[4] += len(rows)
-            out = be.forward_backward(be.to_device(batch), phase.documents_as, 1.0 / len(micro))
-            sums[0] += float(out.loss)
-            sums[1] += float(out.ce_loss)
-            sums[2] += float(out.rerank_loss) if out.rerank_loss is not None else 0.0
-            sums[5] += 1
-        self._grad_norm = be.optimizer_step()
+            batches.append(batch)
+        losses, self._grad_norm = be.train_step(batches, phase.documents_as)
+        sums[:3] += losses
+        sums[5] += len(batches)
         return sums
 
     def _log_window(self, window: dict, step: int, phase: Phase, log: RunLogger, flops_token: float) -> None:
