@@ -109,6 +109,8 @@ class ScaleDownConfig:
     use_bf16: bool = _f(True, "bfloat16 autocast where the device supports it.")
     use_fp16: bool = _f(False, "float16 autocast with loss scaling (GPUs without bf16).")
     seed: int = _f(42, "Random seed for weights, data order and dropout.")
+    shuffle_data: bool = _f(True, "Shuffle the training rows every epoch; false keeps their order (curricula, "
+                                  "such as the built-in synthetic data).")
     # ---- parallelism (NeuronX Distributed backend; neuron_configs/*.json set them by layout) --------------
     tensor_parallel_size: int = _f(1, "NxD tensor-parallel degree (--tp): must divide the ranks, the attention heads, "
                                       "the MLP width and the vocabulary. Trn1: 8 or 32 per node.")

@@ -95,7 +95,7 @@ class ScaleDownTrainer:
         if cfg.gradient_checkpointing:
             be.enable_gradient_checkpointing()
         plan = plan_batches(cfg.batch_size, cfg.micro_batch_size, be.dp_size)
-        order = GlobalBatchOrder(len(self.train_dataset), plan, cfg.seed)
+        order = GlobalBatchOrder(len(self.train_dataset), plan, cfg.seed, shuffle=cfg.shuffle_data)
         phases = self.phases(order.steps_per_epoch)
         total = phases[-1].end
         root = ckpt.checkpoints_root(cfg.output_dir)

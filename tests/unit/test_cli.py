@@ -76,4 +76,4 @@ def test_example_usage_runs_offline(subprocess_env):
     env = dict(subprocess_env, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     proc = cli(["example_usage.py"], env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "reloaded answer:" in proc.stdout and "memory embeddings per query: (1, 2, 4, 256)" in proc.stdout
+    assert "reloaded answer:" in proc.stdout and "memory embeddings per query: (1, 2, 4, 128)" in proc.stdout
