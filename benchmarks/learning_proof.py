@@ -60,6 +60,7 @@ def main() -> int:
     config = ScaleDownConfig.from_dict(values)
     spec = SyntheticSpec()  # the full task: 3 documents (1 relevant + 2 distractors), 3 facts each
     train = ScaleDownDataset(builtin_training_rows(config), config)
+    warm = config.generator_warmup_steps(config.max_steps)
     held_out = generate_examples(args.eval_examples, seed=config.seed + 10_000, spec=spec)
 
     model = ScaleDownModel(config)
@@ -85,7 +86,7 @@ def main() -> int:
         "tokens_per_memory_vector": round(sum(doc_tokens) / len(doc_tokens) / config.num_memory_tokens, 2),
         "final_train_loss": result.losses[-1] if result.losses else None,
         "curriculum": [{"steps": n, "documents": sp.num_documents, "facts": sp.facts_per_document}
-                       for n, sp in curriculum(config.generator_warmup_steps, config.max_steps)],
+                       for n, sp in curriculum(warm, config.max_steps - warm)],
         "cpu_threads": torch.get_num_threads(),
         "settings": {k: v for k, v in config.to_dict().items() if k != "output_dir"},
     }

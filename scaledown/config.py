@@ -77,9 +77,9 @@ class ScaleDownConfig:
     lora_dropout: float = _f(0.1, "LoRA dropout (OSCAR: 0.1).")
     lora_target_modules: str = _f("all-linear", "Generator modules given LoRA adapters; 'all-linear' "
                                                 "(OSCAR) or a comma-separated list of module names.")
-    generator_warmup_steps: int = _f(0, "Steps that first fine-tune the whole generator on uncompressed documents "
-                                        "before compression training; for generators that cannot yet do RAG "
-                                        "(the tiny random preset). 0 for instruction-tuned LLMs.")
+    generator_warmup_ratio: float = _f(0.0, "Fraction of the run's steps that first fine-tune the whole generator on "
+                                            "uncompressed documents, before compression training; for generators "
+                                            "that cannot yet do RAG (the tiny random preset: 0.25). 0 for LLMs.")
     learning_rate_generator_warmup: float = _f(1e-3, "Learning rate of the generator warm-up stage.")
     # ---- reranking ------------------------------------------------------------------------
     enable_reranking: bool = _f(False, "Add the RR token and a dense head that scores each document, "
@@ -194,7 +194,9 @@ class ScaleDownConfig:
         _check(self.num_epochs > 0, "num_epochs", self.num_epochs, "use a positive number of epochs")
         _check(isinstance(self.max_steps, int) and (self.max_steps == -1 or self.max_steps >= 1), "max_steps",
                self.max_steps, "use -1 (epochs decide) or a positive step count")
-        for name in ("eval_steps", "save_steps", "save_total_limit", "generator_warmup_steps", "eval_max_examples"):
+        _check(0 <= self.generator_warmup_ratio < 1, "generator_warmup_ratio", self.generator_warmup_ratio,
+               "use a fraction in [0, 1), e.g. 0.25 (the rest of the steps train compression)")
+        for name in ("eval_steps", "save_steps", "save_total_limit", "eval_max_examples"):
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, name, getattr(self, name),
                    "use 0 or a positive integer")
         if self.micro_batch_size is not None:
@@ -260,6 +262,12 @@ class ScaleDownConfig:
         return cls.from_dict({"preset": name, **overrides}, source=f"preset {name}")
 
     # ---- derived values -----------------------------------------------------------------------
+    def generator_warmup_steps(self, total_steps: int) -> int:
+        """Steps of the generator warm-up within a fine-tuning run of `total_steps` (the rest train compression)."""
+        if self.stage != "finetune" or self.generator_warmup_ratio <= 0 or total_steps < 2:
+            return 0
+        return min(total_steps - 1, max(1, round(total_steps * self.generator_warmup_ratio)))
+
     @property
     def compressor_learning_rate(self) -> float:
         return {"n_layers": self.learning_rate_compressor_nlayers,

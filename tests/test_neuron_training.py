@@ -10,7 +10,7 @@ RUNNER = os.path.join(ROOT, "tests", "nxd_double", "run.py")
 FLAGS = ["--max_steps", "4", "--batch_size", "8", "--micro_batch_size", "4", "--logging_steps", "1", "--save_steps", "2",
          "--eval_steps", "0", "--use_bf16", "false", "--gradient_checkpointing", "false", "--num_train_examples", "64",
          "--num_eval_examples", "8", "--eval_max_examples", "4", "--max_new_tokens", "4", "--seed", "5",
-         "--generator_warmup_steps", "0"]
+         "--generator_warmup_ratio", "0"]
 pytestmark = pytest.mark.nxd_double
 
 

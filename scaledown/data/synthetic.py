@@ -126,8 +126,9 @@ def curriculum_examples(stages: list[tuple[int, SyntheticSpec]], batch_size: int
 
 def builtin_training_rows(config) -> list[dict]:
     """The tiny default's training rows: the curriculum sized to the run's steps, one fresh row per example."""
-    finetune = config.max_steps if config.max_steps > 0 else 1000
-    stages = curriculum(config.generator_warmup_steps, finetune)
+    total = config.max_steps if config.max_steps > 0 else 1600
+    warm = config.generator_warmup_steps(total)
+    stages = curriculum(warm, total - warm)
     return curriculum_examples(stages, config.batch_size, seed=config.seed)
 
 

@@ -74,9 +74,9 @@ _TINY: dict[str, Any] = {
     "num_documents_train": 3,
     "num_documents_eval": 3,
     "batch_size": 32,
-    "generator_warmup_steps": 400,        # a random generator must first learn RAG on uncompressed text
+    "max_steps": 1600,                    # all phases together
+    "generator_warmup_ratio": 0.25,       # a random generator must first learn RAG on uncompressed text
     "learning_rate_generator_warmup": 1e-3,
-    "max_steps": 800,                     # compression fine-tuning steps after the warm-up
     "learning_rate_generator": 1e-3,      # tiny random models want larger steps than a 7B
     "learning_rate_compressor_nlayers": 2e-3,
     "learning_rate_compressor_llama": 2e-3,

@@ -67,12 +67,12 @@ class ScaleDownTrainer:
     # ---- phases ----------------------------------------------------------------------------------
     def phases(self, steps_per_epoch: int) -> list[Phase]:
         cfg = self.config
-        main_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.num_epochs * steps_per_epoch))
+        total = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.num_epochs * steps_per_epoch))
         if cfg.stage == "pretrain":
-            return [Phase("pretrain", 0, main_steps, "memory")]
-        warm = cfg.generator_warmup_steps
+            return [Phase("pretrain", 0, total, "memory")]
+        warm = cfg.generator_warmup_steps(total)
         out = [Phase("warmup", 0, warm, "text")] if warm else []
-        return out + [Phase("finetune", warm, warm + main_steps, "memory")]
+        return out + [Phase("finetune", warm, total, "memory")]
 
     def _enter(self, phase: Phase, plan: BatchPlan, fresh: bool) -> None:
         model = self.backend.model

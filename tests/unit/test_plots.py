@@ -11,7 +11,7 @@ def test_training_run_plots(tmp_path):
     from scaledown.evaluation.tb_logs import read_scalars
     from scaledown.training import tags
     run = tmp_path / "run"
-    assert main(["train", "--output_dir", str(run), "--max_steps", "4", "--generator_warmup_steps", "2",
+    assert main(["train", "--output_dir", str(run), "--max_steps", "6", "--generator_warmup_ratio", "0.34",
                  "--batch_size", "8", "--micro_batch_size", "4", "--logging_steps", "1", "--eval_steps", "3",
                  "--save_steps", "0", "--num_eval_examples", "4", "--eval_max_examples", "4"]) == 0
     curves = read_scalars(str(run / "runs"))

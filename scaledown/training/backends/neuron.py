@@ -70,8 +70,8 @@ class NeuronBackend(Backend):
         self.dp_size = self.grid.dp
         self.batch_plan = plan_batches(config.batch_size, config.micro_batch_size, self.dp_size)
         self.num_microbatches = resolve_microbatches(config, self.batch_plan)
-        if config.pipeline_parallel_size > 1 and config.generator_warmup_steps:
-            raise ConfigError("generator_warmup_steps > 0 with --pipeline_parallel_size > 1: the warm-up reads documents "
+        if config.pipeline_parallel_size > 1 and config.generator_warmup_ratio > 0:
+            raise ConfigError("generator_warmup_ratio > 0 with --pipeline_parallel_size > 1: the warm-up reads documents "
                               "as text (another traced graph) and recopies generator layers into the compressor across "
                               "pipeline stages. Warm up with --pipeline_parallel_size 1, then continue with --init_from.")
         self.weights_from = weights_from_checkpoint
