@@ -30,10 +30,18 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "scaledown_config.json"
 
 
-def clean_base_state_dict(generator: nn.Module) -> dict[str, torch.Tensor]:
-    """The base causal LM's weights with peft's LoRA layers taken out (`q_proj.base_layer.weight` -> `q_proj.weight`)."""
+def clean_base_state_dict(generator: nn.Module, generator_state: Optional[dict[str, torch.Tensor]] = None
+                          ) -> dict[str, torch.Tensor]:
+    """The base causal LM's weights with peft's LoRA layers taken out (`q_proj.base_layer.weight` -> `q_proj.weight`).
+
+    `generator_state`: a full state dict of `generator` to take the tensors from instead of the module.
+    """
     from scaledown.models.generator import base_causal_lm, without_lora
-    return without_lora(base_causal_lm(generator).state_dict())
+    lm = base_causal_lm(generator)
+    if generator_state is None:
+        return without_lora(lm.state_dict())
+    prefix = next((name + "." for name, module in generator.named_modules() if module is lm and name), "")
+    return without_lora({k[len(prefix):]: v for k, v in generator_state.items() if k.startswith(prefix)})
 
 
 def atomic_directory(final_path: str):
@@ -54,8 +62,13 @@ def commit_directory(tmp: str, final_path: str) -> None:
 
 
 def save_pretrained(model, directory: str, include_base: Optional[bool] = None,
-                    state_dict: Optional[dict[str, torch.Tensor]] = None) -> None:
-    """Write `model` to `directory`. `state_dict` (full, unsharded) overrides the module's own tensors."""
+                    state_dict: Optional[dict[str, torch.Tensor]] = None,
+                    generator_state_dict: Optional[dict[str, torch.Tensor]] = None) -> None:
+    """Write `model` to `directory`.
+
+    `state_dict` (the compressor's) and `generator_state_dict` (the peft generator's), full and unsharded,
+    override the modules' own tensors: sharding backends gather them and write from one rank.
+    """
     from safetensors.torch import save_file
     from scaledown.models.generator import base_causal_lm
 
@@ -64,14 +77,15 @@ def save_pretrained(model, directory: str, include_base: Optional[bool] = None,
     try:
         final_abs = os.path.abspath(directory)
         # -- generator adapter (standard PEFT folder)
-        model.generator.save_pretrained(os.path.join(tmp, "generator_adapter"))
+        adapter_kwargs = {} if generator_state_dict is None else {"state_dict": generator_state_dict}
+        model.generator.save_pretrained(os.path.join(tmp, "generator_adapter"), **adapter_kwargs)
         base_ref = model.config.generator_model_name
         if include_base:
             base_dir = os.path.join(tmp, "generator_base")
             lm = base_causal_lm(model.generator)
             lm.config.save_pretrained(base_dir)
-            save_file(_contiguous(clean_base_state_dict(model.generator)), os.path.join(base_dir, "model.safetensors"),
-                      metadata={"format": "pt"})
+            save_file(_contiguous(clean_base_state_dict(model.generator, generator_state_dict)),
+                      os.path.join(base_dir, "model.safetensors"), metadata={"format": "pt"})
             model.tokenizer.save_pretrained(base_dir)
             base_ref = os.path.join(final_abs, "generator_base")
         _set_adapter_base(os.path.join(tmp, "generator_adapter"), base_ref)
@@ -86,7 +100,7 @@ def save_pretrained(model, directory: str, include_base: Optional[bool] = None,
                        "num_memory_tokens": model.config.num_memory_tokens,
                        "enable_reranking": model.config.enable_reranking,
                        "memory_norm": model.config.memory_norm,
-                       "output_size": int(model.generator.get_input_embeddings().weight.shape[1])}, f, indent=2)
+                       "output_size": int(model.generator.get_input_embeddings().embedding_dim)}, f, indent=2)
         # -- tokenizers and the top-level config
         model.tokenizer.save_pretrained(os.path.join(tmp, "tokenizer"))
         if model.compressor_tokenizer is not None:
