@@ -22,10 +22,15 @@ _gatherer: Optional[Gatherer] = None
 @contextlib.contextmanager
 def full_weights(params: Iterable[torch.nn.Parameter], modify: bool = False) -> Iterator[None]:
     """Inside: every parameter in `params` holds its whole tensor (a no-op unless a gatherer is installed)."""
+    params = list(params)
     if _gatherer is None:
+        if any(p.numel() == 0 for p in params):  # sharded elsewhere: reading it now would give garbage
+            raise RuntimeError("model code needs whole weights but they are sharded (empty here) and no gatherer is "
+                               "installed: wrap the work in scaledown.models.sharded_weights.use_gatherer(...) "
+                               "(the DeepSpeed backend installs deepspeed.zero.GatheredParameters)")
         yield
         return
-    with _gatherer(list(params), modify):
+    with _gatherer(params, modify):
         yield
 
 
