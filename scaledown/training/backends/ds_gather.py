@@ -25,13 +25,16 @@ def gathered_state_dict(model: nn.Module, keep: bool) -> Optional[dict[str, torc
     more than one module's full weights on its device; only the writing rank keeps CPU copies.
     """
     whole: dict[int, torch.Tensor] = {}
+    done: set[int] = set()
     for module in model.modules():
-        own = [p for p in module.parameters(recurse=False) if is_partitioned(p) and id(p) not in whole]
+        own = [p for p in module.parameters(recurse=False) if is_partitioned(p) and id(p) not in done]
         if not own:
             continue
         with gathered(own, modify=False):
             for p in own:
-                whole[id(p)] = p.detach().to("cpu", copy=True) if keep else torch.empty(0)
+                done.add(id(p))
+                if keep:
+                    whole[id(p)] = p.detach().to("cpu", copy=True)
     if not keep:
         return None
     state = {}
