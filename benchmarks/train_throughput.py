@@ -4,13 +4,13 @@
 same synthetic rows, same global batch, micro batch and accumulation, same ZeRO-3 config
 (ds_configs/zero3.json with the batch keys written in), same two AdamW learning-rate groups and
 linear schedule. Each measurement is a fresh process; (a) launchers/train_gpu.py and (b) the
-transformers Trainer alternate, one rank each (the Trainer's DeepSpeed path runs only one rank on
+transformers Trainer alternate (A B, B A, ...), one rank each (the Trainer's DeepSpeed path runs only one rank on
 this CPU, see DESIGN.md), then (a) runs once more at --ranks ranks for reference.
 
 Tokens/s counts real (unpadded) compressor + generator tokens (scaledown.data.collator.count_tokens),
 over the steps after the first --skip_steps, from the end of one optimizer step to the end of the next.
 
-    python benchmarks/train_throughput.py                      # 3 rounds, 12 steps each
+    python benchmarks/train_throughput.py                      # 4 rounds, 12 steps each
     python benchmarks/train_throughput.py --rounds 5 --steps 20 --ranks 2
 """
 from __future__ import annotations
@@ -176,7 +176,7 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--worker":
         return hf_worker(sys.argv[3:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating (ours, Trainer) pairs at one rank")
+    parser.add_argument("--rounds", type=int, default=4, help="(ours, Trainer) pairs at one rank, order alternating")
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
     parser.add_argument("--skip_steps", type=int, default=3, help="first steps left out (warm-up, first gathers)")
     parser.add_argument("--batch_size", type=int, default=16, help="global batch")
@@ -192,8 +192,13 @@ def main() -> None:
     flags = bench_flags(workdir, args.steps, args.batch_size, args.micro_batch_size)
     ours, theirs = [], []
     for round_ in range(args.rounds):
-        ours.append(run_ours(workdir, flags, 1, args.skip_steps, env))
-        theirs.append(run_hf(flags, args.skip_steps, env))
+        # A B, then B A: a machine whose load drifts favours neither side
+        if round_ % 2 == 0:
+            ours.append(run_ours(workdir, flags, 1, args.skip_steps, env))
+            theirs.append(run_hf(flags, args.skip_steps, env))
+        else:
+            theirs.append(run_hf(flags, args.skip_steps, env))
+            ours.append(run_ours(workdir, flags, 1, args.skip_steps, env))
         print(f"round {round_ + 1}: ours {ours[-1]:.0f} tok/s, HF Trainer {theirs[-1]:.0f} tok/s, "
               f"ratio {ours[-1] / theirs[-1]:.3f}", flush=True)
     multi = run_ours(workdir, flags, args.ranks, args.skip_steps, env) if args.ranks > 1 else None

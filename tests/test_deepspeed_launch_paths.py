@@ -40,7 +40,8 @@ def test_mpirun_pretrained_folder_model_bf16(tmp_path):
     config = zero3_config(str(tmp_path / "zero3_split_all.json"), stage3_param_persistence_threshold=0)
     out = str(tmp_path / "run")
     args = ["--deepspeed", config, "--preset", "tiny", "--generator_model_name", folder, "--use_bf16", "true",
-            "--generator_warmup_steps", "0", "--max_steps", "3", *SMALL, "--output_dir", out]
+            "--generator_warmup_steps", "0", "--max_steps", "3", *SMALL, "--batch_size", "4",
+            "--micro_batch_size", "2", "--output_dir", out]
     log = str(tmp_path / "mpirun.log")
     proc = run("mpirun", 2, args, _env(), log)
     assert proc.returncode == 0, log_tail(log)
