@@ -14,6 +14,7 @@ SCALEDOWN_REQUIRE_SLURM=1 (CI), where they fail.
 """
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -75,7 +76,7 @@ class LocalSlurmCluster:
             "TaskPlugin=task/none", "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
             "MpiDefault=none", "SwitchType=switch/none", "JobAcctGatherType=jobacct_gather/none",
             "AccountingStorageType=accounting_storage/none", "JobCompType=jobcomp/none",
-            "SlurmUser=root", "SlurmdUser=root", "ReturnToService=2", "MinJobAge=30",
+            f"SlurmUser={getpass.getuser()}", f"SlurmdUser={getpass.getuser()}", "ReturnToService=2", "MinJobAge=30",
             f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
             f"StateSaveLocation={r}/state", f"SlurmdSpoolDir={r}/spool",
             f"SlurmctldPidFile={r}/slurmctld.pid", f"SlurmdPidFile={r}/slurmd.pid",
