@@ -26,12 +26,12 @@ setup(
         "numpy>=1.24",
     ],
     extras_require={
-        "gpu": ["deepspeed>=0.16", "ninja", "mpi4py>=3.1"],
+        "gpu": ["deepspeed>=0.16", "ninja", "mpi4py>=3.1", "psutil"],
         "neuron": NEURON,
         "data": ["datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14"],
         # ROUGE-L is computed in scaledown.evaluation.metrics; retrieval for benchmarks uses the data extra's packages
         "eval": ["matplotlib>=3.7", "datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "deepspeed>=0.16", "ninja", "mpi4py>=3.1",
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "deepspeed>=0.16", "ninja", "mpi4py>=3.1", "psutil",
                 "datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14", "matplotlib>=3.7",
                 "accelerate>=1.0"],
     },

@@ -11,9 +11,11 @@ from torch import nn
 from scaledown.config import ScaleDownConfig
 from scaledown.models import loading, presets
 from scaledown.models.compressor import Compressor
-from scaledown.models.compressor_builders import build_compressor, copy_generator_layers, decoder_base
+from scaledown.models.compressor_builders import (build_compressor, copy_generator_layers, decoder_base,
+                                                  token_embedding_rms)
 from scaledown.models.generator import base_causal_lm, base_parameters, build_generator, lora_parameters, splice_memory
 from scaledown.models.inputs import InputBuilder
+from scaledown.models.sharded_weights import full_weights
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -111,8 +113,10 @@ class ScaleDownModel(nn.Module):
         if self.config.compressor_type == "n_layers":
             copy_generator_layers(decoder_base(base_causal_lm(self.generator)), self.compressor.backbone)
             if self.compressor.memory_norm is not None:
-                emb = self.generator.get_input_embeddings().weight
-                self.compressor.memory_norm.weight.fill_(float(emb.float().pow(2).mean().sqrt()))
+                weight = self.compressor.memory_norm.weight
+                scale = token_embedding_rms(self.generator)
+                with full_weights([weight], modify=True):
+                    weight.fill_(scale)
 
     # ---- forward ------------------------------------------------------------------------------
     def compress_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

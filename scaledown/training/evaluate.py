@@ -36,12 +36,16 @@ def evaluate(backend, rows: Sequence[dict], documents_as: str, micro_batch: int,
         loss_sum = torch.zeros(3, dtype=torch.float64)  # [ce * tokens, tokens, rerank * docs]
         for start in range(0, len(mine), micro_batch):
             chunk = mine[start:start + micro_batch]
-            weight = max(0, min(len(chunk), real - start)) / len(chunk)  # padded repeats count 0
-            batch = backend.to_device(model.inputs.collate(chunk, mode=documents_as, max_documents=max_documents,
-                                                           **backend.collate_options(max_documents)))
-            out = backend.eval_forward(batch, documents_as)
-            loss_sum[0] += weight * float(out.ce_loss) * float(out.num_tokens)
-            loss_sum[1] += weight * float(out.num_tokens)
+            real_rows = max(0, min(len(chunk), real - start))
+            weight = real_rows / len(chunk)
+            batch = model.inputs.collate(chunk, mode=documents_as, max_documents=max_documents,
+                                         **backend.collate_options(max_documents))
+            # padded repeats run forward (lockstep) but count no answer token: the loss is exact at any rank count
+            batch["labels"][real_rows:] = -100
+            batch["reranking_mask"][real_rows:] = False
+            out = backend.eval_forward(backend.to_device(batch), documents_as)
+            loss_sum[0] += float(out.ce_loss) * float(out.num_tokens)
+            loss_sum[1] += float(out.num_tokens)
             if out.rerank_loss is not None:
                 loss_sum[2] += weight * float(out.rerank_loss)
         gen_rows, gen_real = even_shard(rows[:max_generate], backend.dp_rank, backend.dp_size)
