@@ -40,6 +40,8 @@ class Compressor(nn.Module):
                  memory_norm_scale: Optional[float] = None):
         super().__init__()
         self.backbone = backbone
+        if getattr(backbone.config, "use_cache", False):   # documents are read once: a KV cache only costs memory
+            backbone.config.use_cache = False                # (and a cache object is what torch.fx cannot trace)
         hidden = backbone.config.hidden_size
         embed = backbone.get_input_embeddings().weight
         with full_weights([embed]):

@@ -153,9 +153,9 @@ def read_saved_config(directory: str, **overrides: Any) -> tuple[str, dict, Scal
 
 
 def load_compressor_backbone(config: ScaleDownConfig, directory: str) -> nn.Module:
-    from transformers import AutoConfig, AutoModel
-    backbone_config = AutoConfig.from_pretrained(os.path.join(directory, "compressor"))
-    backbone = AutoModel.from_config(backbone_config)
+    from transformers import AutoModel
+    from scaledown.models.loading import saved_config
+    backbone = AutoModel.from_config(saved_config(os.path.join(directory, "compressor")))
     if config.compressor_type == "n_layers":
         backbone.norm = nn.Identity()
     return backbone
@@ -175,7 +175,7 @@ def load_pretrained(cls, directory: str, **overrides: Any):
     compressor_tokenizer = AutoTokenizer.from_pretrained(comp_tok_dir) if os.path.isdir(comp_tok_dir) else None
     base_dir = os.path.join(directory, "generator_base")
     if os.path.isdir(base_dir):
-        base = AutoModelForCausalLM.from_pretrained(base_dir)
+        base = AutoModelForCausalLM.from_pretrained(base_dir, config=loading.saved_config(base_dir))
     else:
         base = loading.load_causal_lm(config.generator_model_name, config.trust_remote_code)
     generator = PeftModel.from_pretrained(base, os.path.join(directory, "generator_adapter"), is_trainable=True)
