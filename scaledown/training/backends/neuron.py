@@ -33,6 +33,7 @@ from scaledown.training.backends.base import Backend
 from scaledown.training.backends.neuron_config import nxd_config_kwargs, resolve_microbatches
 from scaledown.training.backends.neuron_parallelize import apply_plan, layer_classes, vocab_parallel_token_loss
 from scaledown.training.backends.neuron_stack import load_stack
+from scaledown.training.backends.neuron_trace import leaf_module_names, tracer_class
 from scaledown.training.batching import plan_batches
 from scaledown.training.neuron_layout import NeuronLayout, default_layout
 from scaledown.training.neuron_ranks import RankGrid
@@ -110,7 +111,9 @@ class NeuronBackend(Backend):
         meta = self.weights_from is not None
         self.nxd_config = stack.nxd.neuronx_distributed_config(**nxd_config_kwargs(
             cfg, layer_classes=layer_classes(skeleton, plan), num_microbatches=self.num_microbatches,
-            meta_device_init=meta, param_init_fn=_zero_init))
+            meta_device_init=meta, param_init_fn=_zero_init,
+            leaf_module_names=leaf_module_names(skeleton, plan.layer_names),
+            tracer_cls=tracer_class(stack.pipeline_trace.TorchTracerWrapper)))
         ps = stack.parallel_state
         self.dp_rank = ps.get_data_parallel_rank()
         if ps.get_data_parallel_size() != self.dp_size:
