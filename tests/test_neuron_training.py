@@ -115,13 +115,22 @@ def test_two_pipeline_stages_under_torchrun_match_one_process(runs, subprocess_e
     from scaledown.models.scaledown_model import ScaleDownModel
     from scaledown.training.compare_runs import read_scalars
     out = tmp_path / "pp2"
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29563", RUNNER,
-         *FLAGS, "--pipeline_parallel_size", "2", "--zero1", "false", "--eval_max_examples", "0",
-         "--output_dir", str(out)], subprocess_env_module, timeout=900)
+    pp_flags = [*FLAGS, "--pipeline_parallel_size", "2", "--zero1", "false"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29563", RUNNER]
+    run([*launch, *pp_flags, "--output_dir", str(out)], subprocess_env_module, timeout=900)
     single, pp2 = read_scalars(runs / "local"), read_scalars(out)
-    for tag in ("train/loss", "train/grad_norm"):
-        for step in range(1, 5):
+    for tag in ("train/loss", "train/grad_norm", "eval/loss", "eval/rerank_loss"):
+        assert pp2[tag].keys() == single[tag].keys(), tag
+        for step in single[tag]:
             assert pp2[tag][step] == pytest.approx(single[tag][step], rel=1e-5), tag
+    # each rank saved and reloads its own stage (local_state_dict under the original names): resuming continues
+    resumed = tmp_path / "pp2_resumed"
+    run([*launch, *pp_flags, "--eval_max_examples", "0", "--output_dir", str(resumed), "--resume_from",
+         str(out / "checkpoints" / "step_0000002")], subprocess_env_module, timeout=900)
+    again = losses(resumed)
+    assert sorted(again) == [3, 4]
+    for step in (3, 4):
+        assert again[step] == pytest.approx(pp2["train/loss"][step], rel=1e-6, abs=0)
     # every weight was trained by the stage that owns it (none left outside the stages, none frozen)
     shards = sorted(os.listdir(out / "checkpoints" / "step_0000004" / "model"))
     assert "dp_rank_00_tp_rank_00_pp_rank_01.pt" in shards

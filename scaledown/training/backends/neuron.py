@@ -235,12 +235,19 @@ class NeuronBackend(Backend):
         padded = self._padded([cpu])[0]
         if self.config.pipeline_parallel_size == 1:
             return self.nxd_model(self.to_device(padded), documents_as=documents_as)
+        # the traced pipeline returns only the mean of its micro-batch losses (ce + lambda * rerank): every micro-batch
+        # is the whole batch, so that mean is the batch's; one pass without reranking targets gives the CE, one without
+        # answer tokens the reranking term
         rows = padded["input_ids"].shape[0]
-        repeat = -(-rows // self.num_microbatches) * self.num_microbatches
-        index = torch.arange(repeat) % rows   # NxD splits dim 0 into num_microbatches: repeat rows to fill
-        loss = self.nxd_model.run_eval(**{k: v[index] for k, v in nb.concatenate([padded]).items()})
+        index = torch.arange(rows * self.num_microbatches) % rows
+        inputs = {k: v[index] for k, v in nb.concatenate([padded]).items()}
+        ce = self.nxd_model.run_eval(**{**inputs, "reranking_mask": torch.zeros_like(inputs["reranking_mask"])})
+        rerank, weight = None, self.config.reranking_loss_weight
+        if self.config.enable_reranking and documents_as == "memory" and weight:
+            rerank = self.nxd_model.run_eval(**{**inputs, "labels": torch.full_like(inputs["labels"], -100)}) / weight
         tokens = (padded["labels"][:, 1:] != -100).sum()
-        return ScaleDownOutput(loss=loss, ce_loss=loss, rerank_loss=None, num_tokens=tokens)
+        return ScaleDownOutput(loss=ce if rerank is None else ce + weight * rerank, ce_loss=ce, rerank_loss=rerank,
+                               num_tokens=tokens)
 
     def generate(self, batch, documents_as: str) -> Optional[list[str]]:
         if self.config.pipeline_parallel_size > 1:
