@@ -108,15 +108,16 @@ def test_two_tensor_parallel_ranks_under_torchrun_match_one_process(runs, subpro
 
 
 @pytest.mark.slow
-def test_two_pipeline_stages_under_torchrun_match_one_process(runs, subprocess_env_module, tmp_path):
-    """PP=2: NxDPPModel traces the compressor + generator, cuts at the plan's layer, runs each stage on its own rank
-    (activations and their gradients cross over gloo); losses, gradient norms and the trained weights must equal the
+def test_two_pipeline_stages_of_two_tensor_parallel_ranks_match_one_process(runs, subprocess_env_module, tmp_path):
+    """PP=2 x TP=2 on 4 ranks: NxDPPModel traces the compressor + generator (parallel layers and the vocabulary-
+    parallel loss as recorded calls), cuts at the plan's layer, runs each stage on its own ranks (activations and
+    their gradients cross over gloo); losses, gradient norms and the trained weights must equal the
     one-process run's. Same arithmetic per stage, so only float rounding (summation order) may differ (see the top)."""
     from scaledown.models.scaledown_model import ScaleDownModel
     from scaledown.training.compare_runs import read_scalars
     out = tmp_path / "pp2"
-    pp_flags = [*FLAGS, "--pipeline_parallel_size", "2", "--zero1", "false"]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29563", RUNNER]
+    pp_flags = [*FLAGS, "--pipeline_parallel_size", "2", "--tensor_parallel_size", "2", "--zero1", "false"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "4", "--master_port", "29563", RUNNER]
     run([*launch, *pp_flags, "--output_dir", str(out)], subprocess_env_module, timeout=900)
     single, pp2 = read_scalars(runs / "local"), read_scalars(out)
     for tag in ("train/loss", "train/grad_norm", "eval/loss", "eval/rerank_loss"):
@@ -133,7 +134,7 @@ def test_two_pipeline_stages_under_torchrun_match_one_process(runs, subprocess_e
         assert again[step] == pytest.approx(pp2["train/loss"][step], rel=1e-6, abs=0)
     # every weight was trained by the stage that owns it (none left outside the stages, none frozen)
     shards = sorted(os.listdir(out / "checkpoints" / "step_0000004" / "model"))
-    assert "dp_rank_00_tp_rank_00_pp_rank_01.pt" in shards
+    assert "dp_rank_00_tp_rank_01_pp_rank_01.pt" in shards
     reference = ScaleDownModel.from_pretrained(str(runs / "local" / "final")).state_dict()
     trained = ScaleDownModel.from_pretrained(str(out / "final")).state_dict()
     assert trained.keys() == reference.keys()

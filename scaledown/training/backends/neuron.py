@@ -129,7 +129,7 @@ class NeuronBackend(Backend):
                                                cfg.kv_replication)
             self._kv_shared = apply_plan(model, self.plan, stack.layers, tp_rank, cfg.sequence_parallel)
             if any(spec.loss == "parallel_cross_entropy" for spec in self.plan.modules.values()):
-                model.token_loss = vocab_parallel_token_loss(stack.loss_functions.parallel_cross_entropy)
+                model.token_loss = vocab_parallel_token_loss(stack.layers)
             self._model = model
             return nb.PipelineModule(model) if cfg.pipeline_parallel_size > 1 else model
 
