@@ -41,9 +41,9 @@ class MemoryTokens(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, T, H) token embeddings -> (N, l [+1], H) appended embeddings in their dtype."""
-        extra = self.memory_embeddings if self.rr_embedding is None else torch.cat(
-            [self.memory_embeddings, self.rr_embedding], 0)
-        return extra.to(tokens.dtype).unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        # cat (a copy) even of one part: a view of a weight is no module output hooks can follow under no_grad
+        parts = [self.memory_embeddings] if self.rr_embedding is None else [self.memory_embeddings, self.rr_embedding]
+        return torch.cat(parts, 0).to(tokens.dtype).unsqueeze(0).expand(tokens.shape[0], -1, -1)
 
 
 class Compressor(nn.Module):
