@@ -95,7 +95,8 @@ class NxDPPModel(torch.nn.Module):
                                         tracer_cls=tracer_cls)
 
     def cut_pipeline_stage(self, cut_point):
-        assert cut_point not in self.pipeline_cuts, f"each cutpoint can be only marked once, but {cut_point} is marked twice"
+        assert cut_point not in self.pipeline_cuts, \
+            f"each cutpoint can be only marked once, but {cut_point} is marked twice"
         for node in self.traced_model.graph.nodes:
             if node.op == "call_module" and node.target == cut_point:
                 node.meta["partition"] = True
@@ -192,21 +193,23 @@ class NxDPPModel(torch.nn.Module):
     def _forward(self, inputs: dict[str, torch.Tensor]):
         """One micro-batch through the stages; returns (loss or None, cross-stage links for backward)."""
         env: dict[str, Any] = {}
-        links: list[tuple[int, Any, Any]] = []      # (producer stage, value as produced, value on this rank)
+        links: list[tuple[int, Any]] = []      # (producer stage, the value on this rank: original or received copy)
         shared: set[str] = set()
         loss = None
         for node in self.paritioned_model.graph.nodes:
             if node.op == "placeholder":
                 env[node.name] = inputs[node.target]
+            elif node.op == "get_attr":        # a weight read outside every stage (NxD leaves it there too)
+                env[node.name] = self.paritioned_model.get_parameter(node.target) if node.target in dict(
+                    self.paritioned_model.named_parameters()) else self.paritioned_model.get_buffer(node.target)
             elif node.op == "call_module":
                 stage = self._stage_of(node)
                 for arg in node.all_input_nodes:           # values from other stages come over the PP group
                     producer = self._stage_of(arg)
                     if producer is not None and producer != stage and arg.name not in shared:
                         shared.add(arg.name)
-                        produced = env[arg.name]
-                        env[arg.name] = self._broadcast(produced, producer)
-                        links.append((producer, produced, env[arg.name]))
+                        env[arg.name] = self._broadcast(env[arg.name], producer)
+                        links.append((producer, env[arg.name]))
                 if stage == self.pipeline_parallel_rank:
                     module = getattr(self.paritioned_model, node.target)
                     env[node.name] = module(*torch.fx.node.map_arg(node.args, lambda n: env[n.name]),
@@ -258,7 +261,7 @@ class NxDPPModel(torch.nn.Module):
         for stage in range(last - 1, -1, -1):
             mine = self.pipeline_parallel_rank == stage
             outputs, grads = [], []
-            for producer, _, received in links:
+            for producer, received in links:
                 if producer != stage:
                     continue
                 for value in tree_flatten(received)[0]:   # the producer holds the originals, the others copies
@@ -284,8 +287,8 @@ class NxDPPModel(torch.nn.Module):
             if last:
                 loss = loss / ps.get_data_parallel_size()
                 dist.all_reduce(loss, group=ps.get_data_parallel_group())
-            dist.broadcast(loss, dist.get_global_rank(ps.get_pipeline_model_parallel_group(), self.pipeline_parallel_size - 1),
-                           group=ps.get_pipeline_model_parallel_group())
+            group = ps.get_pipeline_model_parallel_group()
+            dist.broadcast(loss, dist.get_global_rank(group, self.pipeline_parallel_size - 1), group=group)
         return loss.detach().cpu() if self.return_loss_on_cpu else loss.detach()
 
     # ---- parameters and state (original names) -----------------------------------------------------------------

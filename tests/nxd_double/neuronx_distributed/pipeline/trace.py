@@ -1,7 +1,8 @@
 # TEST DOUBLE of neuronx_distributed.pipeline.trace (NxD 0.17): torch.fx tracing with leaf modules and autowrap.
 """What NxD 0.17's trace_model does, re-written for the double with NxD's signatures: a torch.fx.Tracer with
 `param_shapes_constant=True`; a module is a leaf when any name in `leaf_modules` is a substring of its class name
-(the transformer layer class and NxD's parallel layers always are); functions of `autowrap_modules` and the `autowrap_functions` are recorded as calls instead of traced into;
+(the transformer layer class and NxD's parallel layers always are); functions of `autowrap_modules` and the
+`autowrap_functions` are recorded as calls instead of traced into;
 `autowrap_obj_methods` ({object: [method names]}) swaps those attributes for fx-wrapped calls during tracing.
 `tracer_cls` "torch" (default for non-HF roots) or a Tracer class taking the same keyword arguments. The HF tracer
 ("hf") needs transformers.utils.fx, which transformers 5 removed; the double does not offer it.
