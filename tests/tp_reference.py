@@ -137,9 +137,9 @@ class RankReference:
         kind = self.config.compressor_type
         tail = self.layer_stage[self.lc]                         # stage of the generator's first layer
         tokens = self.embedding("compressor.backbone.embed_tokens.weight", ids, 0)
-        extra = self.replicated("compressor.memory_embeddings", 0)
+        extra = self.replicated("compressor.memory_tokens.memory_embeddings", 0)
         if comp.rr_embedding is not None:
-            extra = torch.cat([extra, self.replicated("compressor.rr_embedding", 0)])
+            extra = torch.cat([extra, self.replicated("compressor.memory_tokens.rr_embedding", 0)])
         n = ids.shape[0]
         embeds = torch.cat([tokens, extra.unsqueeze(0).expand(n, -1, -1)], 1)
         full_mask = torch.cat([mask, mask.new_ones(n, extra.shape[0])], 1)

@@ -25,8 +25,9 @@ FORMAT = "scaledown-checkpoint"
 def hf_config(values: dict):
     """A transformers config object from its to_dict() form."""
     from transformers import AutoConfig
+    from scaledown.models.loading import fresh_attention_choice
     values = dict(values)
-    return AutoConfig.for_model(values.pop("model_type"), **values)
+    return fresh_attention_choice(AutoConfig.for_model(values.pop("model_type"), **values))
 
 
 @dataclass

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Callable, Optional, Sequence
 
 from scaledown.cli.args import build_parser, config_from_args
@@ -36,7 +37,13 @@ def load_datasets(config, args):
 def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py",
                backend_factory: Optional[Callable] = None) -> int:
     parser = build_parser(prog, DESCRIPTION)
-    args = parser.parse_args(argv)
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    if {"--dry_run", "--dry-run"} & set(tokens):   # `--device trainium --dry_run`: the Trn1 launcher's dry run
+        known, _ = parser.parse_known_args(tokens)
+        if getattr(known, "device_type", None) == "trainium":
+            from scaledown.cli.train_neuron import neuron_main
+            return neuron_main(tokens, prog)
+    args = parser.parse_args(tokens)
     config = config_from_args(args, default_preset=None if args.train_data else "tiny")
     return run_training(config, args, backend_factory)
 

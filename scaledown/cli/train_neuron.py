@@ -68,8 +68,10 @@ def dry_run(args, passthrough: Sequence[str]) -> int:
     from scaledown.training.backends.neuron_config import describe, nxd_config_kwargs
     from scaledown.training.backends.neuron_parallelize import layer_classes
     config, layout, world, grid, batches, micro, plan, skeleton = resolve(args)
+    from scaledown.training.backends.neuron_trace import leaf_module_names
     kwargs = nxd_config_kwargs(config, layer_classes=layer_classes(skeleton, plan), num_microbatches=micro,
-                               meta_device_init=False)
+                               meta_device_init=False, leaf_module_names=leaf_module_names(skeleton, plan.layer_names),
+                               tracer_cls="torch + scaledown mask leaves (neuron_trace.py)")
     print(f"layout: {layout.path or '(default: one Trn1 node, no --neuron_config)'}"
           + (f" - {layout.description}" if layout.description else ""))
     print(f"nodes {args.nnodes} x processes per node {layout.processes_per_node} = {world} ranks")

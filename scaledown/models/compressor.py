@@ -26,6 +26,26 @@ class MemoryNorm(nn.Module):
         return (x.float() * rms).to(x.dtype) * self.weight
 
 
+class MemoryTokens(nn.Module):
+    """The learned <MEM> embeddings (and the <RR> one when reranking) appended to every (query, document) input.
+
+    A module of its own so graph-based pipeline splitters (NxD's torch.fx partitioning) see one call that owns
+    these weights; a bare parameter read in Compressor.forward would stay outside every pipeline stage.
+    """
+
+    def __init__(self, num_memory_tokens: int, hidden: int, std: float, enable_reranking: bool):
+        super().__init__()
+        # memory tokens start like ordinary (random) token embeddings of the backbone
+        self.memory_embeddings = nn.Parameter(torch.randn(num_memory_tokens, hidden) * std)
+        self.rr_embedding = nn.Parameter(torch.randn(1, hidden) * std) if enable_reranking else None
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T, H) token embeddings -> (N, l [+1], H) appended embeddings in their dtype."""
+        # cat (a copy) even of one part: a view of a weight is no module output hooks can follow under no_grad
+        parts = [self.memory_embeddings] if self.rr_embedding is None else [self.memory_embeddings, self.rr_embedding]
+        return torch.cat(parts, 0).to(tokens.dtype).unsqueeze(0).expand(tokens.shape[0], -1, -1)
+
+
 class Compressor(nn.Module):
     """Wraps a transformer backbone (decoder layers, encoder or small causal LM).
 
@@ -40,13 +60,13 @@ class Compressor(nn.Module):
                  memory_norm_scale: Optional[float] = None):
         super().__init__()
         self.backbone = backbone
+        if getattr(backbone.config, "use_cache", False):   # documents are read once: a KV cache only costs memory
+            backbone.config.use_cache = False                # (and a cache object is what torch.fx cannot trace)
         hidden = backbone.config.hidden_size
         embed = backbone.get_input_embeddings().weight
         with full_weights([embed]):
             std = float(embed.detach().float().std()) if embed.numel() and embed.device.type != "meta" else 0.02
-        # memory tokens start like ordinary (random) token embeddings of the backbone
-        self.memory_embeddings = nn.Parameter(torch.randn(num_memory_tokens, hidden) * std)
-        self.rr_embedding = nn.Parameter(torch.randn(1, hidden) * std) if enable_reranking else None
+        self.memory_tokens = MemoryTokens(num_memory_tokens, hidden, std, enable_reranking)
         self.rr_head = nn.Linear(hidden, 1) if enable_reranking else None
         if projection == "none":
             if hidden != output_size:
@@ -63,6 +83,20 @@ class Compressor(nn.Module):
         self.num_memory_tokens = num_memory_tokens
 
     @property
+    def memory_embeddings(self) -> nn.Parameter:
+        return self.memory_tokens.memory_embeddings
+
+    @property
+    def rr_embedding(self) -> Optional[nn.Parameter]:
+        return self.memory_tokens.rr_embedding
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("memory_embeddings", "rr_embedding"):   # files saved before MemoryTokens existed
+            if prefix + name in state_dict:
+                state_dict[f"{prefix}memory_tokens.{name}"] = state_dict.pop(prefix + name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
     def num_appended(self) -> int:
         return self.num_memory_tokens + (1 if self.rr_embedding is not None else 0)
 
@@ -71,9 +105,7 @@ class Compressor(nn.Module):
         """(N, T) left-padded ids -> memory (N, l, output_size), scores (N,) or None."""
         n = input_ids.shape[0]
         tokens = self.backbone.get_input_embeddings()(input_ids)
-        extra = self.memory_embeddings if self.rr_embedding is None else torch.cat(
-            [self.memory_embeddings, self.rr_embedding], 0)
-        extra = extra.to(tokens.dtype).unsqueeze(0).expand(n, -1, -1)
+        extra = self.memory_tokens(tokens)
         embeds = torch.cat([tokens, extra], dim=1)
         mask = torch.cat([attention_mask, attention_mask.new_ones(n, extra.shape[1])], dim=1)
         # left padding: count positions from each row's first real token

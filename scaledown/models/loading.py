@@ -68,13 +68,31 @@ def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, **kw
         raise ConfigError(_not_found(name, "model", exc)) from None
 
 
+def fresh_attention_choice(config):
+    """Let transformers choose the attention implementation again for a config read back from disk.
+
+    transformers 4.48 writes `_attn_implementation_autoset: true` into config.json; a model built from such a
+    config skips the choice and runs eager attention where the model that was saved ran SDPA, so its outputs
+    differ in the last bits. Newer releases have no such attribute and are left alone.
+    """
+    if getattr(config, "_attn_implementation_autoset", False):
+        config._attn_implementation_autoset = False
+    return config
+
+
+def saved_config(folder: str):
+    """The transformers config of a saved model folder (config.json), ready to build a model from."""
+    from transformers import AutoConfig
+    return fresh_attention_choice(AutoConfig.from_pretrained(folder))
+
+
 def model_config(name: str, trust_remote_code: bool = False):
     """The transformers config of a model name, without loading weights."""
     if name in presets.TINY_MODELS:
         return presets.tiny_model_config(name)
     from transformers import AutoConfig
     try:
-        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        return fresh_attention_choice(AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code))
     except OSError as exc:
         raise ConfigError(_not_found(name, "config", exc)) from None
 

@@ -149,8 +149,8 @@ class ScaleDownModel(nn.Module):
         lm = base_causal_lm(self.generator)
         mask = batch["attention_mask"]
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = decoder_base(lm)(inputs_embeds=embeds, attention_mask=mask,
-                                  position_ids=position_ids).last_hidden_state
+        hidden = decoder_base(lm)(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                                  use_cache=False).last_hidden_state   # a training loss needs no KV cache
         labels = batch["labels"][:, 1:]
         selected = labels != -100
         num_tokens = selected.sum()

@@ -86,7 +86,7 @@ def save_pretrained(model, directory: str, include_base: Optional[bool] = None,
             lm.config.save_pretrained(base_dir)
             save_file(_contiguous(clean_base_state_dict(model.generator, generator_state_dict)),
                       os.path.join(base_dir, "model.safetensors"), metadata={"format": "pt"})
-            model.tokenizer.save_pretrained(base_dir)
+            save_tokenizer(model.tokenizer, base_dir)
             base_ref = os.path.join(final_abs, "generator_base")
         _set_adapter_base(os.path.join(tmp, "generator_adapter"), base_ref)
         # -- compressor folder
@@ -102,9 +102,9 @@ def save_pretrained(model, directory: str, include_base: Optional[bool] = None,
                        "memory_norm": model.config.memory_norm,
                        "output_size": int(model.generator.get_input_embeddings().embedding_dim)}, f, indent=2)
         # -- tokenizers and the top-level config
-        model.tokenizer.save_pretrained(os.path.join(tmp, "tokenizer"))
+        save_tokenizer(model.tokenizer, os.path.join(tmp, "tokenizer"))
         if model.compressor_tokenizer is not None:
-            model.compressor_tokenizer.save_pretrained(os.path.join(tmp, "compressor_tokenizer"))
+            save_tokenizer(model.compressor_tokenizer, os.path.join(tmp, "compressor_tokenizer"))
         with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
             json.dump({"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
                        "generator_base": "generator_base" if include_base else model.config.generator_model_name},
@@ -113,6 +113,19 @@ def save_pretrained(model, directory: str, include_base: Optional[bool] = None,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def save_tokenizer(tokenizer, directory: str) -> None:
+    """save_pretrained, naming transformers 5's generic fast tokenizer by its 4.x name (PreTrainedTokenizerFast,
+    an alias in 5), so the Neuron stack's transformers 4.48 loads what a transformers 5 run saved."""
+    tokenizer.save_pretrained(directory)
+    path = os.path.join(directory, "tokenizer_config.json")
+    with open(path) as f:
+        settings = json.load(f)
+    if settings.get("tokenizer_class") == "TokenizersBackend":
+        settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+        with open(path, "w") as f:
+            json.dump(settings, f, indent=2, ensure_ascii=False)
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -153,9 +166,9 @@ def read_saved_config(directory: str, **overrides: Any) -> tuple[str, dict, Scal
 
 
 def load_compressor_backbone(config: ScaleDownConfig, directory: str) -> nn.Module:
-    from transformers import AutoConfig, AutoModel
-    backbone_config = AutoConfig.from_pretrained(os.path.join(directory, "compressor"))
-    backbone = AutoModel.from_config(backbone_config)
+    from transformers import AutoModel
+    from scaledown.models.loading import saved_config
+    backbone = AutoModel.from_config(saved_config(os.path.join(directory, "compressor")))
     if config.compressor_type == "n_layers":
         backbone.norm = nn.Identity()
     return backbone
@@ -175,7 +188,7 @@ def load_pretrained(cls, directory: str, **overrides: Any):
     compressor_tokenizer = AutoTokenizer.from_pretrained(comp_tok_dir) if os.path.isdir(comp_tok_dir) else None
     base_dir = os.path.join(directory, "generator_base")
     if os.path.isdir(base_dir):
-        base = AutoModelForCausalLM.from_pretrained(base_dir)
+        base = AutoModelForCausalLM.from_pretrained(base_dir, config=loading.saved_config(base_dir))
     else:
         base = loading.load_causal_lm(config.generator_model_name, config.trust_remote_code)
     generator = PeftModel.from_pretrained(base, os.path.join(directory, "generator_adapter"), is_trainable=True)

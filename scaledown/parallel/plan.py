@@ -243,7 +243,7 @@ def _stage(name: str, stacks: Stacks, layers: list[str], layer_stage: dict[str, 
         return 0
     if name.startswith("compressor."):
         inside = name[len(stacks.backbone) + 1:] if name.startswith(stacks.backbone + ".") else None
-        if name in ("compressor.memory_embeddings", "compressor.rr_embedding") or (
+        if name.startswith("compressor.memory_tokens.") or (
                 inside is not None and inside.split(".")[0] in ("embed_tokens", "embeddings")):
             return 0
         return first_generator_layer

@@ -5,9 +5,9 @@ shared/reference/neuronx_distributed.md; behaviour is the part the backend relie
 
 - parallel layers compute real tensor parallelism over gloo process groups (NxD's CPU mode does the same);
 - xm.mark_step runs the step closures queued by xm.add_step_closure (what torch-xla does after a step);
-- NxDPPModel partitions by NxD's rule (layers found by module registration order, create_partitions) and
-  owns parameters per stage, but every pipeline rank computes the whole model (no fx tracing, no send/recv):
-  stage-owned weights are broadcast from their owner before each step, so all ranks agree;
+- NxDPPModel does what NxD does: auto-partition cuts (create_partitions), torch.fx trace, split_module, one
+  stage per pipeline rank, non-local weights frozen; run_train runs every stage on its own rank and moves
+  activations forward and their gradients back over gloo (pipeline/model.py says how it differs from 1F1B);
 - save_checkpoint / load_checkpoint write and read NxD's trainer format (markers, dp/tp/pp shard names,
   xser through the converter's own writer), with num_kept_ckpts.
 

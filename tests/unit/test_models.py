@@ -49,7 +49,7 @@ def test_only_lora_compressor_projection_and_rr_head_train(rows):
     for name in trainable:
         assert "lora_" in name or name.startswith("compressor."), name
     assert any("lora_A" in n for n in trainable) and any("compressor.projection" in n for n in trainable)
-    assert "compressor.rr_head.weight" in trainable and "compressor.memory_embeddings" in trainable
+    assert "compressor.rr_head.weight" in trainable and "compressor.memory_tokens.memory_embeddings" in trainable
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert all(n.startswith("generator.") and "lora_" not in n for n in frozen)
     groups = {g["name"]: g for g in model.parameter_groups()}

@@ -151,3 +151,52 @@ def test_dry_run_refuses_a_tp_that_does_not_divide_the_heads(subprocess_env):
                           text=True, timeout=300)
     assert proc.returncode != 0
     assert "does not divide the generator's 8 attention heads" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def nxd_double_imported():
+    """The NxD double importable in this process for one test, then gone (other tests check torch_xla is absent)."""
+    path, before = os.path.join(ROOT, "tests"), set(sys.modules)
+    sys.path.insert(0, path)
+    from nxd_double import install
+    install()
+    yield
+    sys.path.remove(path)
+    for name in set(sys.modules) - before:
+        if name.split(".")[0] in ("nxd_double", "torch_xla", "torch_neuronx", "neuronx_distributed"):
+            del sys.modules[name]
+
+
+@pytest.mark.nxd_double
+@pytest.mark.parametrize("pp", [2, 3, 4])
+def test_nxd_fx_partition_puts_every_weight_on_the_plans_stage(pp, nxd_double_imported):
+    """What NxDPPModel.partition does (fx trace through the NxD double's trace_model with our tracer and leaf modules,
+    cut nodes marked, split_module): each weight must land in exactly one stage, the one the plan (and so the
+    converters) assign; a weight read outside a leaf module would stay in no stage and NxD would freeze it."""
+    from torch.fx.passes.split_module import split_module
+    from neuronx_distributed.pipeline.trace import TorchTracerWrapper, trace_model
+    from scaledown.models.scaledown_model import ScaleDownModel
+    from scaledown.parallel import ParallelPlan
+    from scaledown.training.backends.neuron_batches import PipelineModule
+    from scaledown.training.backends.neuron_config import PIPELINE_INPUTS
+    from scaledown.training.backends.neuron_parallelize import layer_classes
+    from scaledown.training.backends.neuron_trace import leaf_module_names, tracer_class
+    model = ScaleDownModel(tiny_config())
+    plan = ParallelPlan.for_model(model, 1, pp)
+    leaves = leaf_module_names(model, plan.layer_names) + [c.__name__ for c in layer_classes(model, plan)]
+    traced = trace_model(PipelineModule(model), input_names=list(PIPELINE_INPUTS),
+                         tracer_cls=tracer_class(TorchTracerWrapper), leaf_modules=leaves)
+    stage, cuts = 0, set(plan.pipeline_cuts)
+    for node in traced.graph.nodes:   # NxD's partition_traced_model: a cut layer is the last node of its stage
+        node.meta["partition"] = stage
+        stage += int(node.op == "call_module" and node.target in cuts)
+    qualname_map = {}
+    split = split_module(traced, None, lambda node: node.meta["partition"], qualname_map=qualname_map,
+                         keep_original_order=True)
+    owner = {}
+    for local, original in qualname_map.items():
+        submodule, _, path = local.partition(".")
+        for name, _ in split.get_submodule(submodule).get_submodule(path).named_parameters():
+            owner.setdefault(f"{original}.{name}", []).append(int(submodule[len("submod_"):]))
+    expected = {name: [plan.stage_of(name)] for name, _ in model.named_parameters()}
+    assert owner == expected

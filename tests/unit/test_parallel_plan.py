@@ -97,7 +97,7 @@ def test_stage_of_every_weight(models, pp):
         layer = next((x for x in layers if name.startswith(x + ".")), None)
         if layer:
             expected = stages[layer]
-        elif "embed" in name or name in ("compressor.memory_embeddings", "compressor.rr_embedding"):
+        elif "embed" in name or name.startswith("compressor.memory_tokens."):
             expected = 0
         elif name.startswith("compressor."):
             expected = stages[f"{GEN}.layers.0"]          # projection, memory_norm, rr_head

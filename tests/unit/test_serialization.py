@@ -75,3 +75,19 @@ def test_run_folder_resolves_to_final(tmp_path):
     model = ScaleDownModel(tiny_config())
     model.save_pretrained(str(tmp_path / "run" / "final"))
     assert ScaleDownModel.from_pretrained(str(tmp_path / "run")).config.num_memory_tokens == 4
+
+
+def test_models_saved_before_memory_tokens_still_load(tmp_path, rows):
+    """compressor.memory_embeddings / rr_embedding moved into compressor.memory_tokens (pipeline stages need a module
+    that owns them); compressor files written with the old names load into the new module."""
+    from safetensors.torch import load_file, save_file
+    model = ScaleDownModel(tiny_config())
+    model.save_pretrained(str(tmp_path / "m"))
+    path = tmp_path / "m" / "compressor" / "model.safetensors"
+    state = load_file(str(path))
+    old = {k.replace("memory_tokens.", ""): v for k, v in state.items()}
+    assert "memory_embeddings" in old and "memory_tokens.memory_embeddings" in state
+    save_file(old, str(path), metadata={"format": "pt"})
+    loaded = ScaleDownModel.from_pretrained(str(tmp_path / "m"))
+    assert torch.equal(loaded.compressor.memory_embeddings, model.compressor.memory_embeddings)
+    assert torch.equal(loaded.compressor.rr_embedding, model.compressor.rr_embedding)

@@ -33,6 +33,7 @@ from scaledown.training.backends.base import Backend
 from scaledown.training.backends.neuron_config import nxd_config_kwargs, resolve_microbatches
 from scaledown.training.backends.neuron_parallelize import apply_plan, layer_classes, vocab_parallel_token_loss
 from scaledown.training.backends.neuron_stack import load_stack
+from scaledown.training.backends.neuron_trace import leaf_module_names, tracer_class
 from scaledown.training.batching import plan_batches
 from scaledown.training.neuron_layout import NeuronLayout, default_layout
 from scaledown.training.neuron_ranks import RankGrid
@@ -110,7 +111,9 @@ class NeuronBackend(Backend):
         meta = self.weights_from is not None
         self.nxd_config = stack.nxd.neuronx_distributed_config(**nxd_config_kwargs(
             cfg, layer_classes=layer_classes(skeleton, plan), num_microbatches=self.num_microbatches,
-            meta_device_init=meta, param_init_fn=_zero_init))
+            meta_device_init=meta, param_init_fn=_zero_init,
+            leaf_module_names=leaf_module_names(skeleton, plan.layer_names),
+            tracer_cls=tracer_class(stack.pipeline_trace.TorchTracerWrapper)))
         ps = stack.parallel_state
         self.dp_rank = ps.get_data_parallel_rank()
         if ps.get_data_parallel_size() != self.dp_size:
@@ -126,7 +129,7 @@ class NeuronBackend(Backend):
                                                cfg.kv_replication)
             self._kv_shared = apply_plan(model, self.plan, stack.layers, tp_rank, cfg.sequence_parallel)
             if any(spec.loss == "parallel_cross_entropy" for spec in self.plan.modules.values()):
-                model.token_loss = vocab_parallel_token_loss(stack.loss_functions.parallel_cross_entropy)
+                model.token_loss = vocab_parallel_token_loss(stack.layers)
             self._model = model
             return nb.PipelineModule(model) if cfg.pipeline_parallel_size > 1 else model
 
@@ -232,12 +235,19 @@ class NeuronBackend(Backend):
         padded = self._padded([cpu])[0]
         if self.config.pipeline_parallel_size == 1:
             return self.nxd_model(self.to_device(padded), documents_as=documents_as)
+        # the traced pipeline returns only the mean of its micro-batch losses (ce + lambda * rerank): every micro-batch
+        # is the whole batch, so that mean is the batch's; one pass without reranking targets gives the CE, one without
+        # answer tokens the reranking term
         rows = padded["input_ids"].shape[0]
-        repeat = -(-rows // self.num_microbatches) * self.num_microbatches
-        index = torch.arange(repeat) % rows   # NxD splits dim 0 into num_microbatches: repeat rows to fill
-        loss = self.nxd_model.run_eval(**{k: v[index] for k, v in nb.concatenate([padded]).items()})
+        index = torch.arange(rows * self.num_microbatches) % rows
+        inputs = {k: v[index] for k, v in nb.concatenate([padded]).items()}
+        ce = self.nxd_model.run_eval(**{**inputs, "reranking_mask": torch.zeros_like(inputs["reranking_mask"])})
+        rerank, weight = None, self.config.reranking_loss_weight
+        if self.config.enable_reranking and documents_as == "memory" and weight:
+            rerank = self.nxd_model.run_eval(**{**inputs, "labels": torch.full_like(inputs["labels"], -100)}) / weight
         tokens = (padded["labels"][:, 1:] != -100).sum()
-        return ScaleDownOutput(loss=loss, ce_loss=loss, rerank_loss=None, num_tokens=tokens)
+        return ScaleDownOutput(loss=ce if rerank is None else ce + weight * rerank, ce_loss=ce, rerank_loss=rerank,
+                               num_tokens=tokens)
 
     def generate(self, batch, documents_as: str) -> Optional[list[str]]:
         if self.config.pipeline_parallel_size > 1:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from scaledown.training.backends.neuron_config import PIPELINE_INPUTS
+from scaledown.training.backends.neuron_trace import mask_calls
 
 TOKEN_BUCKET = 64
 
@@ -68,6 +69,7 @@ class PipelineModule(nn.Module):
         self.compressor = model.compressor
         self.generator = model.generator
         object.__setattr__(self, "scaledown_model", model)   # not a submodule: its children are ours
+        self.mask_calls = mask_calls(self)   # leaf modules the tracer routes mask builders through (no weights)
 
     def forward(self, compressor_input_ids, compressor_attention_mask, document_mask, input_ids, attention_mask,
                 memory_slots, labels, reranking_scores, reranking_mask):

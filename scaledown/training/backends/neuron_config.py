@@ -32,8 +32,9 @@ def mixed_precision(config: ScaleDownConfig) -> dict[str, bool]:
 
 def nxd_config_kwargs(config: ScaleDownConfig, *, layer_classes: Sequence[type], num_microbatches: int,
                       meta_device_init: bool, param_init_fn: Optional[Callable] = None,
-                      leaf_module_names: Sequence[str] = ()) -> dict[str, Any]:
-    """Keyword arguments of neuronx_distributed.trainer.neuronx_distributed_config for this run."""
+                      leaf_module_names: Sequence[str] = (), tracer_cls: Any = "torch") -> dict[str, Any]:
+    """Keyword arguments of neuronx_distributed.trainer.neuronx_distributed_config for this run.
+    `tracer_cls`: what NxDPPModel traces with (the backend passes neuron_trace.tracer_class(...))."""
     pp = config.pipeline_parallel_size
     kwargs: dict[str, Any] = {
         "tensor_parallel_size": config.tensor_parallel_size,
@@ -63,7 +64,7 @@ def nxd_config_kwargs(config: ScaleDownConfig, *, layer_classes: Sequence[type],
             "return_loss_on_cpu": False,             # read in a step closure, not mid-graph
             "use_zero1_optimizer": bool(config.zero1),
             "leaf_module_cls": list(leaf_module_names),
-            "tracer_cls": "torch",
+            "tracer_cls": tracer_cls,
         }
     return kwargs
 

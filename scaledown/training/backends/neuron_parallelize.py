@@ -57,12 +57,15 @@ def apply_plan(model: nn.Module, plan: ParallelPlan, layers: ModuleType, tp_rank
     return kv_shared
 
 
-def vocab_parallel_token_loss(parallel_cross_entropy: Callable) -> Callable:
-    """A ScaleDownModel.token_loss over vocabulary-sharded logits: NxD's parallel_cross_entropy, -100 masked."""
+def vocab_parallel_token_loss(parallel_layers: ModuleType) -> Callable:
+    """A ScaleDownModel.token_loss over vocabulary-sharded logits: NxD's parallel_cross_entropy, -100 masked.
+
+    The function is looked up on `parallel_layers` at each call, not captured: under pipeline parallelism NxD's
+    tracer swaps that module attribute for a recorded call (autowrap), which a captured function would bypass."""
     def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         keep = labels != -100
         # parallel_cross_entropy modifies its input in place and needs valid targets everywhere
-        losses = parallel_cross_entropy(logits.float().contiguous(), labels.masked_fill(~keep, 0))
+        losses = parallel_layers.parallel_cross_entropy(logits.float().contiguous(), labels.masked_fill(~keep, 0))
         return losses * keep
     return token_loss
 

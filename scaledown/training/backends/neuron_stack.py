@@ -53,6 +53,7 @@ class NeuronStack:
     layers: ModuleType            # neuronx_distributed.parallel_layers (ColumnParallelLinear, ...)
     loss_functions: ModuleType    # neuronx_distributed.parallel_layers.loss_functions
     pipeline: ModuleType          # neuronx_distributed.pipeline (NxDPPModel)
+    pipeline_trace: ModuleType    # neuronx_distributed.pipeline.trace (the torch.fx tracer NxDPPModel uses)
     xm: ModuleType                # torch_xla.core.xla_model
     loader: ModuleType            # torch_xla.distributed.parallel_loader (MpDeviceLoader)
     versions: dict[str, Optional[str]]
@@ -76,6 +77,7 @@ def load_stack() -> NeuronStack:
                        layers=importlib.import_module("neuronx_distributed.parallel_layers"),
                        loss_functions=importlib.import_module("neuronx_distributed.parallel_layers.loss_functions"),
                        pipeline=importlib.import_module("neuronx_distributed.pipeline"),
+                       pipeline_trace=importlib.import_module("neuronx_distributed.pipeline.trace"),
                        xm=importlib.import_module("torch_xla.core.xla_model"),
                        loader=importlib.import_module("torch_xla.distributed.parallel_loader"),
                        versions=versions)
