@@ -78,6 +78,20 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                      "--output_dir) or a checkpoint / run folder.")
     run.add_argument("--init_from", "--init-from", help="Start from a saved ScaleDown model folder "
                      "(e.g. a pretraining run's OUTPUT_DIR/final).")
+    run.add_argument("--init_compressor_from", "--init-compressor-from", metavar="DIR",
+                     help="Take only the compressor of a saved model folder (e.g. a pretraining run's OUTPUT_DIR/final) "
+                          "and pair it with this run's generator and a fresh LoRA; its architecture settings "
+                          "(compressor_type, num_memory_tokens, ...) are taken from the folder.")
+    run.add_argument("--pretrain_data", "--pretrain-data", metavar="PATH",
+                     help="--stage pretrain: plain text, a .jsonl/.json/.parquet corpus (KILT lines or rows with "
+                          "'text'/'contents') or a folder saved by datasets' save_to_disk; chunked to doc_max_length "
+                          "compressor tokens (kept under OUTPUT_DIR/pretraining_passages). Omitted: built-in "
+                          "synthetic text.")
+    run.add_argument("--pretrain_eval_data", "--pretrain-eval-data", metavar="PATH",
+                     help="--stage pretrain: held-out text for reconstruction accuracy (same formats). Omitted: "
+                          "every 50th document of --pretrain_data (at most 512 chunks) is held out.")
+    run.add_argument("--skip_bad_rows", "--skip-bad-rows", action="store_true",
+                     help="--stage pretrain: skip and count malformed corpus lines instead of stopping at the first.")
     run.add_argument("--num_train_examples", "--num-train-examples", type=int, default=None,
                      help="Built-in synthetic data only: training rows to draw (default: one fresh row per "
                           "example seen, batch_size x steps).")
@@ -93,11 +107,13 @@ def build_parser(prog: str, description: str) -> FriendlyParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace, default_preset: Optional[str] = None) -> ScaleDownConfig:
-    """defaults < preset < --config file < flags."""
+def config_from_args(args: argparse.Namespace, default_preset: Optional[str] = None,
+                     base: Optional[dict[str, Any]] = None) -> ScaleDownConfig:
+    """defaults < preset < base (e.g. a reused compressor's architecture) < --config file < flags."""
     fields = set(ScaleDownConfig.field_names())
     flags = {k: v for k, v in vars(args).items() if k in fields}
-    values: dict[str, Any] = read_config_file(args.config) if getattr(args, "config", None) else {}
+    values: dict[str, Any] = dict(base or {})
+    values.update(read_config_file(args.config) if getattr(args, "config", None) else {})
     values.update(flags)
     if "preset" not in values and default_preset and "generator_model_name" not in values:
         values["preset"] = default_preset

@@ -1,7 +1,7 @@
 # Periodic evaluation inside training: eval loss and answer accuracy, sharded evenly over data-parallel ranks.
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -26,24 +26,32 @@ def even_shard(rows: Sequence[dict], dp_rank: int, dp_size: int) -> tuple[list[d
 
 @torch.no_grad()
 def evaluate(backend, rows: Sequence[dict], documents_as: str, micro_batch: int, max_generate: int,
-             max_documents: int) -> dict[str, float]:
-    """Eval loss over all `rows` and accuracy over the first `max_generate`, averaged over ranks."""
+             max_documents: int, collate: Optional[Callable] = None) -> dict[str, float]:
+    """Eval loss and token accuracy over all `rows`, answer accuracy over the first `max_generate`
+    (0: none), averaged over ranks. `collate(inputs, rows)` builds a loss batch (default: QA rows)."""
     model = backend.model
     was_training = model.training
     model.eval()
     try:
         mine, real = even_shard(rows, backend.dp_rank, backend.dp_size)
-        loss_sum = torch.zeros(3, dtype=torch.float64)  # [ce * tokens, tokens, rerank * docs]
+        loss_sum = torch.zeros(4, dtype=torch.float64)  # [ce * tokens, tokens, rerank * docs, correct tokens]
+        counted = True  # every batch reported num_correct (backends with sharded logits may not)
         for start in range(0, len(mine), micro_batch):
             chunk = mine[start:start + micro_batch]
             weight = max(0, min(len(chunk), real - start)) / len(chunk)  # padded repeats count 0
-            batch = backend.to_device(model.inputs.collate(chunk, mode=documents_as, max_documents=max_documents))
+            batch = (collate(model.inputs, chunk) if collate else
+                     model.inputs.collate(chunk, mode=documents_as, max_documents=max_documents))
+            batch = backend.to_device(batch)
             with backend.autocast():
                 out = model(batch, documents_as=documents_as)
             loss_sum[0] += weight * float(out.ce_loss) * float(out.num_tokens)
             loss_sum[1] += weight * float(out.num_tokens)
             if out.rerank_loss is not None:
                 loss_sum[2] += weight * float(out.rerank_loss)
+            if out.num_correct is None:
+                counted = False
+            else:
+                loss_sum[3] += weight * float(out.num_correct)
         gen_rows, gen_real = even_shard(rows[:max_generate], backend.dp_rank, backend.dp_size)
         predictions = []
         for start in range(0, len(gen_rows), micro_batch):
@@ -51,13 +59,16 @@ def evaluate(backend, rows: Sequence[dict], documents_as: str, micro_batch: int,
                                          with_answers=False, max_documents=max_documents)
             with backend.autocast():
                 predictions += model.generate_from_batch(batch, documents_as, **backend.generation_kwargs())
-        scores = score_predictions(predictions[:gen_real], gen_rows[:gen_real])
+        scores = (score_predictions(predictions[:gen_real], gen_rows[:gen_real]) if gen_real
+                  else {"accuracy": 0.0, "exact_match": 0.0})
         totals = torch.tensor([loss_sum[0], loss_sum[1], loss_sum[2], scores["accuracy"] * gen_real,
-                               scores["exact_match"] * gen_real, gen_real], dtype=torch.float64)
+                               scores["exact_match"] * gen_real, gen_real, loss_sum[3]], dtype=torch.float64)
         totals = backend.all_reduce_sum(totals)
-        result = {tags.EVAL_LOSS: float(totals[0] / totals[1].clamp(min=1)),
-                  tags.EVAL_ACCURACY: float(totals[3] / totals[5].clamp(min=1)),
-                  tags.EVAL_EM: float(totals[4] / totals[5].clamp(min=1))}
+        result = {tags.EVAL_LOSS: float(totals[0] / totals[1].clamp(min=1))}
+        if counted:
+            result[tags.EVAL_TOKEN_ACCURACY] = float(totals[6] / totals[1].clamp(min=1))
+        if totals[5] > 0:
+            result.update({tags.EVAL_ACCURACY: float(totals[3] / totals[5]), tags.EVAL_EM: float(totals[4] / totals[5])})
         if model.config.enable_reranking and documents_as == "memory":
             batches = -(-len(rows) // backend.dp_size // micro_batch) * backend.dp_size
             result[tags.EVAL_RERANK_LOSS] = float(totals[2] / max(1, batches))
