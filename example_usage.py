@@ -12,7 +12,7 @@ def main() -> None:
     output_dir = tempfile.mkdtemp(prefix="scaledown-example-")
     # 1. Configure: the tiny preset is a small random Mistral-shaped model and an offline tokenizer
     config = ScaleDownConfig(preset="tiny", compressor_type="n_layers", num_compressor_layers=2,
-                             max_steps=40, generator_warmup_steps=20, output_dir=output_dir,
+                             max_steps=60, generator_warmup_ratio=0.34, output_dir=output_dir,
                              eval_steps=0, save_steps=0)
     # 2. Data in the quick start's format: query, documents, answer (+ optional reranking_scores)
     data = [

@@ -2,8 +2,9 @@
 from setuptools import find_packages, setup
 
 # Neuron 2.28 is the last release with NxD training (PyTorch 2.9, NxD 0.17); its wheels come from
-# https://pip.repos.neuron.amazonaws.com (pip install -e .[neuron] --extra-index-url <that URL>).
-NEURON = ["torch-neuronx==2.9.*", "neuronx-distributed==0.17.*", "neuronx-cc==2.*", "torch-xla==2.9.*",
+# https://pip.repos.neuron.amazonaws.com (pip install -e .[neuron] --extra-index-url <that URL>); neuronx-cc 2.24
+# is the compiler of Neuron 2.27-2.29 (component release notes).
+NEURON = ["torch-neuronx==2.9.*", "neuronx-distributed==0.17.*", "neuronx-cc==2.24.*", "torch-xla==2.9.*",
           "transformers>=4.48,<4.57"]
 
 setup(
@@ -25,13 +26,14 @@ setup(
         "numpy>=1.24",
     ],
     extras_require={
-        "gpu": ["deepspeed>=0.16", "ninja", "mpi4py>=3.1"],
+        "gpu": ["deepspeed>=0.16", "ninja", "mpi4py>=3.1", "psutil"],
         "neuron": NEURON,
         "data": ["datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14"],
-        "eval": ["matplotlib>=3.7", "rouge-score>=0.1.2"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "deepspeed>=0.16", "ninja", "mpi4py>=3.1",
+        # ROUGE-L is computed in scaledown.evaluation.metrics; retrieval for benchmarks uses the data extra's packages
+        "eval": ["matplotlib>=3.7", "datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "deepspeed>=0.16", "ninja", "mpi4py>=3.1", "psutil",
                 "datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14", "matplotlib>=3.7",
-                "rouge-score>=0.1.2", "accelerate>=1.0"],
+                "accelerate>=1.0"],
     },
     entry_points={"console_scripts": ["scaledown=scaledown.cli.main:main"]},
 )

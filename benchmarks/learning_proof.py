@@ -48,18 +48,19 @@ def main() -> int:
     import torch
     from scaledown import ScaleDownConfig, ScaleDownModel
     from scaledown.data import ScaleDownDataset
-    from scaledown.data.synthetic import SyntheticSpec, generate_examples
+    from scaledown.data.synthetic import SyntheticSpec, builtin_training_rows, curriculum, generate_examples
     from scaledown.evaluation.answers import answer_accuracy
     from scaledown.training import ScaleDownTrainer
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     output_dir = args.output_dir or tempfile.mkdtemp(prefix="scaledown-proof-")
-    values = {"preset": "tiny", "output_dir": output_dir, "eval_steps": 0, "save_steps": 0, "device_type": "cpu"}
+    values = {"preset": "tiny", "output_dir": output_dir, "eval_steps": 0, "save_steps": 0, "device_type": "cpu",
+              "micro_batch_size": 32, "shuffle_data": False}  # one forward per step; the curriculum in order
     values.update(parse_overrides(args.set))
     config = ScaleDownConfig.from_dict(values)
-    spec = SyntheticSpec(num_documents=config.num_documents_train)
-    steps = config.generator_warmup_steps + config.max_steps
-    train = ScaleDownDataset(generate_examples(config.batch_size * steps, seed=config.seed, spec=spec), config)
+    spec = SyntheticSpec()  # the full task: 3 documents (1 relevant + 2 distractors), 3 facts each
+    train = ScaleDownDataset(builtin_training_rows(config), config)
+    warm = config.generator_warmup_steps(config.max_steps)
     held_out = generate_examples(args.eval_examples, seed=config.seed + 10_000, spec=spec)
 
     model = ScaleDownModel(config)
@@ -84,6 +85,8 @@ def main() -> int:
         "compression_rate": config.compression_rate,
         "tokens_per_memory_vector": round(sum(doc_tokens) / len(doc_tokens) / config.num_memory_tokens, 2),
         "final_train_loss": result.losses[-1] if result.losses else None,
+        "curriculum": [{"steps": n, "documents": sp.num_documents, "facts": sp.facts_per_document}
+                       for n, sp in curriculum(warm, config.max_steps - warm)],
         "cpu_threads": torch.get_num_threads(),
         "settings": {k: v for k, v in config.to_dict().items() if k != "output_dir"},
     }

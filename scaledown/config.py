@@ -78,9 +78,9 @@ class ScaleDownConfig:
     lora_dropout: float = _f(0.1, "LoRA dropout (OSCAR: 0.1).")
     lora_target_modules: str = _f("all-linear", "Generator modules given LoRA adapters; 'all-linear' "
                                                 "(OSCAR) or a comma-separated list of module names.")
-    generator_warmup_steps: int = _f(0, "Steps that first fine-tune the whole generator on uncompressed documents "
-                                        "before compression training; for generators that cannot yet do RAG "
-                                        "(the tiny random preset). 0 for instruction-tuned LLMs.")
+    generator_warmup_ratio: float = _f(0.0, "Fraction of the run's steps that first fine-tune the whole generator on "
+                                            "uncompressed documents, before compression training; for generators "
+                                            "that cannot yet do RAG (the tiny random preset: 0.25). 0 for LLMs.")
     learning_rate_generator_warmup: float = _f(1e-3, "Learning rate of the generator warm-up stage.")
     # ---- reranking ------------------------------------------------------------------------
     enable_reranking: bool = _f(False, "Add the RR token and a dense head that scores each document, "
@@ -110,6 +110,21 @@ class ScaleDownConfig:
     use_bf16: bool = _f(True, "bfloat16 autocast where the device supports it.")
     use_fp16: bool = _f(False, "float16 autocast with loss scaling (GPUs without bf16).")
     seed: int = _f(42, "Random seed for weights, data order and dropout.")
+    shuffle_data: bool = _f(True, "Shuffle the training rows every epoch; false keeps their order (curricula, "
+                                  "such as the built-in synthetic data).")
+    # ---- parallelism (NeuronX Distributed backend; neuron_configs/*.json set them by layout) --------------
+    tensor_parallel_size: int = _f(1, "NxD tensor-parallel degree (--tp): must divide the ranks, the attention heads, "
+                                      "the MLP width and the vocabulary. Trn1: 8 or 32 per node.")
+    pipeline_parallel_size: int = _f(1, "NxD pipeline-parallel degree (--pp): the compressor's and generator's decoder "
+                                        "layers are split into this many stages (NxD auto-partition).")
+    num_microbatches: Optional[int] = _f(None, "Pipeline micro-batches per optimizer step on each data-parallel rank; "
+                                               "None: the accumulation steps (batch_size / micro_batch_size / DP). "
+                                               "Must divide the per-rank batch.")
+    zero1: bool = _f(True, "NxD ZeRO-1: shard optimizer states over data-parallel ranks (fp32 master weights "
+                           "under bf16).")
+    sequence_parallel: bool = _f(False, "NxD sequence parallelism for norms and dropout (needs tensor_parallel_size > 1).")
+    kv_replication: Optional[int] = _f(None, "NxD kv_size_multiplier: copies of each key/value head so they cover the "
+                                             "tensor-parallel ranks; None: the smallest valid factor.")
     # ---- run ------------------------------------------------------------------------------
     stage: str = _f("finetune", "'finetune' (distillation on query/documents/answer rows) or 'pretrain' "
                                 "(compressor auto-encoding + continuation on plain text).")
@@ -191,7 +206,9 @@ class ScaleDownConfig:
         _check(self.num_epochs > 0, "num_epochs", self.num_epochs, "use a positive number of epochs")
         _check(isinstance(self.max_steps, int) and (self.max_steps == -1 or self.max_steps >= 1), "max_steps",
                self.max_steps, "use -1 (epochs decide) or a positive step count")
-        for name in ("eval_steps", "save_steps", "save_total_limit", "generator_warmup_steps", "eval_max_examples"):
+        _check(0 <= self.generator_warmup_ratio < 1, "generator_warmup_ratio", self.generator_warmup_ratio,
+               "use a fraction in [0, 1), e.g. 0.25 (the rest of the steps train compression)")
+        for name in ("eval_steps", "save_steps", "save_total_limit", "eval_max_examples"):
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, name, getattr(self, name),
                    "use 0 or a positive integer")
         if self.micro_batch_size is not None:
@@ -199,6 +216,18 @@ class ScaleDownConfig:
                    self.micro_batch_size, "use a positive integer or leave it unset")
             _check(self.micro_batch_size <= self.batch_size, "micro_batch_size", self.micro_batch_size,
                    f"it cannot exceed batch_size ({self.batch_size})")
+        for name in ("tensor_parallel_size", "pipeline_parallel_size"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, value,
+                   "use a positive integer (1 turns that parallelism off)")
+        for name in ("num_microbatches", "kv_replication"):
+            value = getattr(self, name)
+            if value is not None:
+                _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, value,
+                       "use a positive integer or leave it unset")
+        if self.sequence_parallel and self.tensor_parallel_size == 1:
+            raise ConfigError("sequence_parallel=True needs tensor_parallel_size > 1 (it splits activations over the "
+                              "tensor-parallel ranks). Set --tensor_parallel_size or --sequence_parallel false.")
         if self.use_bf16 and self.use_fp16:
             raise ConfigError("use_bf16 and use_fp16 are both on. Choose one: --use_fp16 false (bf16, the "
                               "default on GPUs that support it) or --use_bf16 false.")
@@ -245,6 +274,13 @@ class ScaleDownConfig:
         return cls.from_dict({"preset": name, **overrides}, source=f"preset {name}")
 
     # ---- derived values -----------------------------------------------------------------------
+    def generator_warmup_steps(self, total_steps: int) -> int:
+        """Steps of the generator warm-up within a run of `total_steps` (the rest train compression; in stage
+        pretrain the warm-up reads the chunks as text, so a random generator learns to repeat and continue)."""
+        if self.generator_warmup_ratio <= 0 or total_steps < 2:
+            return 0
+        return min(total_steps - 1, max(1, round(total_steps * self.generator_warmup_ratio)))
+
     @property
     def compressor_learning_rate(self) -> float:
         return {"n_layers": self.learning_rate_compressor_nlayers,
@@ -262,7 +298,6 @@ class ScaleDownConfig:
             return TINY_MODERNBERT if self.compressor_type == "modernbert" else TINY_LLAMA
         return {"modernbert": "answerdotai/ModernBERT-base",
                 "causal_lm": "meta-llama/Llama-3.2-1B-Instruct"}[self.compressor_type]
-
 
     @property
     def compressor_tokenizer_name(self) -> str:

@@ -11,7 +11,7 @@ if ROOT not in sys.path:
 
 def tiny_config(**overrides):
     from scaledown import ScaleDownConfig
-    values = {"preset": "tiny", "max_steps": 4, "generator_warmup_steps": 0, "eval_steps": 0, "save_steps": 0,
+    values = {"preset": "tiny", "max_steps": 4, "generator_warmup_ratio": 0.0, "eval_steps": 0, "save_steps": 0,
               "batch_size": 8, "micro_batch_size": 4}
     values.update(overrides)
     return ScaleDownConfig.from_dict(values)

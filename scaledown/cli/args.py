@@ -12,7 +12,8 @@ from scaledown.config import ScaleDownConfig, read_config_file
 from scaledown.errors import ConfigError
 
 # Seed flag names kept working: --num_layers, --device.
-ALIASES = {"num_compressor_layers": ["--num_layers"], "device_type": ["--device"]}
+ALIASES = {"num_compressor_layers": ["--num_layers"], "device_type": ["--device"],
+           "tensor_parallel_size": ["--tp"], "pipeline_parallel_size": ["--pp"]}
 
 
 class FriendlyParser(argparse.ArgumentParser):
@@ -92,6 +93,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                           "every 50th document of --pretrain_data (at most 512 chunks) is held out.")
     run.add_argument("--skip_bad_rows", "--skip-bad-rows", action="store_true",
                      help="--stage pretrain: skip and count malformed corpus lines instead of stopping at the first.")
+    run.add_argument("--neuron_config", "--neuron-config", metavar="PATH",
+                     help="Trainium layout JSON (neuron_configs/tp8_pp1.json ...): parallel degrees, processes per "
+                          "node, compiler and runtime environment. Its degrees apply unless a flag or --config sets them.")
     run.add_argument("--num_train_examples", "--num-train-examples", type=int, default=None,
                      help="Built-in synthetic data only: training rows to draw (default: one fresh row per "
                           "example seen, batch_size x steps).")
@@ -109,10 +113,14 @@ def build_parser(prog: str, description: str) -> FriendlyParser:
 
 def config_from_args(args: argparse.Namespace, default_preset: Optional[str] = None,
                      base: Optional[dict[str, Any]] = None) -> ScaleDownConfig:
-    """defaults < preset < base (e.g. a reused compressor's architecture) < --config file < flags."""
+    """defaults < preset < base (e.g. a reused compressor's architecture) < --neuron_config layout < --config file
+    < flags."""
     fields = set(ScaleDownConfig.field_names())
     flags = {k: v for k, v in vars(args).items() if k in fields}
     values: dict[str, Any] = dict(base or {})
+    if getattr(args, "neuron_config", None):
+        from scaledown.training.neuron_layout import NeuronLayout
+        values.update(NeuronLayout.from_file(args.neuron_config).config_values())
     values.update(read_config_file(args.config) if getattr(args, "config", None) else {})
     values.update(flags)
     if "preset" not in values and default_preset and "generator_model_name" not in values:

@@ -30,9 +30,10 @@ def check_stage_flags(config, args) -> None:
 
 
 def load_datasets(config, args, backend_is_main: bool = True):
-    """Training and eval datasets: the user's files, or the built-in synthetic task (or text, stage pretrain)."""
+    """Training and eval datasets: the user's files, the built-in synthetic task (a curriculum, kept in order),
+    or plain text for stage pretrain."""
     from scaledown.data import ScaleDownDataset
-    from scaledown.data.synthetic import generate_examples
+    from scaledown.data.synthetic import builtin_training_rows, generate_examples
 
     if config.stage == "pretrain":
         from scaledown.data.pretraining import load_pretraining_data
@@ -46,9 +47,12 @@ def load_datasets(config, args, backend_is_main: bool = True):
         train = ScaleDownDataset(args.train_data, config)
         evaluation = ScaleDownDataset(args.eval_data, config) if args.eval_data else None
         return train, evaluation
-    steps = (config.max_steps if config.max_steps > 0 else 1000) + config.generator_warmup_steps
-    count = args.num_train_examples or config.batch_size * steps  # every example seen once: nothing repeats
-    train = ScaleDownDataset(generate_examples(count, seed=config.seed), config)
+    if "shuffle_data" not in vars(args):  # the curriculum only works in its order
+        config.shuffle_data = False
+    rows = builtin_training_rows(config)
+    if args.num_train_examples:
+        rows = rows[:args.num_train_examples]
+    train = ScaleDownDataset(rows, config)
     evaluation = (ScaleDownDataset(args.eval_data, config) if args.eval_data else
                   ScaleDownDataset(generate_examples(args.num_eval_examples, seed=config.seed + 10_000), config))
     return train, evaluation

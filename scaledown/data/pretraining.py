@@ -169,7 +169,7 @@ def load_pretraining_data(config: ScaleDownConfig, tokenizer, tokenizer_name: st
     chunk = config.doc_max_length
     store = os.path.join(config.output_dir, "pretraining_passages")
     if source is None:
-        steps = (config.max_steps if config.max_steps > 0 else 1000) + config.generator_warmup_steps
+        steps = config.max_steps if config.max_steps > 0 else 1000  # every phase, warm-up included
         wanted = num_rows or config.batch_size * steps
         articles = -(-wanted // 3)  # a synthetic text gives 3-4 chunks of 32 tiny tokens
         train = chunk_table(_plain(synthetic_texts(articles, config.seed)), tokenizer, chunk)

@@ -100,6 +100,38 @@ def iter_examples(seed: int = 0, spec: SyntheticSpec = SyntheticSpec()) -> Itera
         yield make_example(rng, spec)
 
 
+def curriculum(warmup_steps: int, finetune_steps: int) -> list[tuple[int, SyntheticSpec]]:
+    """The built-in task's curriculum as (steps, spec) stages, easiest first.
+
+    A random generator cannot find the relevant document among distractors at once (tiny transformers
+    sit on a long plateau before they learn to look things up), so each phase starts with one
+    document: the generator warm-up first copies a lone fact, then picks the asked fact out of three;
+    the compression phase starts with one document (memory must carry the asked fact) before the full
+    task with distractors, where the reranking head learns which document is about the queried entity.
+    """
+    half = warmup_steps // 2
+    easy = finetune_steps // 4 if warmup_steps else 0
+    stages = [(half, SyntheticSpec(num_documents=1, facts_per_document=1)),
+              (warmup_steps - half, SyntheticSpec(num_documents=1)),
+              (easy, SyntheticSpec(num_documents=1)),
+              (finetune_steps - easy, SyntheticSpec())]
+    return [(steps, spec) for steps, spec in stages if steps > 0]
+
+
+def curriculum_examples(stages: list[tuple[int, SyntheticSpec]], batch_size: int, seed: int = 0) -> list[dict]:
+    """Rows for `stages`, in order (train them without shuffling): batch_size fresh rows per step."""
+    rng = random.Random(seed)
+    return [make_example(rng, spec) for steps, spec in stages for _ in range(steps * batch_size)]
+
+
+def builtin_training_rows(config) -> list[dict]:
+    """The tiny default's training rows: the curriculum sized to the run's steps, one fresh row per example."""
+    total = config.max_steps if config.max_steps > 0 else 1600
+    warm = config.generator_warmup_steps(total)
+    stages = curriculum(warm, total - warm)
+    return curriculum_examples(stages, config.batch_size, seed=config.seed)
+
+
 def vocabulary_sentences() -> list[str]:
     """Sentences that mention every pool word in every template: the tokenizer's training text."""
     out = []

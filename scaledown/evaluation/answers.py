@@ -1,25 +1,31 @@
-# Generate answers for rows and score them (Match, EM, F1): held-out accuracy of a model.
+# Generate answers for rows and score them (Match, EM, F1, ROUGE-L): held-out accuracy of a model.
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from scaledown.evaluation.metrics import exact_match, gold_answers, match, token_f1
+from scaledown.evaluation.metrics import METRICS, answer_scores, gold_answers
+
+
+def per_example_scores(predictions: Sequence[str], rows: Sequence[dict]) -> list[dict[str, float]]:
+    return [answer_scores(p, gold_answers(r)) for p, r in zip(predictions, rows)]
+
+
+def mean_scores(scores: Sequence[dict[str, float]], keys: Sequence[str] = METRICS) -> dict[str, float]:
+    n = max(1, len(scores))
+    return {k: sum(s[k] for s in scores) / n for k in keys}
 
 
 def score_predictions(predictions: Sequence[str], rows: Sequence[dict]) -> dict[str, float]:
-    n = max(1, len(rows))
-    golds = [gold_answers(r) for r in rows]
-    return {
-        "accuracy": sum(match(p, g) for p, g in zip(predictions, golds)) / n,   # BERGEN Match
-        "exact_match": sum(exact_match(p, g) for p, g in zip(predictions, golds)) / n,
-        "f1": sum(token_f1(p, g) for p, g in zip(predictions, golds)) / n,
-    }
+    """Mean scores under the trainer's names (accuracy = BERGEN Match) plus rouge_l."""
+    means = mean_scores(per_example_scores(predictions, rows))
+    return {"accuracy": means["match"], "exact_match": means["em"], "f1": means["f1"], "rouge_l": means["rouge_l"]}
 
 
 def predict(model, rows: Sequence[dict], documents_as: str = "memory", batch_size: int = 32,
             max_documents: Optional[int] = None, progress: bool = False,
-            generation_kwargs: Optional[dict[str, Any]] = None) -> list[str]:
-    """Greedy answers for `rows` (each with query and documents)."""
+            generation_kwargs: Optional[dict[str, Any]] = None, autocast=None) -> list[str]:
+    """Greedy answers for `rows` (each with query and documents); `autocast` is a context factory or None."""
+    import contextlib
     was_training = model.training
     model.eval()
     out: list[str] = []
@@ -31,7 +37,8 @@ def predict(model, rows: Sequence[dict], documents_as: str = "memory", batch_siz
         for start in starts:
             chunk = rows[start:start + batch_size]
             batch = model.inputs.collate(chunk, mode=documents_as, with_answers=False, max_documents=max_documents)
-            out += model.generate_from_batch(batch, documents_as, **(generation_kwargs or {}))
+            with (autocast() if autocast else contextlib.nullcontext()):
+                out += model.generate_from_batch(batch, documents_as, **(generation_kwargs or {}))
     finally:
         model.train(was_training)
     return out

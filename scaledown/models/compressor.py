@@ -6,6 +6,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from scaledown.models.sharded_weights import full_weights
+
 
 class MemoryNorm(nn.Module):
     """RMS-normalise memory embeddings and rescale them to the generator's token-embedding size.
@@ -40,7 +42,8 @@ class Compressor(nn.Module):
         self.backbone = backbone
         hidden = backbone.config.hidden_size
         embed = backbone.get_input_embeddings().weight
-        std = float(embed.detach().float().std()) if embed.numel() and embed.device.type != "meta" else 0.02
+        with full_weights([embed]):
+            std = float(embed.detach().float().std()) if embed.numel() and embed.device.type != "meta" else 0.02
         # memory tokens start like ordinary (random) token embeddings of the backbone
         self.memory_embeddings = nn.Parameter(torch.randn(num_memory_tokens, hidden) * std)
         self.rr_embedding = nn.Parameter(torch.randn(1, hidden) * std) if enable_reranking else None

@@ -11,6 +11,7 @@ from scaledown.errors import ConfigError
 from scaledown.models import loading
 from scaledown.models.compressor import Compressor
 from scaledown.models.generator import without_lora
+from scaledown.models.sharded_weights import full_weights
 
 
 def decoder_base(causal_lm: nn.Module) -> nn.Module:
@@ -49,10 +50,16 @@ def nlayers_backbone_from_generator(generator: nn.Module, num_layers: int) -> nn
 
 @torch.no_grad()
 def copy_generator_layers(source: nn.Module, backbone: nn.Module) -> None:
-    """Copy embeddings and the first len(backbone.layers) decoder layers of `source` into `backbone`."""
-    backbone.get_input_embeddings().weight.copy_(source.get_input_embeddings().weight)
+    """Copy embeddings and the first len(backbone.layers) decoder layers of `source` into `backbone`.
+
+    One module at a time: under a sharding backend only that module's weights are whole at once.
+    """
+    target_embed, source_embed = backbone.get_input_embeddings().weight, source.get_input_embeddings().weight
+    with full_weights([source_embed]), full_weights([target_embed], modify=True):
+        target_embed.copy_(source_embed)
     for target_layer, source_layer in zip(backbone.layers, source.layers):
-        target_layer.load_state_dict(without_lora(source_layer.state_dict()))
+        with full_weights(source_layer.parameters()), full_weights(target_layer.parameters(), modify=True):
+            target_layer.load_state_dict(without_lora(source_layer.state_dict()))
 
 
 def nlayers_backbone_empty(generator_config, num_layers: int) -> nn.Module:
@@ -63,13 +70,20 @@ def nlayers_backbone_empty(generator_config, num_layers: int) -> nn.Module:
     return backbone
 
 
+@torch.no_grad()
+def token_embedding_rms(generator: nn.Module) -> float:
+    """Per-element RMS of the generator's token embeddings: the scale memory embeddings should start at."""
+    weight = generator.get_input_embeddings().weight
+    with full_weights([weight]):
+        return float(weight.detach().float().pow(2).mean().sqrt())
+
+
 def build_compressor(config: ScaleDownConfig, generator: nn.Module, backbone: nn.Module | None = None) -> Compressor:
     """The compressor of `config.compressor_type`; `backbone` skips loading (from_pretrained passes it)."""
-    gen_embed = generator.get_input_embeddings().weight
-    out_size = gen_embed.shape[1]
+    out_size = generator.get_input_embeddings().embedding_dim
     norm_scale = None
     if config.memory_norm:  # per-element RMS of the generator's token embeddings
-        norm_scale = float(gen_embed.detach().float().pow(2).mean().sqrt())
+        norm_scale = token_embedding_rms(generator)
     kind = config.compressor_type
     if kind == "n_layers":
         if backbone is None:

@@ -17,17 +17,17 @@ def tiny_generator_config_dict() -> dict[str, Any]:
     from scaledown.models.tiny_tokenizer import TINY_VOCAB_SIZE
     return dict(
         vocab_size=TINY_VOCAB_SIZE,      # tokenizer (1,935 entries) padded up to a multiple of 8
-        hidden_size=256,                 # 8 heads x 32
-        intermediate_size=512,           # MLP width (gate/up), divisible by 8
+        hidden_size=128,                 # 8 heads x 16: small enough to learn the synthetic task in minutes
+        intermediate_size=256,           # MLP width (gate/up), divisible by 8
         num_hidden_layers=4,             # >= 4 so pipeline parallel can cut it
         num_attention_heads=8,
         num_key_value_heads=2,           # GQA: fewer KV heads than tp=8 exercises KV replication
-        head_dim=32,
+        head_dim=16,
         max_position_embeddings=1024,
         rms_norm_eps=1e-6,
         rope_theta=10000.0,
         sliding_window=None,
-        tie_word_embeddings=False,       # untied: pipeline stages own embeddings and head separately
+        tie_word_embeddings=False,       # untied (pipeline stages own embeddings and head); equal at init
         bos_token_id=1, eos_token_id=2, pad_token_id=3,
     )
 
@@ -66,7 +66,7 @@ def tiny_model_config(name: str):
 _TINY: dict[str, Any] = {
     "generator_model_name": TINY_GENERATOR,
     "doc_max_length": 32,                 # synthetic documents are ~20 tokens
-    "compression_rate": 8,                # 32 tokens -> 4 memory embeddings
+    "compression_rate": 8,                # 32 tokens -> 4 memory embeddings (about 5 real tokens each)
     "query_max_length": 24,
     "answer_max_length": 8,               # answers are one word + </s>
     "num_compressor_layers": 2,           # half of the 4-layer generator
@@ -74,22 +74,23 @@ _TINY: dict[str, Any] = {
     "num_documents_train": 3,
     "num_documents_eval": 3,
     "batch_size": 32,
+    "max_steps": 1600,                    # all phases together
+    "generator_warmup_ratio": 0.25,       # a random generator must first learn RAG on uncompressed text
+    "learning_rate_generator_warmup": 1e-3,
     "learning_rate_generator": 1e-3,      # tiny random models want larger steps than a 7B
-    "learning_rate_compressor_nlayers": 1e-3,
-    "learning_rate_compressor_llama": 1e-3,
-    "learning_rate_compressor_modernbert": 1e-3,
-    "learning_rate_generator_warmup": 2e-3,
+    "learning_rate_compressor_nlayers": 2e-3,
+    "learning_rate_compressor_llama": 2e-3,
+    "learning_rate_compressor_modernbert": 2e-3,
+    "enable_reranking": True,             # the RR head learns which document is about the queried entity
+    "reranking_loss_weight": 1.0,         # ... and that signal is what lets the tiny model pick documents
+    "memory_norm": True,                  # memory vectors at the scale of token embeddings
     "weight_decay": 0.0,
     "lora_dropout": 0.0,
-    "generator_warmup_steps": 300,        # teach the random generator RAG on uncompressed text first
-    "memory_norm": True,
-    "max_steps": 300,
-    "warmup_ratio": 0.05,
     "gradient_checkpointing": False,      # activations are small; recomputation only costs time
     "use_bf16": False,                    # CPU bf16 is slower than fp32 at this size
-    "logging_steps": 10,
-    "eval_steps": 100,
-    "save_steps": 100,
+    "logging_steps": 20,
+    "eval_steps": 200,
+    "save_steps": 200,
     "eval_max_examples": 200,
     "max_new_tokens": 4,
 }

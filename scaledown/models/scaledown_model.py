@@ -11,9 +11,17 @@ from torch import nn
 from scaledown.config import ScaleDownConfig
 from scaledown.models import loading, presets
 from scaledown.models.compressor import Compressor
-from scaledown.models.compressor_builders import build_compressor, copy_generator_layers, decoder_base
+from scaledown.models.compressor_builders import (build_compressor, copy_generator_layers, decoder_base,
+                                                  token_embedding_rms)
 from scaledown.models.generator import base_causal_lm, base_parameters, build_generator, lora_parameters, splice_memory
 from scaledown.models.inputs import InputBuilder
+from scaledown.models.sharded_weights import full_weights
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token cross-entropy in float32; positions labelled -100 give 0."""
+    return F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), reduction="none",
+                           ignore_index=-100).view(labels.shape)
 
 
 @dataclass
@@ -63,8 +71,11 @@ class ScaleDownModel(nn.Module):
         self.inputs = InputBuilder(config, self.tokenizer, compressor_tokenizer)
         # the base generator's weights differ from its hub checkpoint (random init or warm-up): save them
         self.generator_base_modified = random_init
-        # XLA backends need fixed shapes: compress every document slot, padding included
+        # XLA backends need fixed shapes: compress every document slot, padding included, and score every position
         self.static_shapes = False
+        # per-token cross-entropy (logits, labels with -100 ignored) -> losses; a tensor-parallel backend swaps in
+        # its vocabulary-parallel loss here (the model never imports a backend)
+        self.token_loss = masked_cross_entropy
         # the compressor's weights were trained (loaded from a saved model or pretrained compressor), not fresh
         self.compressor_pretrained = compressor is not None
 
@@ -115,8 +126,10 @@ class ScaleDownModel(nn.Module):
         if self.config.compressor_type == "n_layers":
             copy_generator_layers(decoder_base(base_causal_lm(self.generator)), self.compressor.backbone)
             if self.compressor.memory_norm is not None:
-                emb = self.generator.get_input_embeddings().weight
-                self.compressor.memory_norm.weight.fill_(float(emb.float().pow(2).mean().sqrt()))
+                weight = self.compressor.memory_norm.weight
+                scale = token_embedding_rms(self.generator)
+                with full_weights([weight], modify=True):
+                    weight.fill_(scale)
 
     # ---- forward ------------------------------------------------------------------------------
     def compress_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -153,15 +166,19 @@ class ScaleDownModel(nn.Module):
                                   position_ids=position_ids).last_hidden_state
         labels = batch["labels"][:, 1:]
         selected = labels != -100
-        # logits only where there is an answer token: the full (B, T, V) tensor is mostly wasted
-        logits, targets = lm.get_output_embeddings()(hidden[:, :-1][selected]).float(), labels[selected]
         num_tokens = selected.sum()
-        ce = F.cross_entropy(logits, targets, reduction="sum") / num_tokens.clamp(min=1)
-        num_correct = (logits.detach().argmax(-1) == targets).sum()
+        if self.static_shapes:  # every position (fixed shapes); ignored labels contribute 0
+            logits, targets = lm.get_output_embeddings()(hidden[:, :-1]), labels
+        else:  # logits only where there is an answer token: the full (B, T, V) tensor is mostly wasted
+            logits, targets = lm.get_output_embeddings()(hidden[:, :-1][selected]), labels[selected]
+        ce = self.token_loss(logits, targets).sum() / num_tokens.clamp(min=1)
+        num_correct = None  # teacher-forced argmax hits; only where logits span the whole vocabulary
+        if self.token_loss is masked_cross_entropy:
+            num_correct = ((logits.detach().argmax(-1) == targets) & (targets != -100)).sum()
         loss, rerank = ce, None
         if scores is not None and self.config.enable_reranking:
             scored = batch["reranking_mask"] & batch["document_mask"]
-            diff = (scores - batch["reranking_scores"].to(scores.dtype))[scored]
+            diff = (scores - batch["reranking_scores"].to(scores.dtype)) * scored
             rerank = diff.pow(2).sum() / scored.sum().clamp(min=1)
             loss = ce + self.config.reranking_loss_weight * rerank
         return ScaleDownOutput(loss=loss, ce_loss=ce, rerank_loss=rerank, num_tokens=num_tokens, scores=scores,

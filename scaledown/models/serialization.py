@@ -167,6 +167,7 @@ def load_pretrained(cls, directory: str, **overrides: Any):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from scaledown.models import loading
     from scaledown.models.compressor_builders import build_compressor
+    from scaledown.models.sharded_weights import full_weights
 
     directory, meta, config = read_saved_config(directory, **overrides)
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(directory, "tokenizer"))
@@ -182,7 +183,8 @@ def load_pretrained(cls, directory: str, **overrides: Any):
         p.requires_grad_("lora_" in name)
     compressor = build_compressor(config, base, backbone=load_compressor_backbone(config, directory))
     state = load_file(os.path.join(directory, "compressor", "model.safetensors"))
-    missing, unexpected = compressor.load_state_dict(state, strict=False)
+    with full_weights(compressor.parameters(), modify=True):  # ZeRO-3 built the backbone partitioned
+        missing, unexpected = compressor.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{directory}/compressor/model.safetensors does not match the configured compressor "
                               f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}). Was it saved "

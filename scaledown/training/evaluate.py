@@ -27,38 +27,43 @@ def even_shard(rows: Sequence[dict], dp_rank: int, dp_size: int) -> tuple[list[d
 @torch.no_grad()
 def evaluate(backend, rows: Sequence[dict], documents_as: str, micro_batch: int, max_generate: int,
              max_documents: int, collate: Optional[Callable] = None) -> dict[str, float]:
-    """Eval loss and token accuracy over all `rows`, answer accuracy over the first `max_generate`
-    (0: none), averaged over ranks. `collate(inputs, rows)` builds a loss batch (default: QA rows)."""
+    """Eval loss and teacher-forced token accuracy over all `rows`, answer accuracy over the first `max_generate`
+    (0: none), averaged over ranks. `collate(inputs, rows, **options)` builds a loss batch (default: QA rows)."""
     model = backend.model
     was_training = model.training
     model.eval()
     try:
         mine, real = even_shard(rows, backend.dp_rank, backend.dp_size)
         loss_sum = torch.zeros(4, dtype=torch.float64)  # [ce * tokens, tokens, rerank * docs, correct tokens]
-        counted = True  # every batch reported num_correct (backends with sharded logits may not)
+        counted = True  # every batch reported num_correct (vocabulary-sharded logits do not)
+        collate = collate or (lambda inputs, chunk, **options: inputs.collate(chunk, mode=documents_as, **options))
         for start in range(0, len(mine), micro_batch):
             chunk = mine[start:start + micro_batch]
-            weight = max(0, min(len(chunk), real - start)) / len(chunk)  # padded repeats count 0
-            batch = (collate(model.inputs, chunk) if collate else
-                     model.inputs.collate(chunk, mode=documents_as, max_documents=max_documents))
-            batch = backend.to_device(batch)
-            with backend.autocast():
-                out = model(batch, documents_as=documents_as)
-            loss_sum[0] += weight * float(out.ce_loss) * float(out.num_tokens)
-            loss_sum[1] += weight * float(out.num_tokens)
+            real_rows = max(0, min(len(chunk), real - start))
+            weight = real_rows / len(chunk)
+            batch = collate(model.inputs, chunk, max_documents=max_documents, **backend.collate_options(max_documents))
+            # padded repeats run forward (lockstep) but count no answer token: the loss is exact at any rank count
+            batch["labels"][real_rows:] = -100
+            batch["reranking_mask"][real_rows:] = False
+            out = backend.eval_forward(backend.to_device(batch), documents_as)
+            loss_sum[0] += float(out.ce_loss) * float(out.num_tokens)
+            loss_sum[1] += float(out.num_tokens)
             if out.rerank_loss is not None:
                 loss_sum[2] += weight * float(out.rerank_loss)
             if out.num_correct is None:
                 counted = False
             else:
-                loss_sum[3] += weight * float(out.num_correct)
+                loss_sum[3] += float(out.num_correct)
         gen_rows, gen_real = even_shard(rows[:max_generate], backend.dp_rank, backend.dp_size)
-        predictions = []
+        predictions: list[str] = []
         for start in range(0, len(gen_rows), micro_batch):
             batch = model.inputs.collate(gen_rows[start:start + micro_batch], mode=documents_as,
                                          with_answers=False, max_documents=max_documents)
-            with backend.autocast():
-                predictions += model.generate_from_batch(batch, documents_as, **backend.generation_kwargs())
+            answers = backend.generate(batch, documents_as)
+            if answers is None:  # this backend cannot decode (pipeline stages): loss only
+                gen_rows, gen_real = [], 0
+                break
+            predictions += answers
         scores = (score_predictions(predictions[:gen_real], gen_rows[:gen_real]) if gen_real
                   else {"accuracy": 0.0, "exact_match": 0.0})
         totals = torch.tensor([loss_sum[0], loss_sum[1], loss_sum[2], scores["accuracy"] * gen_real,

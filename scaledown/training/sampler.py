@@ -9,12 +9,12 @@ from scaledown.training.batching import BatchPlan
 class GlobalBatchOrder:
     """Which examples each rank's micro-batches hold at every optimizer step.
 
-    The order depends only on (dataset size, seed, global batch), so a resumed run at step s, on any
+    The order depends only on (dataset size, seed, global batch, shuffle), so a resumed run at step s, on any
     backend or number of ranks, sees exactly the examples an uninterrupted run would. Each epoch is a
     fresh permutation; a final partial batch is dropped so every step has the full global batch.
     """
 
-    def __init__(self, num_examples: int, plan: BatchPlan, seed: int):
+    def __init__(self, num_examples: int, plan: BatchPlan, seed: int, shuffle: bool = True):
         if num_examples < plan.global_batch:
             from scaledown.errors import ConfigError
             raise ConfigError(f"the training data has {num_examples} rows, fewer than one global batch "
@@ -22,13 +22,15 @@ class GlobalBatchOrder:
         self.num_examples = num_examples
         self.plan = plan
         self.seed = seed
+        self.shuffle = shuffle
         self.steps_per_epoch = num_examples // plan.global_batch
         self._epoch, self._perm = -1, []
 
     def _permutation(self, epoch: int) -> list[int]:
         if epoch != self._epoch:
             perm = list(range(self.num_examples))
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(perm)
+            if self.shuffle:
+                random.Random(self.seed * 1_000_003 + epoch).shuffle(perm)
             self._epoch, self._perm = epoch, perm
         return self._perm
 

@@ -26,7 +26,19 @@ def neuroncore_peak_flops() -> float:
 
 def flops_per_token(model: torch.nn.Module) -> float:
     """Training FLOPs per token: 6 x parameters (forward 2N + backward 4N), attention not counted."""
-    return 6.0 * sum(p.numel() for p in model.parameters())
+    # ZeRO-3 parameters are empty between uses; ds_numel is their full size
+    return 6.0 * sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+
+
+def peak_memory_gb(device: torch.device) -> Optional[float]:
+    """Peak accelerator memory of this process, or its peak resident host memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    except Exception:
+        return None
 
 
 def mfu(tokens_per_sec: float, flops_token: float, peak_flops_per_device: Optional[float],

@@ -35,12 +35,13 @@ class Phase:
     answers: bool = True                  # evaluation also generates and scores answers (question answering)
     max_documents: Optional[int] = None   # documents per row; None: num_documents_train / num_documents_eval
 
-    def batch(self, inputs, rows: list, max_documents: int, **options: Any) -> dict[str, torch.Tensor]:
+    def batch(self, inputs, rows: list, max_documents: int, backend: Backend, **options: Any) -> dict:
         """A micro-batch of this phase's rows (training and evaluation collate alike)."""
         limit = self.max_documents or max_documents
+        options = {"mode": self.documents_as, "max_documents": limit, **backend.collate_options(limit), **options}
         if self.collate is not None:
-            return self.collate(inputs, rows, mode=self.documents_as, max_documents=limit, **options)
-        return inputs.collate(rows, mode=self.documents_as, max_documents=limit, **options)
+            return self.collate(inputs, rows, **options)
+        return inputs.collate(rows, **options)
 
 
 @dataclass
@@ -78,15 +79,15 @@ class ScaleDownTrainer:
     # ---- phases ----------------------------------------------------------------------------------
     def phases(self, steps_per_epoch: int) -> list[Phase]:
         cfg = self.config
-        main_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.num_epochs * steps_per_epoch))
-        warm = cfg.generator_warmup_steps
+        total = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.num_epochs * steps_per_epoch))
+        warm = cfg.generator_warmup_steps(total)
         if cfg.stage == "pretrain":  # plain-text rows (data/pretraining.py): auto-encoding + continuation
             from scaledown.models.inputs import InputBuilder
             text = dict(collate=InputBuilder.collate_pretraining, answers=False, max_documents=1)
             out = [Phase("warmup", 0, warm, "text", **text)] if warm else []
-            return out + [Phase("pretrain", warm, warm + main_steps, "memory", **text)]
+            return out + [Phase("pretrain", warm, total, "memory", **text)]
         out = [Phase("warmup", 0, warm, "text")] if warm else []
-        return out + [Phase("finetune", warm, warm + main_steps, "memory")]
+        return out + [Phase("finetune", warm, total, "memory")]
 
     def _enter(self, phase: Phase, plan: BatchPlan, fresh: bool) -> None:
         model = self.backend.model
@@ -107,9 +108,9 @@ class ScaleDownTrainer:
         cfg, be = self.config, self.backend
         be.setup(self.model)
         if cfg.gradient_checkpointing:
-            be.model.enable_gradient_checkpointing()
+            be.enable_gradient_checkpointing()
         plan = plan_batches(cfg.batch_size, cfg.micro_batch_size, be.dp_size)
-        order = GlobalBatchOrder(len(self.train_dataset), plan, cfg.seed)
+        order = GlobalBatchOrder(len(self.train_dataset), plan, cfg.seed, shuffle=cfg.shuffle_data)
         phases = self.phases(order.steps_per_epoch)
         total = phases[-1].end
         root = ckpt.checkpoints_root(cfg.output_dir)
@@ -127,7 +128,7 @@ class ScaleDownTrainer:
         else:
             log.write(f"training {total} steps ({', '.join(f'{p.name} {p.end - p.start}' for p in phases)}); "
                       f"{plan.describe()}; backend {be.name}")
-            if cfg.stage == "finetune":
+            if cfg.stage == "finetune" and be.is_main:
                 warn_if_compressor_untrained(be.model)
             if self.eval_rows:
                 result.eval_before = self._evaluate(phases[-1], 0, log)
@@ -178,18 +179,17 @@ class ScaleDownTrainer:
         """One optimizer step; returns [loss_sum, ce_sum, rerank_sum, tokens, examples, micro_batches]."""
         be, model = self.backend, self.backend.model
         sums = torch.zeros(6, dtype=torch.float64)
-        micro = order.micro_batches(step, be.dp_rank)
-        for indices in micro:
+        limit = self.config.num_documents_train
+        batches = []
+        for indices in order.micro_batches(step, be.dp_rank):
             rows = [self.train_dataset[i] for i in indices]
-            batch = phase.batch(model.inputs, rows, self.config.num_documents_train)
+            batch = phase.batch(model.inputs, rows, limit, be)
             sums[3] += count_tokens(batch)
             sums[4] += len(rows)
-            out = be.forward_backward(be.to_device(batch), phase.documents_as, 1.0 / len(micro))
-            sums[0] += float(out.loss)
-            sums[1] += float(out.ce_loss)
-            sums[2] += float(out.rerank_loss) if out.rerank_loss is not None else 0.0
-            sums[5] += 1
-        self._grad_norm = be.optimizer_step()
+            batches.append(batch)
+        losses, self._grad_norm = be.train_step(batches, phase.documents_as)
+        sums[:3] += losses
+        sums[5] += len(batches)
         return sums
 
     def _log_window(self, window: dict, step: int, phase: Phase, log: RunLogger, flops_token: float) -> None:
@@ -204,7 +204,7 @@ class ScaleDownTrainer:
                                   tags.STEP_TIME: elapsed / max(1, window["n"]),
                                   tags.PHASE: 0.0 if phase.name == "warmup" else 1.0,
                                   tags.MEMORY_GB: be.memory_gb()}
-        if self.config.enable_reranking and phase.documents_as == "memory":
+        if self.config.enable_reranking and phase.documents_as == "memory" and phase.answers:
             values[tags.RERANK_LOSS] = float(sums[2]) / micro
         values[tags.MFU] = mfu(values[tags.TOKENS_PER_SEC], flops_token, be.peak_flops(), be.world_size)
         for name, lr in be.learning_rates().items():
@@ -216,11 +216,15 @@ class ScaleDownTrainer:
     def _evaluate(self, phase: Phase, step: int, log: RunLogger) -> dict[str, float]:
         cfg = self.config
         micro = cfg.micro_batch_size or plan_batches(cfg.batch_size, None, self.backend.dp_size).micro_batch
+        limit = phase.max_documents or cfg.num_documents_eval
         values = evaluate(self.backend, self.eval_rows, phase.documents_as, micro,
-                          cfg.eval_max_examples if phase.answers else 0, cfg.num_documents_eval,
-                          collate=lambda inputs, rows: phase.batch(inputs, rows, cfg.num_documents_eval))
-        if cfg.stage == "pretrain" and tags.EVAL_TOKEN_ACCURACY in values:  # held-out chunks are auto-encoded
-            values[tags.RECONSTRUCTION_ACCURACY] = values.pop(tags.EVAL_TOKEN_ACCURACY)
+                          cfg.eval_max_examples if phase.answers else 0, limit,
+                          collate=None if phase.collate is None else
+                          lambda inputs, rows, **options: phase.collate(inputs, rows, mode=phase.documents_as, **options))
+        if cfg.stage == "pretrain":  # held-out chunks are auto-encoded; plain text has no reranking teacher
+            values.pop(tags.EVAL_RERANK_LOSS, None)
+            if tags.EVAL_TOKEN_ACCURACY in values:
+                values[tags.RECONSTRUCTION_ACCURACY] = values.pop(tags.EVAL_TOKEN_ACCURACY)
         if phase.documents_as != "memory":  # warm-up reads text: keep its curve apart from eval/*
             values = {k.replace("eval/", "eval_uncompressed/"): v for k, v in values.items()}
         log.scalars(values, step)

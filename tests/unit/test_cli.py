@@ -15,7 +15,7 @@ def cli(args, env, cwd=ROOT, timeout=600):
 
 def test_train_py_short_run_writes_everything(tmp_path, subprocess_env):
     out = tmp_path / "D"
-    proc = cli(["train.py", "--max_steps", "3", "--generator_warmup_steps", "2", "--batch_size", "8",
+    proc = cli(["train.py", "--max_steps", "5", "--generator_warmup_ratio", "0.4", "--batch_size", "8",
                 "--save_steps", "2", "--num_eval_examples", "16", "--eval_max_examples", "16",
                 "--output_dir", str(out)], subprocess_env)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -28,7 +28,7 @@ def test_train_py_short_run_writes_everything(tmp_path, subprocess_env):
     model = ScaleDownModel.from_pretrained(str(out / "final"))
     assert len(model.answer(["Where was Dravok born?"], [["Dravok was born in Pelmar."]], max_new_tokens=2)) == 1
     # --resume_from auto on a finished run continues from its last checkpoint with more steps
-    proc = cli(["train.py", "--max_steps", "4", "--generator_warmup_steps", "2", "--batch_size", "8",
+    proc = cli(["train.py", "--max_steps", "6", "--generator_warmup_ratio", "0.34", "--batch_size", "8",
                 "--num_eval_examples", "8", "--eval_max_examples", "8", "--resume_from", "auto",
                 "--output_dir", str(out)], subprocess_env)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -76,4 +76,4 @@ def test_example_usage_runs_offline(subprocess_env):
     env = dict(subprocess_env, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     proc = cli(["example_usage.py"], env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "reloaded answer:" in proc.stdout and "memory embeddings per query: (1, 2, 4, 256)" in proc.stdout
+    assert "reloaded answer:" in proc.stdout and "memory embeddings per query: (1, 2, 4, 128)" in proc.stdout

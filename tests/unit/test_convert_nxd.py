@@ -55,16 +55,18 @@ def test_nxd_shards_read_independently_match_nxd_rules(hf, tmp_path):
                                     weights_only=True)
     # 6 decoder layers (2 compressor + 4 generator) over 4 stages: 1, 1, 2, 2 -> generator layer 1 is on stage 2
     layer = f"{GEN}.layers.1.self_attn"
+    cfg = model.generator.get_base_model().config
+    heads, kv, dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     for t in range(tp):
         s0, s2, s3 = shard(t, 0), shard(t, 2), shard(t, 3)
         assert torch.equal(s2[f"{layer}.q_proj.base_layer.weight"],
-                           O.q_rows_trn1(full[f"{layer}.q_proj.base_layer.weight"], 8, 2, 32, m, tp, t))
+                           O.q_rows_trn1(full[f"{layer}.q_proj.base_layer.weight"], heads, kv, dim, m, tp, t))
         assert torch.equal(s2[f"{layer}.q_proj.lora_B.default.weight"],
-                           O.q_rows_trn1(full[f"{layer}.q_proj.lora_B.default.weight"], 8, 2, 32, m, tp, t))
+                           O.q_rows_trn1(full[f"{layer}.q_proj.lora_B.default.weight"], heads, kv, dim, m, tp, t))
         assert torch.equal(s2[f"{layer}.k_proj.base_layer.weight"],
                            O.kv_rows_trn1(full[f"{layer}.k_proj.base_layer.weight"], m, tp, t))
         assert torch.equal(s2[f"{layer}.o_proj.base_layer.weight"],
-                           O.o_columns_trn1(full[f"{layer}.o_proj.base_layer.weight"], 8, 2, 32, m, tp, t))
+                           O.o_columns_trn1(full[f"{layer}.o_proj.base_layer.weight"], heads, kv, dim, m, tp, t))
         assert torch.equal(s2[f"{layer}.q_proj.lora_A.default.weight"], full[f"{layer}.q_proj.lora_A.default.weight"])
         assert torch.equal(s0[f"{GEN}.embed_tokens.weight"], O.contiguous(full[f"{GEN}.embed_tokens.weight"], 0, tp, t))
         assert torch.equal(s3["generator.base_model.model.lm_head.weight"],

@@ -79,7 +79,7 @@ def test_reranking_loss_and_scores(rows):
     scores = model.rerank([rows[0]["query"]], [rows[0]["documents"][:2]])
     assert len(scores) == 1 and len(scores[0]) == 2
     with pytest.raises(ValueError, match="reranking"):
-        ScaleDownModel(tiny_config()).rerank(["q"], [["d"]])
+        ScaleDownModel(tiny_config(enable_reranking=False)).rerank(["q"], [["d"]])
 
 
 def test_answer_greedy_and_sampling(model, rows):

@@ -138,8 +138,11 @@ def test_lora_placement_follows_nxd_lora(models):
 def test_module_specs_for_the_backend(models):
     plan = ParallelPlan.for_model(models["n_layers"], tp=8)
     layer = f"{GEN}.layers.0"
+    head_dim = models["n_layers"].generator.get_base_model().config.head_dim
     k = plan.module_spec(f"{layer}.self_attn.k_proj.base_layer")
-    assert (k.parallel_class, k.kwargs["output_size"], k.kv_shared_group_size) == ("ColumnParallelLinear", 256, 4)
+    # 2 KV heads tiled x4 to 8 = tp: the replicated k_proj is 8 heads wide
+    assert (k.parallel_class, k.kwargs["output_size"], k.kv_shared_group_size) == \
+        ("ColumnParallelLinear", 8 * head_dim, 4)
     assert plan.module_spec(f"{layer}.self_attn.k_proj.lora_B.default").kv_shared_group_size == 4
     assert plan.module_spec(f"{layer}.self_attn.k_proj.lora_A.default") is None          # replicated nn.Linear
     o = plan.module_spec(f"{layer}.mlp.down_proj.base_layer")
@@ -147,7 +150,7 @@ def test_module_specs_for_the_backend(models):
     assert plan.module_spec(f"{GEN}.embed_tokens").parallel_class == "ParallelEmbedding"
     assert plan.module_spec("generator.base_model.model.lm_head").loss == "parallel_cross_entropy"
     att = plan.attention[f"{layer}.self_attn"]
-    assert (att.num_heads, att.num_kv_heads, att.head_dim) == (1, 1, 32)
+    assert (att.num_heads, att.num_kv_heads, att.head_dim) == (1, 1, head_dim)
     wqkv = ParallelPlan.for_model(models["modernbert"], tp=2).module_spec("compressor.backbone.layers.0.attn.Wqkv")
     assert wqkv.kwargs["stride"] == 3
 

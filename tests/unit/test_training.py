@@ -44,8 +44,8 @@ def test_data_order_is_the_same_for_any_number_of_ranks():
 
 
 def test_loss_falls_and_outputs_layout(tmp_path):
-    config = tiny_config(output_dir=str(tmp_path), max_steps=12, learning_rate_generator=3e-3,
-                         learning_rate_compressor_nlayers=3e-3, save_steps=6, logging_steps=2)
+    config = tiny_config(output_dir=str(tmp_path), max_steps=12, learning_rate_generator=1e-2,
+                         learning_rate_compressor_nlayers=1e-2, save_steps=6, logging_steps=2)
     result, _ = run(config)
     assert result.steps == 12
     first, last = sum(result.losses[:3]) / 3, sum(result.losses[-3:]) / 3
@@ -65,7 +65,7 @@ def test_loss_falls_and_outputs_layout(tmp_path):
 
 def test_resume_equals_uninterrupted_run(tmp_path):
     import shutil
-    common = dict(max_steps=6, lora_dropout=0.1, save_steps=3, generator_warmup_steps=2)
+    common = dict(max_steps=8, lora_dropout=0.1, save_steps=3, generator_warmup_ratio=0.25)
     full, _ = run(tiny_config(output_dir=str(tmp_path / "a"), **common))
     # a run killed after its step-3 checkpoint: only that checkpoint survives
     os.makedirs(tmp_path / "b" / "checkpoints")
@@ -76,7 +76,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
 
 def test_generator_warmup_then_compressor_restarts_from_trained_layers(tmp_path):
-    config = tiny_config(output_dir=str(tmp_path), max_steps=1, generator_warmup_steps=3,
+    config = tiny_config(output_dir=str(tmp_path), max_steps=4, generator_warmup_ratio=0.75,
                          learning_rate_generator_warmup=1e-2)
     data = ScaleDownDataset(generate_examples(64, seed=1), config)
     model = ScaleDownModel(config)

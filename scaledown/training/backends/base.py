@@ -70,6 +70,39 @@ class Backend(ABC):
     def model(self) -> ScaleDownModel:
         """The (unwrapped) model, for evaluation and generation."""
 
+    # ---- hooks with eager defaults (an XLA backend overrides them) -----------------------------------
+    def train_step(self, batches: list[dict[str, torch.Tensor]], documents_as: str
+                   ) -> tuple[torch.Tensor, Optional[float]]:
+        """One optimizer step over this rank's CPU micro-batches.
+
+        Returns ([loss, ce_loss, rerank_loss] summed over the micro-batches, pre-clip gradient norm).
+        """
+        sums = torch.zeros(3, dtype=torch.float64)
+        for batch in batches:
+            out = self.forward_backward(self.to_device(batch), documents_as, 1.0 / len(batches))
+            sums[0] += float(out.loss)
+            sums[1] += float(out.ce_loss)
+            sums[2] += float(out.rerank_loss) if out.rerank_loss is not None else 0.0
+        return sums, self.optimizer_step()
+
+    def collate_options(self, max_documents: int) -> dict[str, Any]:
+        """Extra InputBuilder.collate arguments (static-shape backends pad every batch to max_documents)."""
+        return {}
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in backward; NxD applies its own activation checkpointing instead."""
+        self.model.enable_gradient_checkpointing()
+
+    def eval_forward(self, batch: dict[str, torch.Tensor], documents_as: str) -> ScaleDownOutput:
+        """Forward of one evaluation batch (already on the device)."""
+        with self.autocast():
+            return self.model(batch, documents_as=documents_as)
+
+    def generate(self, batch: dict[str, torch.Tensor], documents_as: str) -> Optional[list[str]]:
+        """Greedy answers of a CPU prompt batch; None where this backend cannot generate (pipeline stages)."""
+        with self.autocast():
+            return self.model.generate_from_batch(batch, documents_as, **self.generation_kwargs())
+
     # ---- helpers with single-process defaults --------------------------------------------------
     def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return batch

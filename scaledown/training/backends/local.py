@@ -13,7 +13,7 @@ from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError, ConfigError
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
 from scaledown.training.backends.base import Backend
-from scaledown.training.throughput import cuda_peak_flops
+from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -156,13 +156,7 @@ class LocalBackend(Backend):
         self._model.save_pretrained(directory)
 
     def memory_gb(self) -> Optional[float]:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**30
-        try:
-            import resource
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-        except Exception:
-            return None
+        return peak_memory_gb(self.device)
 
     def peak_flops(self) -> Optional[float]:
         return cuda_peak_flops() if self.device.type == "cuda" else None

@@ -1,0 +1,193 @@
+# `scaledown eval`: accuracy of a saved model beside uncompressed RAG and no documents, on a file or benchmarks.
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Sequence
+
+from scaledown.cli.args import FriendlyParser
+from scaledown.errors import ConfigError, DataError
+
+
+DESCRIPTION = ("Evaluate a saved ScaleDown model: exact match, token F1, ROUGE-L and Match (gold answer contained, "
+               "as BERGEN/OSCAR compute it), optionally an LLM judge, and nDCG@10/MRR when the model has a reranking "
+               "head. --baselines also answers with the same generator reading the documents as text (uncompressed "
+               "RAG) and with no documents. Writes OUTPUT/predictions.jsonl and OUTPUT/metrics.json; with "
+               "--benchmark, one folder per benchmark and a table in the layout of OSCAR's Table 1.")
+
+
+def build_parser(prog: str) -> FriendlyParser:
+    p = FriendlyParser(prog=prog, description=DESCRIPTION)
+
+    def add(name: str, **kw) -> None:
+        p.add_argument(f"--{name}", *([f"--{name.replace('_', '-')}"] if "_" in name else []), **kw)
+
+    add("model", required=True, help="saved model folder (a training run's OUTPUT_DIR/final, or OUTPUT_DIR)")
+    add("data", help="rows to evaluate: ScaleDown rows (query, documents, answer/answers) in .json/.jsonl/.parquet, "
+                     "or a benchmark file (KILT, PopQA or ASQA layout; needs --corpus for retrieval)")
+    add("benchmark", help="comma-separated benchmarks: nq, triviaqa, hotpotqa, popqa, asqa, or 'all'; read from "
+                          "--data_dir (local copies) or the hub through `datasets`")
+    add("data_dir", help="folder with local benchmark copies (<name>.jsonl or <name>-dev-kilt.jsonl)")
+    add("split", help="hub split to read (default: the one OSCAR reports, e.g. validation)")
+    add("corpus", help="corpus to retrieve from (KILT knowledge source, or .jsonl/.parquet with text, id, title); "
+                       "chunked into doc_max_length-token passages as prepare-data does")
+    add("retriever", default="bm25", help="bm25 (default, offline), splade (OSCAR's naver/splade-v3), a SPLADE "
+                                          "model name, or auto (SPLADE when it can be loaded, else BM25)")
+    add("retriever_model", help="SPLADE model (default naver/splade-v3; tiny: offline random)")
+    add("index_dir", help="where the passage store and index are kept and reused (default OUTPUT/index)")
+    add("skip_bad_rows", action="store_true", help="skip and count malformed corpus rows instead of stopping")
+    add("trust_remote_code", action="store_true", help="let hub models (judge, SPLADE) run their own code")
+    add("output", required=True, help="output folder")
+    add("baselines", action="store_true", help="also evaluate uncompressed RAG and no-documents with the same generator")
+    add("num_documents", type=int, help="documents per query (default: the model's num_documents_eval, OSCAR: 10)")
+    add("max_examples", type=int, help="evaluate only the first N rows of each dataset")
+    add("batch_size", type=int, default=16, help="queries per generation batch (default 16)")
+    add("max_new_tokens", type=int, help="answer length cap (default: the model's max_new_tokens)")
+    add("judge", help="LLM judge: a causal LM hub name or folder (OSCAR used SOLAR-10.7B-Instruct), or 'tiny' "
+                      "(offline random tiny LM, to test the path)")
+    add("judge_batch_size", type=int, default=8, help="prompts per judge forward pass")
+    add("device", default="auto", choices=["auto", "cpu", "cuda", "gpu"], help="where to run (auto: GPU if present)")
+    add("no_progress", action="store_true", help="no progress bars")
+    add("no_flops", action="store_true", help="skip the TFLOPs column of the benchmark table")
+    return p
+
+
+def _read_dataset(path: str, max_examples: Optional[int]):
+    """(rows, needs_retrieval) of a file: ScaleDown rows are validated with file/line errors."""
+    from scaledown.data import ScaleDownDataset
+    from scaledown.data.validation import read_rows
+    from scaledown.evaluation.benchmarks import to_rows
+    located = read_rows(path)
+    first = located[0][1]
+    if isinstance(first, dict) and "documents" in first:
+        rows = ScaleDownDataset(path, require_answer=False).rows
+        return rows[:max_examples] if max_examples else rows
+    return to_rows(located, max_examples)
+
+
+def collect_datasets(args) -> list[tuple[str, str, list[dict]]]:
+    """[(name, source, rows)] from --benchmark and/or --data, before any model is loaded."""
+    from scaledown.evaluation import benchmarks
+    out = []
+    if args.benchmark:
+        for bench in benchmarks.parse_benchmarks(args.benchmark):
+            source, located = benchmarks.load_records(bench, args.data_dir, args.split)
+            out.append((bench.name, source, benchmarks.to_rows(located, args.max_examples)))
+    elif args.data:
+        out.append(("data", args.data, _read_dataset(args.data, args.max_examples)))
+    else:
+        raise ConfigError("nothing to evaluate: pass --data FILE, or --benchmark NAMES (with --data_dir DIR for "
+                          "local copies).")
+    return out
+
+
+def _document_tokenizer(model_dir: str, config):
+    """The tokenizer that counts document tokens (the compressor's), read from the saved model folder."""
+    from transformers import AutoTokenizer
+    from scaledown.models.serialization import resolve_model_dir
+    folder = resolve_model_dir(model_dir)
+    name = "compressor_tokenizer" if os.path.isdir(os.path.join(folder, "compressor_tokenizer")) else "tokenizer"
+    path = os.path.join(folder, name)
+    return AutoTokenizer.from_pretrained(path), path
+
+
+def _autocast(device):
+    import torch
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return None
+
+
+def _prepare_rows(rows: list[dict], config, tokenizer, name: str) -> list[dict]:
+    """Length handling as in training (truncate / chunk) and validation of gold answers and labels."""
+    from scaledown.data import ScaleDownDataset
+    from scaledown.evaluation.evaluator import check_eval_rows
+    rows = ScaleDownDataset(rows, config, tokenizer=tokenizer, require_answer=False).rows
+    for row in rows:  # chunking changes the document list: labels per document no longer line up
+        if row.get("relevance") is not None and len(row["relevance"]) != len(row["documents"]):
+            row.pop("relevance")
+    check_eval_rows(rows, name)
+    return rows
+
+
+def _print_systems(name: str, metrics: dict) -> None:
+    keys = [k for k in ("match", "em", "f1", "rouge_l", "judge", "ndcg@10", "mrr", "ndcg@10_teacher", "mrr_teacher")
+            if any(k in m for m in metrics.values())]
+    print(f"\n{name}: {next(iter(metrics.values()))['n']} examples")
+    print(f"  {'system':<14}" + "".join(f"{k:>16}" for k in keys))
+    for system, m in metrics.items():
+        print(f"  {system:<14}" + "".join(f"{m[k]:>16.4f}" if k in m else f"{'':>16}" for k in keys))
+
+
+def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval") -> int:
+    args = build_parser(prog).parse_args(argv)
+    from scaledown.models.serialization import read_saved_config
+    from scaledown.evaluation.evaluator import SYSTEMS, check_eval_rows, evaluate_systems, write_atomic, write_outputs
+    for flag in ("batch_size", "judge_batch_size", "num_documents", "max_examples", "max_new_tokens"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag} must be a positive integer, got {value}.")
+    # everything cheap first: the model's config, the data, retrieval; then the weights
+    _, _, saved_config = read_saved_config(args.model)
+    num_documents = args.num_documents or saved_config.num_documents_eval
+    datasets = collect_datasets(args)
+    missing = [name for name, _, rows in datasets if any(not r.get("documents") for r in rows)]
+    if missing:
+        if not args.corpus:
+            raise DataError(f"the rows of {', '.join(missing)} have no documents: pass --corpus FILE (passages, "
+                            f".jsonl with title/text) to retrieve {num_documents} per query, or give rows with "
+                            f"'documents'.")
+        from scaledown.evaluation.benchmarks import attach_documents
+        from scaledown.evaluation.retrieve import open_corpus_retriever
+        tokenizer, tokenizer_name = _document_tokenizer(args.model, saved_config)
+        retriever = open_corpus_retriever(args, tokenizer, tokenizer_name, saved_config.doc_max_length)
+        for i, (name, source, rows) in enumerate(datasets):
+            attach_documents(rows, retriever, num_documents, progress=not args.no_progress)
+            kept = [r for r in rows if r["documents"]]
+            if len(kept) < len(rows):
+                print(f"note: {name}: {len(rows) - len(kept)} of {len(rows)} queries share no word with the corpus "
+                      f"(nothing retrieved); they are left out.", flush=True)
+                datasets[i] = (name, source, kept)
+    for _, source, rows in datasets:  # every row scorable before the weights are loaded
+        check_eval_rows(rows, source)
+
+    import torch
+    from scaledown.models import ScaleDownModel
+    from scaledown.training.backends.local import resolve_device
+    device = resolve_device(args.device)
+    model = ScaleDownModel.from_pretrained(args.model).to(device).eval()
+    autocast = _autocast(device)
+    judge = None
+    if args.judge:
+        from scaledown.evaluation.judge import LLMJudge
+        judge = LLMJudge.load(args.judge, device, args.judge_batch_size,
+                              dtype=torch.bfloat16 if device.type == "cuda" else None,
+                              trust_remote_code=args.trust_remote_code)
+    systems = list(SYSTEMS) if args.baselines else ["scaledown"]
+    generation = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    all_metrics: dict[str, dict] = {}
+    for name, source, rows in datasets:
+        rows = _prepare_rows(rows, model.config, model.inputs.compressor_tokenizer, source)
+        result = evaluate_systems(model, rows, systems, args.batch_size, num_documents, generation, judge,
+                                  progress=not args.no_progress, autocast=autocast)
+        folder = os.path.join(args.output, name) if args.benchmark else args.output
+        predictions, metrics = write_outputs(result, folder)
+        _print_systems(name if args.benchmark else source, result.metrics)
+        print(f"  wrote {predictions} and {metrics}")
+        all_metrics[name] = result.metrics
+    if args.benchmark:
+        from scaledown.evaluation.paper_table import format_table
+        tflops = None
+        if not args.no_flops:
+            from scaledown.evaluation.flops import model_tflops
+            tflops = model_tflops(model, num_documents=num_documents)
+        metric = "judge" if judge is not None else "match"
+        table = format_table(all_metrics, metric, tflops, model_name=os.path.basename(os.path.abspath(args.model)))
+        write_atomic(os.path.join(args.output, "table.md"), table)
+        write_atomic(os.path.join(args.output, "benchmarks.json"),
+                     json.dumps({"metrics": all_metrics, "tflops": tflops, "num_documents": num_documents,
+                                 "retriever": args.retriever if missing else None,
+                                 "examples": {name: len(rows) for name, _, rows in datasets}}, indent=2) + "\n")
+        print("\n" + table)
+        print(f"wrote {os.path.join(args.output, 'table.md')}")
+    return 0

@@ -1,0 +1,36 @@
+# Read scalar curves back from TensorBoard event files (OUTPUT_DIR/runs), for plots and comparisons.
+from __future__ import annotations
+
+import os
+
+from scaledown.errors import DataError
+
+
+def event_dirs(log_dir: str) -> list[str]:
+    """Every folder under `log_dir` (itself included) that holds TensorBoard event files."""
+    found = []
+    for root, _, files in os.walk(log_dir):
+        if any(f.startswith("events.out.tfevents") for f in files):
+            found.append(root)
+    return sorted(found)
+
+
+def read_scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} over all event files under `log_dir`; a later write of a step wins
+    (a resumed run rewrites the steps after its checkpoint)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    if not os.path.isdir(log_dir):
+        raise DataError(f"{log_dir} does not exist; pass a training run's --output_dir (its TensorBoard logs are "
+                        f"in OUTPUT_DIR/runs).")
+    dirs = event_dirs(log_dir)
+    if not dirs:
+        raise DataError(f"no TensorBoard event files under {log_dir}; was the run started with this --output_dir?")
+    curves: dict[str, dict[int, float]] = {}
+    for directory in dirs:
+        acc = EventAccumulator(directory, size_guidance={"scalars": 0})  # 0: keep every point
+        acc.Reload()
+        for tag in acc.Tags().get("scalars", []):
+            points = curves.setdefault(tag, {})
+            for event in acc.Scalars(tag):
+                points[int(event.step)] = float(event.value)
+    return {tag: sorted(points.items()) for tag, points in curves.items()}

@@ -1,0 +1,275 @@
+# DeepSpeed backend (ZeRO-1/2/3, optional CPU offload): the GPU-cluster path behind the same training loop.
+"""How the pieces fit:
+
+* Model: the ScaleDownModel itself is the engine's module, so checkpoint parameter names are
+  `ScaleDownModel.named_parameters()`. Under ZeRO-3 pretrained models (hub names, local folders) are
+  built through the Transformers DeepSpeed integration (HfDeepSpeedConfig kept alive: weights load
+  straight into partitions); the tiny random sentinels are built whole, seeded exactly as on every
+  other backend, then partitioned. Frozen base weights are partitioned like the trainable ones.
+* Phases: each phase (generator warm-up, compression fine-tuning) trains a different parameter set,
+  so `prepare` destroys the previous engine and builds a new one over the new trainable set, as the
+  one-process backend builds a new AdamW. One engine with requires_grad toggling would leave ZeRO's
+  flat fp32 groups and Adam state of the other phase's weights in the optimizer.
+* Batches: the loop feeds each rank its share (sampler.py) as `accumulation` micro-batches; the
+  DeepSpeed config carries the same triple (ds_config.py), so the engine's accumulation boundary is
+  the loop's optimizer step. The learning rate follows the loop's schedule, set per step.
+* Checkpoints: DeepSpeed's native sharded files in OUTPUT_DIR/checkpoints/step_N (one tag, every
+  rank, save_latest=False); the loop writes trainer_state.json and `latest` after all ranks finished.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any, Callable, Optional, Union
+
+import torch
+
+from scaledown.config import ScaleDownConfig
+from scaledown.errors import CheckpointError
+from scaledown.models import presets
+from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
+from scaledown.models.sharded_weights import install_gatherer
+from scaledown.training import checkpoint_dirs as ckpt
+from scaledown.training.backends.base import Backend
+from scaledown.training.backends.distributed_env import init_distributed
+from scaledown.training.backends.ds_config import offload_device, resolve_ds_config, zero_stage
+from scaledown.training.backends.ds_gather import gathered, gathered_state_dict, is_partitioned, partition_report
+from scaledown.training.batching import plan_batches
+from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
+
+PARTITION_REPORT = "zero_partitions.json"
+BACKEND_STATE = "scaledown_backend"   # our own key in DeepSpeed's client state
+
+
+class DeepSpeedBackend(Backend):
+    name = "deepspeed"
+
+    def __init__(self, config: ScaleDownConfig, ds_config: Union[str, dict], timeout_s: float = 1800.0):
+        import torch.distributed as dist
+        from deepspeed.accelerator import get_accelerator
+
+        self.config = config
+        _quiet_known_noise()
+        self.launcher = init_distributed(timeout_s)
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.dp_rank, self.dp_size = self.rank, self.world_size
+        accelerator = get_accelerator()
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.device = torch.device(accelerator.device_name(local_rank))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.plan = plan_batches(config.batch_size, config.micro_batch_size, self.dp_size)
+        self.ds_config = resolve_ds_config(ds_config, config, self.plan, hidden_size=_hidden_size(config),
+                                           on_gpu=self.device.type == "cuda",
+                                           bf16_supported=accelerator.is_bf16_supported())
+        self.stage = zero_stage(self.ds_config)
+        self.param_dtype = (torch.bfloat16 if self.ds_config["bf16"]["enabled"] else
+                            torch.float16 if self.ds_config["fp16"]["enabled"] else torch.float32)
+        self._previous_gatherer = install_gatherer(gathered if self.stage == 3 else None)
+        self._hf_ds_config = None
+        self._model: Optional[ScaleDownModel] = None
+        self.engine = None
+        self._base_lrs: list[float] = []
+        self._lr_lambda: Callable[[int], float] = lambda step: 1.0
+        self._schedule_step = 0
+
+    # ---- model -----------------------------------------------------------------------------------
+    @property
+    def model(self) -> ScaleDownModel:
+        return self._model
+
+    def build_model(self, build: Callable[[], ScaleDownModel]) -> ScaleDownModel:
+        if self.stage != 3:
+            return build()
+        import deepspeed
+        random_init = self.config.generator_model_name in presets.TINY_MODELS
+        if not random_init:  # transformers partitions hub/folder models while it loads them
+            self._keep_hf_ds_config()
+        model = build()
+        for p in model.parameters():  # what is still whole (LoRA, memory tokens, the tiny model) joins in
+            if not is_partitioned(p) and p.is_floating_point():
+                p.data = p.data.to(self.param_dtype)
+        deepspeed.zero.Init(module=model, config_dict_or_path=self.ds_config)
+        self._keep_hf_ds_config()
+        return model
+
+    def _keep_hf_ds_config(self) -> None:
+        """transformers consults this (weakly referenced) object for ZeRO-3 loading, init and generation."""
+        if self._hf_ds_config is None:
+            from transformers.integrations import HfDeepSpeedConfig
+            self._hf_ds_config = HfDeepSpeedConfig(self.ds_config)
+
+    def setup(self, model: ScaleDownModel) -> None:
+        self._model = model
+        if self.stage != 3:
+            model.to(self.device)
+            return
+        # ZeRO-3 placed the parameters; buffers (rotary frequencies) built outside zero.Init follow them
+        for module in model.modules():
+            for name, buffer in module.named_buffers(recurse=False):
+                if buffer.device != self.device:
+                    module._buffers[name] = buffer.to(self.device)
+
+    def prepare(self, param_groups, lr_lambda, accumulation: int) -> None:
+        import deepspeed
+        if accumulation != self.plan.accumulation:
+            raise RuntimeError(f"the loop accumulates {accumulation} micro-batches but the DeepSpeed config was "
+                               f"written for {self.plan.describe()}")
+        groups = [g for g in param_groups if g["params"]]
+        self._destroy_engine()
+        optimizer = self._optimizer(groups)
+        self.engine, _, _, _ = deepspeed.initialize(model=self._model, optimizer=optimizer, config=self.ds_config,
+                                                    dist_init_required=False)
+        self._base_lrs = [g["lr"] for g in groups]
+        self._lr_lambda = lr_lambda
+        self._set_schedule_step(0)
+
+    def _optimizer(self, groups: list[dict[str, Any]]):
+        cfg = self.config
+        kwargs = dict(lr=groups[0]["lr"], betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
+                      weight_decay=cfg.weight_decay)
+        if offload_device(self.ds_config, "optimizer") != "none":  # ZeRO-Offload steps on the CPU
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+            return DeepSpeedCPUAdam(groups, adamw_mode=True, **kwargs)
+        return torch.optim.AdamW(groups, **kwargs)
+
+    def _destroy_engine(self) -> None:
+        if self.engine is not None:
+            self.engine.destroy()  # removes ZeRO-3 hooks so the next phase's engine can install its own
+            self.engine = None
+
+    # ---- steps -----------------------------------------------------------------------------------
+    def to_device(self, batch):
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def forward_backward(self, batch, documents_as: str, loss_scale: float) -> ScaleDownOutput:
+        out = self.engine(batch, documents_as=documents_as)
+        self.engine.backward(out.loss * loss_scale, scale_wrt_gas=False)  # the loop already divides
+        if not self.engine.is_gradient_accumulation_boundary():
+            self.engine.step()  # DeepSpeed counts every micro-step; the boundary one is optimizer_step
+        return ScaleDownOutput(loss=out.loss.detach(), ce_loss=out.ce_loss.detach(),
+                               rerank_loss=None if out.rerank_loss is None else out.rerank_loss.detach(),
+                               num_tokens=out.num_tokens.detach())
+
+    def optimizer_step(self) -> Optional[float]:
+        if not self.engine.is_gradient_accumulation_boundary():
+            raise RuntimeError("optimizer_step called off DeepSpeed's accumulation boundary: the loop and the "
+                               "config disagree on micro-batches per step")
+        self.engine.step()  # clips to gradient_clipping, steps, zeroes gradients
+        self._set_schedule_step(self._schedule_step + 1)
+        norm = self.engine.get_global_grad_norm()
+        return None if norm is None else float(norm)
+
+    def _set_schedule_step(self, step: int) -> None:
+        self._schedule_step = step
+        for group, base in zip(self.engine.optimizer.param_groups, self._base_lrs):
+            group["lr"] = base * self._lr_lambda(step)
+
+    def learning_rates(self) -> dict[str, float]:
+        return {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.engine.optimizer.param_groups)}
+
+    # ---- collectives -----------------------------------------------------------------------------
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+        on_device = values.to(self.device)
+        dist.all_reduce(on_device)
+        return on_device.to(values.device)
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+        dist.barrier()
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        # ZeRO-3 gathers weights collectively in every forward: ranks keep stepping until all are done
+        return {"synced_gpus": True} if self.stage == 3 and self.world_size > 1 else {}
+
+    def memory_gb(self) -> Optional[float]:
+        return peak_memory_gb(self.device)
+
+    def peak_flops(self) -> Optional[float]:
+        return cuda_peak_flops() if self.device.type == "cuda" else None
+
+    # ---- checkpoints -----------------------------------------------------------------------------
+    def save_checkpoint(self, root: str, tag: str, client_state: dict[str, Any]) -> str:
+        path = os.path.join(root, tag)
+        if self.is_main:
+            os.makedirs(root, exist_ok=True)
+            if os.path.isdir(path) and not ckpt.is_complete(path):  # left by a run killed while saving
+                shutil.rmtree(path)
+        self.barrier()
+        state = {**client_state, BACKEND_STATE: {"schedule_step": self._schedule_step, "zero_stage": self.stage,
+                                                 "dp_size": self.dp_size}}
+        self.engine.save_checkpoint(root, tag=tag, client_state=state, save_latest=False)
+        self._write_partition_report(path)
+        return path
+
+    def _write_partition_report(self, path: str) -> None:
+        import torch.distributed as dist
+        reports = [None] * self.world_size
+        dist.all_gather_object(reports, partition_report(self._model))
+        if self.is_main:
+            with open(os.path.join(path, PARTITION_REPORT), "w") as f:
+                json.dump({"zero_stage": self.stage, "ranks": reports}, f)
+
+    def load_checkpoint(self, path: str) -> dict[str, Any]:
+        from scaledown.training.backends.ds_checkpoint_io import check_deepspeed_checkpoint, use_safe_loading
+        check_deepspeed_checkpoint(path, self.dp_rank, self.dp_size, self.stage)
+        root, tag = os.path.split(os.path.normpath(path))
+        with use_safe_loading(self.engine):
+            loaded, client = self.engine.load_checkpoint(root, tag=tag, load_optimizer_states=True,
+                                                         load_lr_scheduler_states=False)
+        if loaded is None:
+            raise CheckpointError(f"DeepSpeed found no checkpoint in {path}.")
+        self._set_schedule_step(int(client.get(BACKEND_STATE, {}).get("schedule_step", 0)))
+        return client
+
+    def export_pretrained(self, directory: str) -> None:
+        """The Hugging Face folder, gathered one module at a time and written by rank 0."""
+        from scaledown.models.serialization import save_pretrained
+        if self.stage != 3:
+            if self.is_main:
+                self._model.save_pretrained(directory)
+            self.barrier()
+            return
+        state = gathered_state_dict(self._model, keep=self.is_main)
+        if self.is_main:
+            compressor = {k[len("compressor."):]: v for k, v in state.items() if k.startswith("compressor.")}
+            generator = {k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")}
+            save_pretrained(self._model, directory, state_dict=compressor, generator_state_dict=generator)
+        self.barrier()
+
+    def close(self) -> None:
+        import torch.distributed as dist
+        self._destroy_engine()
+        install_gatherer(self._previous_gatherer)
+        if dist.is_initialized():
+            dist.barrier()  # nobody tears down the group while another rank still writes
+            dist.destroy_process_group()
+
+
+def _quiet_known_noise() -> None:
+    """Drop two messages that would alarm users for nothing (the loss matches the one-process run exactly)."""
+    import logging
+    import warnings
+    warnings.filterwarnings("ignore", message=r".*(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
+                            category=FutureWarning)
+
+    class _RootOutputNote(logging.Filter):
+        # ZeRO-3 cannot see tensors inside ScaleDownOutput, the root module's return value; the root owns no
+        # parameters, and every submodule that does returns plain tensors, so its hooks fire as they should.
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "unknown inputs or outputs type" not in record.getMessage()
+
+    from deepspeed.utils import logger
+    logger.addFilter(_RootOutputNote())
+
+
+def _hidden_size(config: ScaleDownConfig) -> Optional[int]:
+    """The generator's width (for "auto" ZeRO bucket sizes), when its config can be read."""
+    from scaledown.errors import ConfigError
+    from scaledown.models.loading import model_config
+    try:
+        return int(model_config(config.generator_model_name, config.trust_remote_code).hidden_size)
+    except (ConfigError, AttributeError, OSError, ValueError):
+        return None

@@ -1,0 +1,326 @@
+# NeuronX Distributed backend (Trn1): tensor + pipeline parallelism and ZeRO-1 behind the shared training loop.
+"""How the pieces fit (NxD 0.17 / Neuron 2.28, torch-xla 2.9):
+
+* Start: the Neuron stack is imported and version-checked, torch.distributed starts with the "xla" backend
+  (torchrun's env://), degrees are checked against the world size, heads and vocabulary (ParallelPlan on a
+  meta skeleton) and the micro-batches against the batch: all before anything is compiled.
+* Model: `build_model` hands NxD's initialize_parallel_model a model_fn that builds ScaleDownModel (on the
+  meta device when weights come from a checkpoint) and applies the shared plan from outside
+  (neuron_parallelize.py). PP > 1 wraps the compressor + generator (PipelineModule) in NxDPPModel with
+  auto_partition over the decoder layers; its cuts equal plan.pipeline_cuts.
+* Steps: `train_step` pads the step's micro-batches to one bucketed shape, feeds them through MpDeviceLoader
+  (TP) or NxDPPModel.run_train (PP), steps the NxDOptimizer (DP all-reduce or ZeRO-1, clipping) and reads
+  the losses and grad norm in an xm.add_step_closure after xm.mark_step: nothing forces a graph sync mid-step.
+* Checkpoints: nxd.save_checkpoint / load_checkpoint (trainer format, xser, num_kept_ckpts) into
+  OUTPUT_DIR/checkpoints/step_N with the loop's client state as user_content; a tag converted by
+  `scaledown convert --to nxd` (no user_content) loads weights and, when present, optimizer state.
+* Host-side numbers (log sums, the SIGTERM flag, eval totals) travel over a gloo group, never the device.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any, Callable, Optional
+
+import torch
+
+from scaledown.config import ScaleDownConfig
+from scaledown.errors import CheckpointError, ConfigError
+from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
+from scaledown.training import checkpoint_dirs as ckpt
+from scaledown.training.backends import neuron_batches as nb
+from scaledown.training.backends.base import Backend
+from scaledown.training.backends.neuron_config import nxd_config_kwargs, resolve_microbatches
+from scaledown.training.backends.neuron_parallelize import apply_plan, layer_classes, vocab_parallel_token_loss
+from scaledown.training.backends.neuron_stack import load_stack
+from scaledown.training.batching import plan_batches
+from scaledown.training.neuron_layout import NeuronLayout, default_layout
+from scaledown.training.neuron_ranks import RankGrid
+from scaledown.training.throughput import neuroncore_peak_flops
+
+BACKEND_STATE = "scaledown_backend"
+
+
+def _init_distributed() -> None:
+    import torch.distributed as dist
+    if dist.is_initialized():
+        return
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1"),
+                       ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29511")):
+        os.environ.setdefault(key, value)   # plain `python train.py --device trainium`: one process
+    dist.init_process_group("xla")
+
+
+class NeuronBackend(Backend):
+    name = "neuron"
+
+    def __init__(self, config: ScaleDownConfig, layout: Optional[NeuronLayout] = None,
+                 weights_from_checkpoint: Optional[str] = None):
+        """`weights_from_checkpoint`: an NxD tag (a run's checkpoint or `scaledown convert --to nxd` output) the
+        weights will come from; the model is then built on the meta device and never materialised on the host."""
+        import torch.distributed as dist
+        self.config, self.layout = config, layout or default_layout()
+        self.stack = load_stack()
+        for key, value in self.layout.environment().items():
+            os.environ.setdefault(key, value)
+        _init_distributed()
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
+        self.grid = RankGrid(self.world_size, config.tensor_parallel_size, config.pipeline_parallel_size, local)
+        self.dp_size = self.grid.dp
+        self.batch_plan = plan_batches(config.batch_size, config.micro_batch_size, self.dp_size)
+        self.num_microbatches = resolve_microbatches(config, self.batch_plan)
+        if config.pipeline_parallel_size > 1 and config.generator_warmup_ratio > 0:
+            raise ConfigError("generator_warmup_ratio > 0 with --pipeline_parallel_size > 1: the warm-up reads documents "
+                              "as text (another traced graph) and recopies generator layers into the compressor across "
+                              "pipeline stages. Warm up with --pipeline_parallel_size 1, then continue with --init_from.")
+        self.weights_from = weights_from_checkpoint
+        self.host_group = dist.new_group(backend="gloo")   # host-side sums and flags, never an XLA graph
+        self.device = self.stack.xm.xla_device()
+        self._model: Optional[ScaleDownModel] = None
+        self.nxd_model = None
+        self.optimizer = None
+        self.plan = None
+        self._kv_shared: dict[str, int] = {}
+        self._base_lrs: dict[str, float] = {}
+        self._lr_lambda: Callable[[int], float] = lambda step: 1.0
+        self._schedule_step = 0
+        self._read: dict[str, Any] = {}
+
+    # ---- where this rank sits ------------------------------------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return self.rank == self.grid.loss_rank()
+
+    @property
+    def model(self) -> ScaleDownModel:
+        return self._model
+
+    # ---- model ---------------------------------------------------------------------------------------
+    def _skeleton(self) -> ScaleDownModel:
+        from scaledown.checkpoint.description import ModelDescription
+        return ModelDescription.from_config(self.config).skeleton()
+
+    def build_model(self, build: Callable[[], ScaleDownModel]) -> ScaleDownModel:
+        from scaledown.parallel import ParallelPlan
+        cfg, stack = self.config, self.stack
+        skeleton = self._skeleton()   # meta: every divisibility error before anything is built or compiled
+        plan = ParallelPlan.for_model(skeleton, cfg.tensor_parallel_size, cfg.pipeline_parallel_size,
+                                      cfg.kv_replication)
+        meta = self.weights_from is not None
+        self.nxd_config = stack.nxd.neuronx_distributed_config(**nxd_config_kwargs(
+            cfg, layer_classes=layer_classes(skeleton, plan), num_microbatches=self.num_microbatches,
+            meta_device_init=meta, param_init_fn=_zero_init))
+        ps = stack.parallel_state
+        self.dp_rank = ps.get_data_parallel_rank()
+        if ps.get_data_parallel_size() != self.dp_size:
+            raise RuntimeError(f"NxD reports data-parallel size {ps.get_data_parallel_size()}, expected {self.dp_size}")
+        tp_rank = ps.get_tensor_model_parallel_rank()
+
+        def model_fn():
+            model = self._skeleton() if meta else build()
+            model.static_shapes = True
+            if cfg.use_bf16:
+                model.to(torch.bfloat16)
+            self.plan = ParallelPlan.for_model(model, cfg.tensor_parallel_size, cfg.pipeline_parallel_size,
+                                               cfg.kv_replication)
+            self._kv_shared = apply_plan(model, self.plan, stack.layers, tp_rank, cfg.sequence_parallel)
+            if any(spec.loss == "parallel_cross_entropy" for spec in self.plan.modules.values()):
+                model.token_loss = vocab_parallel_token_loss(stack.loss_functions.parallel_cross_entropy)
+            self._model = model
+            return nb.PipelineModule(model) if cfg.pipeline_parallel_size > 1 else model
+
+        self.nxd_model = stack.nxd.initialize_parallel_model(self.nxd_config, model_fn)
+        if self._kv_shared:
+            ps.initialize_kv_group(max(self._kv_shared.values()))
+        if meta:
+            self._load(self.weights_from, optimizer=False)
+        return self._model
+
+    def setup(self, model: ScaleDownModel) -> None:
+        if self.nxd_model is None:   # the model was built outside build_model: parallelise it now
+            self.build_model(lambda: model)
+        elif model is not self._model:
+            raise RuntimeError("NeuronBackend.setup got another model than the one build_model returned")
+
+    def enable_gradient_checkpointing(self) -> None:
+        """NxD applies activation checkpointing to the decoder layers (activation_checkpoint_config)."""
+
+    def collate_options(self, max_documents: int) -> dict[str, Any]:
+        return {"pad_documents_to": max_documents}
+
+    # ---- optimizer and schedule ------------------------------------------------------------------------
+    def prepare(self, param_groups, lr_lambda, accumulation: int) -> None:
+        cfg = self.config
+        local = {id(p) for _, p in self.nxd_model.named_parameters()}   # this pipeline stage's parameters
+        names = {id(p): n.replace("_checkpoint_wrapped_module.", "") for n, p in self._model.named_parameters()}
+        groups = []
+        for group in param_groups:
+            params = [p for p in group["params"] if id(p) in local]
+            if params:  # named parameters: optimizer shards record param_names (the converters read them)
+                groups.append({"name": group["name"], "lr": group["lr"],
+                               "params": params if cfg.zero1 else [(names[id(p)], p) for p in params]})
+        self._base_lrs = {g["name"]: g["lr"] for g in param_groups}
+        self.optimizer = self.stack.nxd.initialize_parallel_optimizer(
+            self.nxd_config, torch.optim.AdamW, groups, lr=param_groups[0]["lr"],
+            betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
+        self._lr_lambda = lr_lambda
+        self._set_schedule_step(0)
+
+    def _set_schedule_step(self, step: int) -> None:
+        self._schedule_step = step
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._base_lrs[group["name"]] * self._lr_lambda(step)
+
+    def learning_rates(self) -> dict[str, float]:
+        """Every group's rate, also those with no parameter on this pipeline stage."""
+        return {name: base * self._lr_lambda(self._schedule_step) for name, base in self._base_lrs.items()}
+
+    # ---- steps -------------------------------------------------------------------------------------------
+    def to_device(self, batch):
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _padded(self, batches):
+        inputs = self._model.inputs
+        return nb.pad_to_buckets(batches, inputs.pad_id, inputs.compressor_pad_id)
+
+    def train_step(self, batches, documents_as: str):
+        xm, n = self.stack.xm, len(batches)
+        batches = self._padded(batches)
+        if self.config.pipeline_parallel_size > 1:
+            loss = self.nxd_model.run_train(**nb.concatenate(batches))
+            sums = torch.stack([loss * n, loss * n, torch.zeros_like(loss)]).float()
+        else:
+            sums = torch.zeros(3, device=self.device)
+            for batch in self.stack.loader.MpDeviceLoader(batches, self.device):
+                out = self.nxd_model(batch, documents_as=documents_as)
+                (out.loss / n).backward()
+                rerank = out.rerank_loss if out.rerank_loss is not None else torch.zeros_like(out.loss)
+                sums = sums + torch.stack([out.loss.detach(), out.ce_loss.detach(), rerank.detach()]).float()
+        self._reduce_kv_replica_grads()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._set_schedule_step(self._schedule_step + 1)
+        xm.add_step_closure(self._read_step, args=(sums, self.optimizer.grad_norm))
+        xm.mark_step()   # runs the step's graph, then the closure reads its results
+        return self._read["sums"], self._read["grad_norm"]
+
+    def _read_step(self, sums: torch.Tensor, grad_norm: Optional[torch.Tensor]) -> None:
+        self._read = {"sums": sums.detach().cpu().double(),
+                      "grad_norm": None if grad_norm is None else float(grad_norm.detach().cpu().reshape(-1)[0])}
+
+    def _reduce_kv_replica_grads(self) -> None:
+        """KV heads copied over tensor-parallel ranks (kv_replication > 1) are one weight: sum their gradients."""
+        if not self._kv_shared:
+            return
+        import torch.distributed as dist
+        group = self.stack.parallel_state.get_kv_shared_group()
+        for path in self._kv_shared:
+            for param in self._model.get_submodule(path).parameters():
+                if param.grad is not None:
+                    dist.all_reduce(param.grad, group=group)
+
+    def forward_backward(self, batch, documents_as: str, loss_scale: float) -> ScaleDownOutput:
+        raise NotImplementedError("the NxD backend runs whole steps (train_step)")
+
+    def optimizer_step(self) -> Optional[float]:
+        raise NotImplementedError("the NxD backend runs whole steps (train_step)")
+
+    # ---- evaluation ----------------------------------------------------------------------------------------
+    def eval_forward(self, batch, documents_as: str) -> ScaleDownOutput:
+        cpu = {k: v.cpu() for k, v in batch.items()}
+        padded = self._padded([cpu])[0]
+        if self.config.pipeline_parallel_size == 1:
+            return self.nxd_model(self.to_device(padded), documents_as=documents_as)
+        rows = padded["input_ids"].shape[0]
+        repeat = -(-rows // self.num_microbatches) * self.num_microbatches
+        index = torch.arange(repeat) % rows   # NxD splits dim 0 into num_microbatches: repeat rows to fill
+        loss = self.nxd_model.run_eval(**{k: v[index] for k, v in nb.concatenate([padded]).items()})
+        tokens = (padded["labels"][:, 1:] != -100).sum()
+        return ScaleDownOutput(loss=loss, ce_loss=loss, rerank_loss=None, num_tokens=tokens)
+
+    def generate(self, batch, documents_as: str) -> Optional[list[str]]:
+        if self.config.pipeline_parallel_size > 1:
+            return None   # no stage holds the whole model
+        return self._model.generate_from_batch(batch, documents_as, **self.generation_kwargs())
+
+    # ---- host-side collectives ------------------------------------------------------------------------------
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum over data-parallel ranks: every tp x pp copy of a DP rank reports the same values, so the world
+        sum is divided by tp x pp (one gloo collective over all ranks, which also serves the SIGTERM flag)."""
+        import torch.distributed as dist
+        out = values.detach().cpu().clone()
+        dist.all_reduce(out, group=self.host_group)
+        return out / (self.grid.tp * self.grid.pp)
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+        dist.barrier(group=self.host_group)
+
+    def peak_flops(self) -> Optional[float]:
+        return neuroncore_peak_flops()
+
+    # ---- checkpoints ------------------------------------------------------------------------------------------
+    def save_checkpoint(self, root: str, tag: str, client_state: dict[str, Any]) -> str:
+        path = os.path.join(root, tag)
+        if self.rank == 0 and os.path.isdir(path) and not ckpt.is_complete(path):
+            shutil.rmtree(path)   # left by a run killed while saving
+        self.barrier()
+        state = {**client_state, BACKEND_STATE: {"schedule_step": self._schedule_step,
+                                                 "tp": self.grid.tp, "pp": self.grid.pp, "dp": self.dp_size,
+                                                 "zero1": self.config.zero1}}
+        keep = self.config.save_total_limit or None
+        self.stack.nxd.save_checkpoint(root, tag, model=self.nxd_model, optimizer=self.optimizer,
+                                       user_content=state, use_xser=True, num_kept_ckpts=keep)
+        return path
+
+    def load_checkpoint(self, path: str) -> dict[str, Any]:
+        return self._load(path, optimizer=True)
+
+    def _load(self, path: str, optimizer: bool) -> dict[str, Any]:
+        from scaledown.checkpoint import nxd_files
+        tag_dir = nxd_files.find_tag(path)
+        saved_optimizer = os.path.isdir(os.path.join(tag_dir, "optim"))
+        root, tag = os.path.split(os.path.normpath(tag_dir))
+        try:
+            content = self.stack.nxd.load_checkpoint(root, tag=tag, model=self.nxd_model,
+                                                     optimizer=self.optimizer if optimizer and saved_optimizer else None,
+                                                     strict=True)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{tag_dir} does not fit this run ({exc}). NxD checkpoints must match the model and "
+                                  f"--tensor_parallel_size / --pipeline_parallel_size (and the data-parallel size "
+                                  f"under ZeRO-1); convert with `scaledown convert --from nxd --to nxd --tp T --pp P`.")
+        state = dict(content or {})
+        backend = state.get(BACKEND_STATE, {})
+        if optimizer:
+            step = backend.get("schedule_step")
+            if step is None and os.path.isfile(os.path.join(tag_dir, ckpt.STATE_FILE)):
+                step = int(ckpt.read_state(tag_dir).get("step", 0))   # converted tag: schedule from the step
+            self._set_schedule_step(int(step or 0))
+        return state
+
+    def export_pretrained(self, directory: str) -> None:
+        """Full weights gathered on the logging rank (dp rank 0 shards, unsharded by the plan), saved there."""
+        import torch.distributed as dist
+        ps = self.stack.parallel_state
+        mine = None
+        if self.dp_rank == 0:
+            local = self.nxd_model.state_dict()
+            mine = ((ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()),
+                    {k: v.detach().cpu() for k, v in local.items()})
+        gathered = [None] * self.world_size if self.is_main else None
+        dist.gather_object(mine, gathered, dst=self.grid.loss_rank(), group=self.host_group)
+        if self.is_main:
+            shards = dict(item for item in gathered if item is not None)
+            full, _ = self.plan.full_state_dict(shards)
+            plain = self._skeleton()
+            plain.load_state_dict({k: v.float() for k, v in full.items()}, strict=False, assign=True)
+            plain.generator_base_modified = self._model.generator_base_modified
+            plain.save_pretrained(directory)
+        self.barrier()
+
+
+def _zero_init(module: torch.nn.Module, device: torch.device) -> None:
+    """param_init_fn for meta-device builds: cheap placeholders, overwritten by the checkpoint that follows."""
+    for param in module.parameters(recurse=False):
+        param.data.zero_()

@@ -1,0 +1,81 @@
+# ScaleDownConfig -> the arguments of neuronx_distributed_config (NxD 0.17), and pipeline micro-batch arithmetic.
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+from scaledown.config import ScaleDownConfig
+from scaledown.errors import ConfigError
+from scaledown.training.batching import BatchPlan
+
+# ScaleDownModel's forward under pipeline parallelism takes the collated batch as these tensors (CPU, dim 0 = batch)
+PIPELINE_INPUTS = ("compressor_input_ids", "compressor_attention_mask", "document_mask", "input_ids", "attention_mask",
+                   "memory_slots", "labels", "reranking_scores", "reranking_mask")
+
+
+def resolve_microbatches(config: ScaleDownConfig, plan: BatchPlan) -> int:
+    """Pipeline micro-batches per step: --num_microbatches, else the accumulation steps; must divide the rank's batch."""
+    per_rank = plan.global_batch // plan.dp_size
+    count = config.num_microbatches or plan.accumulation
+    if per_rank % count:
+        divisors = [d for d in range(1, per_rank + 1) if per_rank % d == 0]
+        raise ConfigError(f"num_microbatches={count} does not divide the {per_rank} examples each data-parallel rank "
+                          f"gets per step (batch_size {plan.global_batch} / {plan.dp_size} data-parallel ranks). "
+                          f"Use one of {', '.join(map(str, divisors))}, or change batch_size.")
+    return count
+
+
+def mixed_precision(config: ScaleDownConfig) -> dict[str, bool]:
+    """fp32 master weights and gradient accumulation come with ZeRO-1 under bf16 (NxD refuses them without ZeRO-1)."""
+    master = bool(config.zero1 and config.use_bf16)
+    return {"use_master_weights": master, "use_fp32_grad_acc": master, "use_master_weights_in_ckpt": False}
+
+
+def nxd_config_kwargs(config: ScaleDownConfig, *, layer_classes: Sequence[type], num_microbatches: int,
+                      meta_device_init: bool, param_init_fn: Optional[Callable] = None,
+                      leaf_module_names: Sequence[str] = ()) -> dict[str, Any]:
+    """Keyword arguments of neuronx_distributed.trainer.neuronx_distributed_config for this run."""
+    pp = config.pipeline_parallel_size
+    kwargs: dict[str, Any] = {
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "pipeline_parallel_size": pp,
+        "optimizer_config": {"zero_one_enabled": bool(config.zero1), "grad_clipping": config.max_grad_norm > 0,
+                             "max_grad_norm": float(config.max_grad_norm or 1.0)},
+        # "full" needs an HF PreTrainedModel at the root; ScaleDownModel is not one, so name the layer classes
+        "activation_checkpoint_config": list(layer_classes) if config.gradient_checkpointing else None,
+        "sequence_parallel": bool(config.sequence_parallel),
+        "model_init_config": {"sequential_move_factor": 11, "meta_device_init": meta_device_init,
+                              "param_init_fn": param_init_fn if meta_device_init else None},
+        "mixed_precision_config": mixed_precision(config),
+    }
+    if pp > 1:
+        if len(set(layer_classes)) != 1:
+            names = sorted({c.__name__ for c in layer_classes})
+            raise ConfigError(f"--pipeline_parallel_size {pp}: NxD's auto-partition splits the model at one decoder-layer "
+                              f"class, but the compressor and generator use {', '.join(names)}. Use compressor_type "
+                              f"n_layers (the compressor is a copy of generator layers) or --pipeline_parallel_size 1.")
+        kwargs["pipeline_config"] = {
+            "transformer_layer_cls": layer_classes[0],
+            "num_microbatches": num_microbatches,
+            "output_loss_value_spec": True,          # the pipeline module returns the loss tensor itself
+            "input_names": list(PIPELINE_INPUTS),
+            "auto_partition": True,                  # cuts by create_partitions: the plan's stage rule
+            "broadcast_and_average_loss": True,      # every rank logs the same DP-averaged loss
+            "return_loss_on_cpu": False,             # read in a step closure, not mid-graph
+            "use_zero1_optimizer": bool(config.zero1),
+            "leaf_module_cls": list(leaf_module_names),
+            "tracer_cls": "torch",
+        }
+    return kwargs
+
+
+def describe(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The kwargs with classes and functions as names (for the dry run and logs)."""
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, type) or callable(value):
+            return getattr(value, "__name__", str(value))
+        return value
+    return plain(kwargs)

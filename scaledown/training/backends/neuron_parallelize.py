@@ -1,0 +1,77 @@
+# Apply the shared ParallelPlan to a ScaleDownModel from outside: NxD parallel layers in place, local head counts.
+"""torchtitan's habit: the model code stays plain torch + transformers + peft; this module swaps each
+nn.Linear / nn.Embedding the plan names (plan.modules) for the NxD layer it specifies, copies this TP rank's
+slice of the full weights into it (plan.shard: the same arithmetic the converters use), tells every attention
+module how many heads it holds locally (plan.attention) and replaces the model's token loss with NxD's
+vocabulary-parallel cross-entropy. On the meta device nothing is copied (weights come from a checkpoint).
+"""
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Callable
+
+import torch
+from torch import nn
+
+from scaledown.parallel import ParallelPlan
+
+
+def set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+
+
+def _parallel_module(spec, layers: ModuleType, dtype: torch.dtype, device: torch.device,
+                     sequence_parallel: bool) -> nn.Module:
+    cls = getattr(layers, spec.parallel_class)
+    kwargs = dict(spec.kwargs)
+    if spec.parallel_class == "ParallelEmbedding":
+        return cls(**kwargs, dtype=dtype, device=device)
+    return cls(**kwargs, dtype=dtype, device=device, sequence_parallel_enabled=sequence_parallel)
+
+
+def apply_plan(model: nn.Module, plan: ParallelPlan, layers: ModuleType, tp_rank: int,
+               sequence_parallel: bool = False) -> dict[str, int]:
+    """Swap every planned module in `model` (in place); returns {module path: kv_shared_group_size > 1}."""
+    kv_shared: dict[str, int] = {}
+    for path, spec in plan.modules.items():
+        old = model.get_submodule(path)
+        weight = old.weight
+        device = weight.device
+        new = _parallel_module(spec, layers, weight.dtype, device, sequence_parallel)
+        for pname, param in old.named_parameters(recurse=False):
+            target = getattr(new, pname)
+            if device.type != "meta":
+                with torch.no_grad():
+                    target.copy_(plan.shard(f"{path}.{pname}", param.detach(), tp_rank))
+            target.requires_grad_(param.requires_grad)
+        set_submodule(model, path, new)
+        if spec.kv_shared_group_size > 1:
+            kv_shared[path] = spec.kv_shared_group_size
+    for path, local in plan.attention.items():
+        attention = model.get_submodule(path)
+        attention.num_key_value_groups = local.num_heads // local.num_kv_heads   # repeat_kv on this rank
+        for attr, value in (("num_heads", local.num_heads), ("num_key_value_heads", local.num_kv_heads)):
+            if hasattr(attention, attr):  # transformers 4.x attention modules keep the counts themselves
+                setattr(attention, attr, value)
+    return kv_shared
+
+
+def vocab_parallel_token_loss(parallel_cross_entropy: Callable) -> Callable:
+    """A ScaleDownModel.token_loss over vocabulary-sharded logits: NxD's parallel_cross_entropy, -100 masked."""
+    def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        keep = labels != -100
+        # parallel_cross_entropy modifies its input in place and needs valid targets everywhere
+        losses = parallel_cross_entropy(logits.float().contiguous(), labels.masked_fill(~keep, 0))
+        return losses * keep
+    return token_loss
+
+
+def layer_classes(model: nn.Module, plan: ParallelPlan) -> list[type]:
+    """Decoder-layer classes of the compressor and generator (NxD checkpoints and partitions at these)."""
+    seen: list[type] = []
+    for name in plan.layer_names:
+        cls = type(model.get_submodule(name))
+        if cls not in seen:
+            seen.append(cls)
+    return seen

@@ -1,0 +1,104 @@
+# Trainium layouts (neuron_configs/*.json): parallel degrees, processes per node, compiler and runtime environment.
+"""A layout file names one way to lay the model over Trn1 nodes, e.g. neuron_configs/tp8_pp4.json:
+
+    {"description": "...", "tensor_parallel_size": 8, "pipeline_parallel_size": 4, "zero1": true,
+     "processes_per_node": 32, "precompile_steps": 4, "master_port": 44000,
+     "compiler_env": {"NEURON_CC_FLAGS": "--model-type transformer ..."},
+     "runtime_env": {"NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS": "3", "FI_PROVIDER": "efa", ...}}
+
+Keys that are ScaleDownConfig fields (the degrees, zero1, sequence_parallel, kv_replication, num_microbatches)
+become defaults of the run; flags and --config override them. The rest is for the launchers: torchrun's
+--nproc_per_node, the environment exported before torch_xla starts, the pre-compilation pass.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from scaledown.errors import ConfigError
+
+CONFIG_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "num_microbatches", "zero1", "sequence_parallel",
+               "kv_replication")
+LAUNCH_KEYS = ("description", "processes_per_node", "precompile_steps", "master_port", "compiler_env", "runtime_env")
+TRN1_CORES_PER_NODE = 32        # trn1.32xlarge: 16 chips x 2 NeuronCores
+
+
+@dataclass
+class NeuronLayout:
+    path: Optional[str] = None
+    description: str = ""
+    processes_per_node: int = TRN1_CORES_PER_NODE
+    precompile_steps: int = 4
+    master_port: int = 44000
+    compiler_env: dict[str, str] = field(default_factory=dict)
+    runtime_env: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)     # the ScaleDownConfig fields it sets
+
+    @classmethod
+    def from_file(cls, path: str) -> "NeuronLayout":
+        if not os.path.isfile(path):
+            here = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "neuron_configs")
+            shipped = sorted(f for f in os.listdir(here) if f.endswith(".json")) if os.path.isdir(here) else []
+            raise ConfigError(f"--neuron_config {path} does not exist. Pass a layout JSON such as "
+                              f"neuron_configs/{shipped[0] if shipped else 'tp8_pp1.json'}"
+                              + (f" (shipped: {', '.join(shipped)})" if shipped else "") + ".")
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--neuron_config {path} is not valid JSON: {exc}.") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"--neuron_config {path} must hold a JSON object of settings.")
+        return cls.from_dict(values, path)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], path: Optional[str] = None) -> "NeuronLayout":
+        where = f"--neuron_config {path}" if path else "neuron layout"
+        unknown = sorted(set(values) - set(CONFIG_KEYS) - set(LAUNCH_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}. Known keys: "
+                              f"{', '.join(CONFIG_KEYS + LAUNCH_KEYS)}.")
+        for key in ("processes_per_node", "precompile_steps", "master_port"):
+            if key in values and not (isinstance(values[key], int) and values[key] >= (0 if key == "precompile_steps" else 1)):
+                raise ConfigError(f"{where}: {key}={values[key]!r} must be a positive integer.")
+        for key in ("compiler_env", "runtime_env"):
+            env = values.get(key, {})
+            if not isinstance(env, dict) or not all(isinstance(v, (str, int, float)) for v in env.values()):
+                raise ConfigError(f"{where}: {key} must map variable names to string values.")
+        return cls(path=path, description=str(values.get("description", "")),
+                   processes_per_node=values.get("processes_per_node", TRN1_CORES_PER_NODE),
+                   precompile_steps=values.get("precompile_steps", 4), master_port=values.get("master_port", 44000),
+                   compiler_env={k: str(v) for k, v in values.get("compiler_env", {}).items()},
+                   runtime_env={k: str(v) for k, v in values.get("runtime_env", {}).items()},
+                   settings={k: values[k] for k in CONFIG_KEYS if k in values})
+
+    def config_values(self) -> dict[str, Any]:
+        return dict(self.settings)
+
+    def environment(self) -> dict[str, str]:
+        """Compiler then runtime variables (runtime wins on a clash), as exported before torch_xla starts."""
+        return {**self.compiler_env, **self.runtime_env}
+
+
+def default_layout() -> NeuronLayout:
+    """What a run without --neuron_config uses: one Trn1 node, no extra environment."""
+    return NeuronLayout()
+
+
+def shell_exports(path: Optional[str]) -> str:
+    """`export` lines for slurm/train_trn1.sh: the layout's environment plus NPROC_PER_NODE, MASTER_PORT and
+    PRECOMPILE_STEPS (variables already set in the job's environment win)."""
+    import shlex
+    layout = NeuronLayout.from_file(path) if path else default_layout()
+    values = {**layout.environment(), "NPROC_PER_NODE": str(layout.processes_per_node),
+              "MASTER_PORT": str(layout.master_port), "PRECOMPILE_STEPS": str(layout.precompile_steps)}
+    return "\n".join(f"export {k}=${{{k}:-{shlex.quote(v)}}}" for k, v in values.items())
+
+
+if __name__ == "__main__":
+    import sys
+    from scaledown.cli.errors import run_cli
+    sys.exit(run_cli(lambda: print(shell_exports(sys.argv[1] if len(sys.argv) > 1 else None)) or 0))
