@@ -2,14 +2,17 @@
 # Proof that compressor pretraining pays: a tiny ModernBERT compressor pretrained vs fine-tuned from scratch, side by side.
 """One run, tiny preset on CPU, both arms from the same generator, data and seeds:
 
-  1. pretraining run (`--stage pretrain`, as `train.py --stage pretrain` runs it):
-     a generator warm-up (the random tiny generator learns to read: it repeats a chunk shown as
-     text), then compressor pretraining on synthetic plain text (auto-encoding + continuation,
-     ratio 0.5) against that generator. Reported on held-out chunks (auto-encoding), at the end of
-     the warm-up (= untrained compressor) and after pretraining: reconstruction loss and token
-     accuracy, with the same generator given no background (its prior) and the chunk as text (ceiling).
-  2. fine-tuning on the built-in synthetic QA task, same steps, rows and seed for both arms:
-       scratch     the model as it was at the end of the warm-up (generator warmed up, compressor untrained)
+  1. pretraining run (`--stage pretrain`, as `train.py --stage pretrain` runs it): a generator
+     warm-up (the random tiny generator stands in for an LLM that can read: it learns to repeat and
+     continue a chunk shown as text), then compressor pretraining on synthetic plain text
+     (auto-encoding + continuation, ratio 0.5) against that generator, frozen. Reported on held-out
+     chunks (auto-encoding), at the end of the warm-up (= untrained compressor) and after
+     pretraining: reconstruction loss and token accuracy, with the same generator given no
+     background (its prior) and the chunk as text (ceiling).
+  2. fine-tuning on the built-in synthetic QA task (the tiny preset's recipe: a generator warm-up
+     on uncompressed documents, then LoRA + compressor), same steps, rows and seed for both arms.
+     Both start from the same generator (frozen during pretraining); only the compressor differs:
+       scratch     the end of the warm-up checkpoint (compressor untrained)
        pretrained  the pretraining run's OUTPUT_DIR/final (what `--init_from` loads)
      Reported: held-out answer accuracy reading compressed documents, and each arm's seconds.
 
@@ -36,7 +39,8 @@ def reconstruction(model, config, rows, mode: str) -> dict[str, float]:
     backend = LocalBackend(config)
     backend.setup(model)
     values = evaluate(backend, rows, mode, 32, 0, 1,
-                      collate=lambda inputs, chunk: InputBuilder.collate_pretraining(inputs, chunk, mode=mode))
+                      collate=lambda inputs, chunk, **options: InputBuilder.collate_pretraining(inputs, chunk, mode=mode,
+                                                                                          **options))
     return {"loss": round(values[tags.EVAL_LOSS], 4), "token_accuracy": round(values[tags.EVAL_TOKEN_ACCURACY], 4)}
 
 
@@ -58,10 +62,10 @@ def main() -> int:
     parser.add_argument("--json", required=True, help="where to write the figures")
     parser.add_argument("--compressor_type", default="modernbert", choices=["modernbert", "causal_lm"])
     parser.add_argument("--warmup_steps", type=int, default=600, help="generator warm-up (reading) steps")
-    parser.add_argument("--pretrain_steps", type=int, default=300, help="compressor pretraining steps")
-    parser.add_argument("--qa_warmup_steps", type=int, default=0,
+    parser.add_argument("--pretrain_steps", type=int, default=600, help="compressor pretraining steps")
+    parser.add_argument("--qa_warmup_steps", type=int, default=200,
                         help="fine-tuning's own generator warm-up (uncompressed QA) before compression, both arms")
-    parser.add_argument("--finetune_steps", type=int, default=300, help="compression fine-tuning steps, each arm")
+    parser.add_argument("--finetune_steps", type=int, default=600, help="compression fine-tuning steps, each arm")
     parser.add_argument("--documents", type=int, default=1, help="documents per question in fine-tuning "
                         "(1: the relevant one only; 3: with two distractors)")
     parser.add_argument("--batch_size", type=int, default=16)
@@ -71,6 +75,7 @@ def main() -> int:
 
     import torch
     from scaledown import ScaleDownConfig, ScaleDownModel
+    from scaledown.config import MODEL_FIELDS
     from scaledown.data import ScaleDownDataset
     from scaledown.data.pretraining import load_pretraining_data
     from scaledown.data.synthetic import SyntheticSpec, generate_examples
@@ -82,10 +87,11 @@ def main() -> int:
     common = {"preset": "tiny", "compressor_type": args.compressor_type, "batch_size": args.batch_size,
               "device_type": "cpu", "eval_steps": 0, "logging_steps": 50}
 
+    total_pre = args.warmup_steps + args.pretrain_steps
     # ---- 1. pretraining run: generator warm-up (reading), then compressor pretraining ---------------------
     pre_config = ScaleDownConfig.from_dict({**common, "stage": "pretrain", "output_dir": os.path.join(root, "pre"),
-                                            "generator_warmup_steps": args.warmup_steps,
-                                            "max_steps": args.pretrain_steps, "save_steps": args.warmup_steps,
+                                            "generator_warmup_ratio": args.warmup_steps / total_pre,
+                                            "max_steps": total_pre, "save_steps": args.warmup_steps,
                                             "save_total_limit": 1000})
     model = ScaleDownModel(pre_config)
     train_text, held_text = load_pretraining_data(pre_config, model.inputs.compressor_tokenizer,
@@ -110,11 +116,11 @@ def main() -> int:
     arms = {}
     for arm in ("scratch", "pretrained"):
         values = {**common, "stage": "finetune", "output_dir": os.path.join(root, arm), "save_steps": 0,
-                  "generator_warmup_steps": args.qa_warmup_steps, "max_steps": args.finetune_steps,
+                  "generator_warmup_ratio": args.qa_warmup_steps / steps, "max_steps": steps,
                   "num_documents_train": args.documents, "num_documents_eval": args.documents}
         if arm == "pretrained":   # what `train.py --init_from PRE/final` does
             overrides = {k: v for k, v in ScaleDownConfig.from_dict(values).to_dict().items()
-                         if k not in ("preset",) and k not in __import__("scaledown.config").config.MODEL_FIELDS}
+                         if k != "preset" and k not in MODEL_FIELDS}
             model = ScaleDownModel.from_pretrained(pre.final_dir, **overrides)
             config = model.config
         else:

@@ -62,13 +62,18 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py",
                backend_factory: Optional[Callable] = None) -> int:
     parser = build_parser(prog, DESCRIPTION)
     args = parser.parse_args(argv)
+    return run_training(train_config(args), args, backend_factory)
+
+
+def train_config(args):
+    """The run's config from the train flags (every launcher): the tiny preset without data files; a compressor
+    reused with --init_compressor_from brings its architecture, unless flags or --config say otherwise."""
     base = None
-    if args.init_compressor_from:  # the saved compressor's architecture, unless flags or --config say otherwise
+    if args.init_compressor_from:
         from scaledown.models.compressor_reuse import read_saved_compressor
         base = read_saved_compressor(args.init_compressor_from).architecture()
     real_data = args.train_data or args.pretrain_data
-    config = config_from_args(args, default_preset=None if real_data else "tiny", base=base)
-    return run_training(config, args, backend_factory)
+    return config_from_args(args, default_preset=None if real_data else "tiny", base=base)
 
 
 def run_training(config, args, backend_factory: Optional[Callable] = None) -> int:

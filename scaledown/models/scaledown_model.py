@@ -24,6 +24,11 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
                            ignore_index=-100).view(labels.shape)
 
 
+def argmax_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """True where the highest logit is the label's (teacher-forced token accuracy)."""
+    return logits.argmax(-1) == labels
+
+
 @dataclass
 class ScaleDownOutput:
     loss: torch.Tensor                      # ce_loss + reranking_loss_weight * rerank_loss
@@ -76,6 +81,8 @@ class ScaleDownModel(nn.Module):
         # per-token cross-entropy (logits, labels with -100 ignored) -> losses; a tensor-parallel backend swaps in
         # its vocabulary-parallel loss here (the model never imports a backend)
         self.token_loss = masked_cross_entropy
+        # (logits, labels) -> which tokens the argmax predicts (eval token accuracy); swapped alongside token_loss
+        self.token_hits = argmax_hits
         # the compressor's weights were trained (loaded from a saved model or pretrained compressor), not fresh
         self.compressor_pretrained = compressor is not None
 
@@ -172,9 +179,9 @@ class ScaleDownModel(nn.Module):
         else:  # logits only where there is an answer token: the full (B, T, V) tensor is mostly wasted
             logits, targets = lm.get_output_embeddings()(hidden[:, :-1][selected]), labels[selected]
         ce = self.token_loss(logits, targets).sum() / num_tokens.clamp(min=1)
-        num_correct = None  # teacher-forced argmax hits; only where logits span the whole vocabulary
-        if self.token_loss is masked_cross_entropy:
-            num_correct = ((logits.detach().argmax(-1) == targets) & (targets != -100)).sum()
+        num_correct = None  # teacher-forced argmax hits, counted in evaluation only
+        if not self.training:
+            num_correct = (self.token_hits(logits.detach(), targets) & (targets != -100)).sum()
         loss, rerank = ce, None
         if scores is not None and self.config.enable_reranking:
             scored = batch["reranking_mask"] & batch["document_mask"]
