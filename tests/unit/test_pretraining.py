@@ -200,3 +200,35 @@ def test_fine_tuning_a_separate_compressor_from_scratch_warns_once(tmp_path, row
                                                                       "output_dir": str(tmp_path / "x")}),
                              data, progress=False, export_final=False).train()
         assert not [w for w in seen if "from scratch" in str(w.message)]
+
+
+@pytest.mark.slow
+def test_command_lines_pretrain_then_fine_tune(tmp_path, subprocess_env):
+    import subprocess
+    import sys
+    from conftest import ROOT
+
+    def cli(*args):
+        return subprocess.run([sys.executable, *args], env=subprocess_env, cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "text": TEXTS[i % 2]}) + "\n" for i in range(120)))
+    pre = tmp_path / "pre"
+    short = ["--max_steps", "2", "--batch_size", "4", "--logging_steps", "1"]
+    proc = cli("-m", "scaledown.cli.main", "train", "--stage", "pretrain", "--preset", "tiny", "--compressor_type",
+               "causal_lm", "--pretrain_data", str(corpus), "--pretrain_autoencoding_ratio", "0.25", *short,
+               "--output_dir", str(pre))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "held-out reconstruction accuracy" in proc.stdout
+    summary = json.loads((pre / "train_summary.json").read_text())
+    assert "eval/reconstruction_accuracy" in summary["eval_after"]
+    qa = ["--num_eval_examples", "4", "--eval_max_examples", "2", *short]
+    # fine-tuning from the pretrained model: no warning; a causal_lm compressor from scratch: one warning
+    proc = cli("train.py", "--init_from", str(pre / "final"), *qa, "--output_dir", str(tmp_path / "ft"))
+    assert proc.returncode == 0 and "from scratch" not in proc.stderr, proc.stderr[-3000:]
+    proc = cli("train.py", "--compressor_type", "causal_lm", *qa, "--output_dir", str(tmp_path / "scratch"))
+    assert proc.returncode == 0 and proc.stderr.count("from scratch") == 1, proc.stderr[-3000:]
+    assert "train.py --stage pretrain --compressor_type causal_lm" in proc.stderr
+    proc = cli("train.py", "--stage", "pretrain", "--train_data", str(corpus), "--output_dir", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "--pretrain_data" in proc.stderr and "Traceback" not in proc.stderr
