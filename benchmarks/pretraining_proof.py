@@ -10,8 +10,11 @@
      pretraining: reconstruction loss and token accuracy, with the same generator given no
      background (its prior) and the chunk as text (ceiling).
   2. fine-tuning on the built-in synthetic QA task (the tiny preset's recipe: a generator warm-up
-     on uncompressed documents, then LoRA + compressor), same steps, rows and seed for both arms.
-     Both start from the same generator (frozen during pretraining); only the compressor differs:
+     on uncompressed documents, then LoRA + compressor), same steps, rows and seed for both arms;
+     by default one document with one fact per question (the curriculum's first stage: longer
+     tasks stay at chance for both arms within this budget, see --facts / --documents).
+     Both start from the same generator (frozen during pretraining by default, --pretrain_generator);
+     only the compressor differs:
        scratch     the end of the warm-up checkpoint (compressor untrained)
        pretrained  the pretraining run's OUTPUT_DIR/final (what `--init_from` loads)
      Reported: held-out answer accuracy reading compressed documents, and each arm's seconds.
@@ -62,12 +65,18 @@ def main() -> int:
     parser.add_argument("--json", required=True, help="where to write the figures")
     parser.add_argument("--compressor_type", default="modernbert", choices=["modernbert", "causal_lm"])
     parser.add_argument("--warmup_steps", type=int, default=600, help="generator warm-up (reading) steps")
-    parser.add_argument("--pretrain_steps", type=int, default=600, help="compressor pretraining steps")
-    parser.add_argument("--qa_warmup_steps", type=int, default=200,
+    parser.add_argument("--pretrain_steps", type=int, default=900, help="compressor pretraining steps")
+    parser.add_argument("--pretrain_generator", default="frozen", choices=["frozen", "lora"],
+                        help="what of the generator pretraining trains beside the compressor (config pretrain_generator)")
+    parser.add_argument("--pretrain_lr", type=float, default=None, help="compressor learning rate in pretraining "
+                        "(default: the tiny preset's)")
+    parser.add_argument("--qa_warmup_steps", type=int, default=100,
                         help="fine-tuning's own generator warm-up (uncompressed QA) before compression, both arms")
-    parser.add_argument("--finetune_steps", type=int, default=600, help="compression fine-tuning steps, each arm")
+    parser.add_argument("--finetune_steps", type=int, default=500, help="compression fine-tuning steps, each arm")
     parser.add_argument("--documents", type=int, default=1, help="documents per question in fine-tuning "
                         "(1: the relevant one only; 3: with two distractors)")
+    parser.add_argument("--facts", type=int, default=1, help="facts per document in fine-tuning (1: the curriculum's "
+                        "first stage)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--eval_examples", type=int, default=500, help="held-out questions per arm")
     parser.add_argument("--output_dir", default=None, help="run folder (default: a temporary one)")
@@ -89,8 +98,11 @@ def main() -> int:
 
     total_pre = args.warmup_steps + args.pretrain_steps
     # ---- 1. pretraining run: generator warm-up (reading), then compressor pretraining ---------------------
-    pre_config = ScaleDownConfig.from_dict({**common, "stage": "pretrain", "output_dir": os.path.join(root, "pre"),
+    lr_field = {"modernbert": "learning_rate_compressor_modernbert", "causal_lm": "learning_rate_compressor_llama"}
+    pre_lr = {lr_field[args.compressor_type]: args.pretrain_lr} if args.pretrain_lr else {}
+    pre_config = ScaleDownConfig.from_dict({**common, **pre_lr, "stage": "pretrain", "output_dir": os.path.join(root, "pre"),
                                             "generator_warmup_ratio": args.warmup_steps / total_pre,
+                                            "pretrain_generator": args.pretrain_generator,
                                             "max_steps": total_pre, "save_steps": args.warmup_steps,
                                             "save_total_limit": 1000})
     model = ScaleDownModel(pre_config)
@@ -109,7 +121,7 @@ def main() -> int:
     print(json.dumps(recon, indent=2), flush=True)
 
     # ---- 2. fine-tuning, both arms side by side ------------------------------------------------------------
-    spec = SyntheticSpec(num_documents=args.documents)
+    spec = SyntheticSpec(num_documents=args.documents, facts_per_document=args.facts)
     steps = args.qa_warmup_steps + args.finetune_steps
     rows = generate_examples(args.batch_size * steps, seed=pre_config.seed, spec=spec)
     held_out = generate_examples(args.eval_examples, seed=pre_config.seed + 10_000, spec=spec)
@@ -144,6 +156,7 @@ def main() -> int:
         "steps": {"generator_warmup": args.warmup_steps, "pretraining": args.pretrain_steps,
                   "finetune_qa_warmup": args.qa_warmup_steps, "finetune_compression": args.finetune_steps},
         "batch_size": args.batch_size, "documents_per_question": args.documents,
+        "facts_per_document": args.facts, "pretrain_generator": args.pretrain_generator,
         "compressor_type": args.compressor_type, "cpu_threads": torch.get_num_threads(),
         "pretraining_settings": {k: v for k, v in pre_config.to_dict().items() if k != "output_dir"},
     }
