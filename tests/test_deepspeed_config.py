@@ -92,7 +92,7 @@ def test_resume_preflight_names_the_mismatch(tmp_path):
     path = tmp_path / "step_0000004"
     path.mkdir()
     ckpt.write_state(str(path), {"step": 4, "backend": "deepspeed", "dp_size": 4})
-    with pytest.raises(CheckpointError, match="written by 4 data-parallel ranks but this run has 2.*ds_to_universal"):
+    with pytest.raises(CheckpointError, match="written by 4 data-parallel ranks but this run has 2.*scaledown convert --from deepspeed --to deepspeed"):
         check_deepspeed_checkpoint(str(path), 0, 2, 3)
     ckpt.write_state(str(path), {"step": 4, "backend": "local", "dp_size": 1})
     with pytest.raises(CheckpointError, match="written by the 'local' backend"):

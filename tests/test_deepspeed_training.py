@@ -114,3 +114,26 @@ def test_checkpoint_layout_and_zero_to_fp32_equals_export(zero3_run, tmp_path):
     for name, tensor in consolidated.items():
         part, key = export_key(name)
         assert torch.equal(tensor, exported[part][key]), name   # fp32 run: master weights == module weights
+
+
+def test_converted_universal_checkpoint_resumes_on_one_rank(zero3_run, tmp_path):
+    """The 2-rank step-3 checkpoint through `scaledown convert --to deepspeed`, resumed by train.py on 1 rank:
+    weights, fp32 masters, Adam moments and the LR schedule carry, so steps 4-6 land where the 2-rank run did."""
+    source = os.path.join(zero3_run["out"], "checkpoints", "step_0000003")
+    converted = str(tmp_path / "universal")
+    proc = subprocess.run([sys.executable, "-m", "scaledown.cli.main", "convert", "--from", "deepspeed", "--to",
+                           "deepspeed", source, converted], env=_env(), cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tag = os.path.join(converted, "step_0000003")
+    assert os.path.isdir(os.path.join(tag, "zero"))   # DeepSpeed's universal layout, no per-rank partitions
+    args = list(zero3_run["args"])
+    out = str(tmp_path / "one_rank")
+    args[args.index("--output_dir") + 1] = out
+    log = str(tmp_path / "one_rank.log")
+    proc = run("torchrun", 1, [*args, "--resume_from", tag], _env(), log)
+    assert proc.returncode == 0, log_tail(log)
+    uninterrupted, resumed = tb_scalars(zero3_run["out"], "train/loss"), tb_scalars(out, "train/loss")
+    assert sorted(resumed) == [4, 5, 6]
+    for step in resumed:   # 1 rank sums the same examples in another order: float32 rounding only
+        assert resumed[step] == pytest.approx(uninterrupted[step], rel=1e-4), (step, resumed, uninterrupted)

@@ -213,7 +213,12 @@ class DeepSpeedBackend(Backend):
                 json.dump({"zero_stage": self.stage, "ranks": reports}, f)
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:
+        from scaledown.checkpoint.deepspeed_engine import is_universal, load_universal_checkpoint
         from scaledown.training.backends.ds_checkpoint_io import check_deepspeed_checkpoint, use_safe_loading
+        if is_universal(path):  # written by `scaledown convert --to deepspeed`: any world size starts from it
+            client = load_universal_checkpoint(self.engine, path)
+            self._set_schedule_step(int(client.get("optimizer_step", 0)))
+            return client
         check_deepspeed_checkpoint(path, self.dp_rank, self.dp_size, self.stage)
         root, tag = os.path.split(os.path.normpath(path))
         with use_safe_loading(self.engine):

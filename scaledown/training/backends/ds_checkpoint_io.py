@@ -47,9 +47,9 @@ def check_deepspeed_checkpoint(path: str, dp_rank: int, dp_size: int, stage: int
     if saved_dp != dp_size:
         raise CheckpointError(
             f"{path} was written by {saved_dp} data-parallel ranks but this run has {dp_size}. ZeRO checkpoints are "
-            f"partitioned per rank: resume with {saved_dp} ranks, or convert it to a universal checkpoint "
-            f"(python -m deepspeed.checkpoint.ds_to_universal --input_folder {path} --output_folder "
-            f"{path}_universal) and reload the frozen base weights, which that conversion leaves out.")
+            f"partitioned per rank: resume with {saved_dp} ranks, or convert it to a universal checkpoint that any "
+            f"world size resumes from (scaledown convert --from deepspeed --to deepspeed {path} {path}_universal, "
+            f"then --resume_from {path}_universal/{os.path.basename(os.path.normpath(path))}).")
     pattern = "zero_pp_rank_{}_mp_rank_00_model_states.pt" if stage == 3 else "mp_rank_00_model_states.pt"
     mine = os.path.join(path, pattern.format(dp_rank))
     if not os.path.isfile(mine):
