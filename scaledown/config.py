@@ -18,6 +18,7 @@ OSCAR_SYSTEM_PROMPT = (
 COMPRESSOR_TYPES = ("n_layers", "modernbert", "causal_lm")
 DEVICE_TYPES = ("auto", "cpu", "gpu", "cuda", "trainium")
 STAGES = ("finetune", "pretrain")
+PRETRAIN_GENERATOR_MODES = ("frozen", "lora")
 # Fields that define the model's architecture and weights (a saved model keeps them; a checkpoint must match them).
 MODEL_FIELDS = frozenset({"compressor_type", "num_compressor_layers", "compressor_model_name", "num_memory_tokens",
                           "compression_rate", "doc_max_length", "generator_model_name", "tokenizer_name",
@@ -127,6 +128,13 @@ class ScaleDownConfig:
     # ---- run ------------------------------------------------------------------------------
     stage: str = _f("finetune", "'finetune' (distillation on query/documents/answer rows) or 'pretrain' "
                                 "(compressor auto-encoding + continuation on plain text).")
+    pretrain_autoencoding_ratio: float = _f(0.5, "Stage pretrain: share of examples that are auto-encoding (the "
+                                                 "generator reproduces the compressed chunk); the rest are "
+                                                 "continuation (it writes the text that follows). OSCAR/PISCO: 0.5.")
+    pretrain_generator: str = _f("frozen", "Stage pretrain: what of the generator trains beside the compressor: "
+                                           "'frozen' (nothing: the compressor learns to feed the plain generator, so "
+                                           "it can be reused with a fresh LoRA) or 'lora' (its LoRA adapters too, "
+                                           "as COCOM does).")
     device_type: str = _f("auto", "'auto' (GPU if present, else CPU), 'gpu', 'cpu' or 'trainium'.")
     output_dir: str = _f("./checkpoints", "Run folder: final/ (Hugging Face), checkpoints/, runs/ (TensorBoard).")
     logging_steps: int = _f(10, "Optimizer steps between TensorBoard/console logs.")
@@ -162,6 +170,10 @@ class ScaleDownConfig:
         _check_choice("compressor_type", self.compressor_type, COMPRESSOR_TYPES)
         _check_choice("device_type", self.device_type, DEVICE_TYPES)
         _check_choice("stage", self.stage, STAGES)
+        _check_choice("pretrain_generator", self.pretrain_generator, PRETRAIN_GENERATOR_MODES)
+        _check(isinstance(self.pretrain_autoencoding_ratio, (int, float)) and 0 <= self.pretrain_autoencoding_ratio <= 1,
+               "pretrain_autoencoding_ratio", self.pretrain_autoencoding_ratio,
+               "use a share in [0, 1]: 1 only auto-encoding, 0 only continuation (OSCAR/PISCO: 0.5)")
         _check_choice("lr_scheduler", self.lr_scheduler, ("linear", "cosine", "constant"))
         _check_choice("long_documents", self.long_documents, ("truncate", "chunk"))
         for name in ("doc_max_length", "query_max_length", "answer_max_length", "num_memory_tokens",
@@ -263,8 +275,9 @@ class ScaleDownConfig:
 
     # ---- derived values -----------------------------------------------------------------------
     def generator_warmup_steps(self, total_steps: int) -> int:
-        """Steps of the generator warm-up within a fine-tuning run of `total_steps` (the rest train compression)."""
-        if self.stage != "finetune" or self.generator_warmup_ratio <= 0 or total_steps < 2:
+        """Steps of the generator warm-up within a run of `total_steps` (the rest train compression; in stage
+        pretrain the warm-up reads the chunks as text, so a random generator learns to repeat and continue)."""
+        if self.generator_warmup_ratio <= 0 or total_steps < 2:
             return 0
         return min(total_steps - 1, max(1, round(total_steps * self.generator_warmup_ratio)))
 
@@ -285,6 +298,13 @@ class ScaleDownConfig:
             return TINY_MODERNBERT if self.compressor_type == "modernbert" else TINY_LLAMA
         return {"modernbert": "answerdotai/ModernBERT-base",
                 "causal_lm": "meta-llama/Llama-3.2-1B-Instruct"}[self.compressor_type]
+
+    @property
+    def compressor_tokenizer_name(self) -> str:
+        """Tokenizer of the text the compressor reads: the separate compressor's, else the generator's."""
+        if self.compressor_type == "n_layers":
+            return self.tokenizer_name or self.generator_model_name
+        return self.resolved_compressor_model_name
 
 
 def read_config_file(path: str) -> dict[str, Any]:

@@ -79,6 +79,20 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                      "--output_dir) or a checkpoint / run folder.")
     run.add_argument("--init_from", "--init-from", help="Start from a saved ScaleDown model folder "
                      "(e.g. a pretraining run's OUTPUT_DIR/final).")
+    run.add_argument("--init_compressor_from", "--init-compressor-from", metavar="DIR",
+                     help="Take only the compressor of a saved model folder (e.g. a pretraining run's OUTPUT_DIR/final) "
+                          "and pair it with this run's generator and a fresh LoRA; its architecture settings "
+                          "(compressor_type, num_memory_tokens, ...) are taken from the folder.")
+    run.add_argument("--pretrain_data", "--pretrain-data", metavar="PATH",
+                     help="--stage pretrain: plain text, a .jsonl/.json/.parquet corpus (KILT lines or rows with "
+                          "'text'/'contents') or a folder saved by datasets' save_to_disk; chunked to doc_max_length "
+                          "compressor tokens (kept under OUTPUT_DIR/pretraining_passages). Omitted: built-in "
+                          "synthetic text.")
+    run.add_argument("--pretrain_eval_data", "--pretrain-eval-data", metavar="PATH",
+                     help="--stage pretrain: held-out text for reconstruction accuracy (same formats). Omitted: "
+                          "every 50th document of --pretrain_data (at most 512 chunks) is held out.")
+    run.add_argument("--skip_bad_rows", "--skip-bad-rows", action="store_true",
+                     help="--stage pretrain: skip and count malformed corpus lines instead of stopping at the first.")
     run.add_argument("--neuron_config", "--neuron-config", metavar="PATH",
                      help="Trainium layout JSON (neuron_configs/tp8_pp1.json ...): parallel degrees, processes per "
                           "node, compiler and runtime environment. Its degrees apply unless a flag or --config sets them.")
@@ -97,11 +111,13 @@ def build_parser(prog: str, description: str) -> FriendlyParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace, default_preset: Optional[str] = None) -> ScaleDownConfig:
-    """defaults < preset < --neuron_config layout < --config file < flags."""
+def config_from_args(args: argparse.Namespace, default_preset: Optional[str] = None,
+                     base: Optional[dict[str, Any]] = None) -> ScaleDownConfig:
+    """defaults < preset < base (e.g. a reused compressor's architecture) < --neuron_config layout < --config file
+    < flags."""
     fields = set(ScaleDownConfig.field_names())
     flags = {k: v for k, v in vars(args).items() if k in fields}
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(base or {})
     if getattr(args, "neuron_config", None):
         from scaledown.training.neuron_layout import NeuronLayout
         values.update(NeuronLayout.from_file(args.neuron_config).config_values())

@@ -11,14 +11,39 @@ from scaledown.cli.errors import run_cli
 
 DESCRIPTION = ("Train a ScaleDown (OSCAR-style) compressor + LoRA generator. With no data flags it trains the "
                "offline tiny preset on built-in synthetic data on this machine and reports held-out accuracy "
-               "before and after.")
+               "before and after. --stage pretrain first teaches a separate compressor (modernbert, causal_lm) "
+               "to feed the generator on plain text (auto-encoding + continuation); fine-tune from it with "
+               "--init_from PRE/final.")
 
 
-def load_datasets(config, args):
-    """Training and eval datasets: the user's files, or the built-in synthetic task (a curriculum, kept in order)."""
+def check_stage_flags(config, args) -> None:
+    """Data and init flags that do not fit the stage fail before anything loads."""
+    from scaledown.errors import ConfigError
+    if config.stage == "pretrain" and args.train_data:
+        raise ConfigError("--train_data holds question-answering rows for fine-tuning; --stage pretrain reads plain "
+                          "text: pass it with --pretrain_data (or drop --stage pretrain).")
+    if config.stage == "finetune" and (args.pretrain_data or args.pretrain_eval_data):
+        raise ConfigError("--pretrain_data / --pretrain_eval_data are plain text for the pretraining stage: add "
+                          "--stage pretrain, or fine-tune with --train_data.")
+    if args.init_from and args.init_compressor_from:
+        raise ConfigError("--init_from (the whole model) and --init_compressor_from (only its compressor) exclude "
+                          "each other; pass one.")
+
+
+def load_datasets(config, args, backend_is_main: bool = True):
+    """Training and eval datasets: the user's files, the built-in synthetic task (a curriculum, kept in order),
+    or plain text for stage pretrain."""
     from scaledown.data import ScaleDownDataset
     from scaledown.data.synthetic import builtin_training_rows, generate_examples
 
+    if config.stage == "pretrain":
+        from scaledown.data.pretraining import load_pretraining_data
+        from scaledown.models import loading
+        name = config.compressor_tokenizer_name
+        return load_pretraining_data(config, loading.load_tokenizer(name, config.trust_remote_code), name,
+                                     source=args.pretrain_data, eval_source=args.pretrain_eval_data,
+                                     is_main=backend_is_main, skip_bad_rows=args.skip_bad_rows,
+                                     num_rows=args.num_train_examples)
     if args.train_data:
         train = ScaleDownDataset(args.train_data, config)
         evaluation = ScaleDownDataset(args.eval_data, config) if args.eval_data else None
@@ -44,18 +69,31 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py",
             from scaledown.cli.train_neuron import neuron_main
             return neuron_main(tokens, prog)
     args = parser.parse_args(tokens)
-    config = config_from_args(args, default_preset=None if args.train_data else "tiny")
-    return run_training(config, args, backend_factory)
+    return run_training(train_config(args), args, backend_factory)
+
+
+def train_config(args):
+    """The run's config from the train flags (every launcher): the tiny preset without data files; a compressor
+    reused with --init_compressor_from brings its architecture, unless flags or --config say otherwise."""
+    base = None
+    if args.init_compressor_from:
+        from scaledown.models.compressor_reuse import read_saved_compressor
+        base = read_saved_compressor(args.init_compressor_from).architecture()
+    real_data = args.train_data or args.pretrain_data
+    return config_from_args(args, default_preset=None if real_data else "tiny", base=base)
 
 
 def run_training(config, args, backend_factory: Optional[Callable] = None) -> int:
     from scaledown.models import ScaleDownModel
     from scaledown.training import ScaleDownTrainer
 
+    check_stage_flags(config, args)
     backend = backend_factory(config) if backend_factory else default_backend(config)
-    train, evaluation = load_datasets(config, args)
+    train, evaluation = load_datasets(config, args, backend.is_main)
     if args.init_from:
         model = backend.build_model(lambda: ScaleDownModel.from_pretrained(args.init_from, **_init_overrides(config)))
+    elif args.init_compressor_from:
+        model = backend.build_model(lambda: ScaleDownModel.with_pretrained_compressor(args.init_compressor_from, config))
     else:
         model = backend.build_model(lambda: ScaleDownModel(config))
     trainer = ScaleDownTrainer(model, config, train, evaluation, backend=backend, resume_from=args.resume_from)
@@ -67,10 +105,12 @@ def run_training(config, args, backend_factory: Optional[Callable] = None) -> in
         with open(os.path.join(config.output_dir, "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         if result.eval_before and result.eval_after:
-            before = result.eval_before.get("eval/accuracy", 0.0)
-            after = result.eval_after.get("eval/accuracy", 0.0)
-            print(f"held-out accuracy (answer contained in output, {len(evaluation)} examples): "
-                  f"before {before:.3f} -> after {after:.3f}", flush=True)
+            from scaledown.training import tags
+            what = ("reconstruction accuracy (held-out chunk tokens, teacher-forced)" if config.stage == "pretrain"
+                    else "accuracy (answer contained in output)")
+            tag = tags.RECONSTRUCTION_ACCURACY if config.stage == "pretrain" else tags.EVAL_ACCURACY
+            before, after = result.eval_before.get(tag, 0.0), result.eval_after.get(tag, 0.0)
+            print(f"held-out {what}, {len(evaluation)} examples: before {before:.3f} -> after {after:.3f}", flush=True)
     backend.close()
     return 143 if result.interrupted else 0
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
-from scaledown.cli.args import build_parser, config_from_args
+from scaledown.cli.args import build_parser
 from scaledown.cli.errors import run_cli
-from scaledown.cli.train import run_training
+from scaledown.cli.train import run_training, train_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DS_CONFIG = os.path.join(REPO, "ds_configs", "zero3.json")
@@ -33,7 +33,7 @@ def deepspeed_main(argv: Optional[Sequence[str]] = None, prog: str = "launchers/
     parser = build_parser(prog, DESCRIPTION)
     add_deepspeed_flags(parser)
     args = parser.parse_args(argv)
-    config = config_from_args(args, default_preset=None if args.train_data else "tiny")
+    config = train_config(args)
 
     def backend_factory(cfg):
         from scaledown.training.backends.deepspeed import DeepSpeedBackend

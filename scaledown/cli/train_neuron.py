@@ -7,9 +7,9 @@ import shlex
 import sys
 from typing import Optional, Sequence
 
-from scaledown.cli.args import build_parser, config_from_args
+from scaledown.cli.args import build_parser
 from scaledown.cli.errors import run_cli
-from scaledown.cli.train import run_training
+from scaledown.cli.train import run_training, train_config
 
 DESCRIPTION = ("Train ScaleDown on Trn1 with NeuronX Distributed (tensor + pipeline parallel, ZeRO-1). Start one "
                "process per NeuronCore with torchrun (`sbatch slurm/train_trn1.sh` does it on a SLURM cluster). "
@@ -39,7 +39,7 @@ def resolve(args):
     from scaledown.training.batching import plan_batches
     from scaledown.training.neuron_layout import NeuronLayout, default_layout
     from scaledown.training.neuron_ranks import RankGrid
-    config = config_from_args(args, default_preset=None if args.train_data else "tiny")
+    config = train_config(args)
     layout = NeuronLayout.from_file(args.neuron_config) if args.neuron_config else default_layout()
     world = args.nnodes * layout.processes_per_node
     grid = RankGrid(world, config.tensor_parallel_size, config.pipeline_parallel_size, layout.processes_per_node)
@@ -105,7 +105,7 @@ def neuron_main(argv: Optional[Sequence[str]] = None, prog: str = LAUNCHER) -> i
             if token not in launch_only:
                 passthrough.append(token)
         return dry_run(args, passthrough)
-    config = config_from_args(args, default_preset=None if args.train_data else "tiny")
+    config = train_config(args)
     weights = None
     if args.init_from and _is_nxd_checkpoint(args.init_from):
         weights, args.init_from = args.init_from, None   # NxD weights: build on the meta device, then load them

@@ -6,7 +6,7 @@ paragraph repeats the title; other corpora give {"id", "title", "text": "..."} (
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from scaledown.data.bad_rows import BadRows
 from scaledown.data.records import check_input_file, iter_records
@@ -43,10 +43,15 @@ def document_text(value: Any, title: str) -> Optional[str]:
     return None
 
 
-def iter_corpus(path: str, bad: BadRows) -> Iterator[CorpusDocument]:
+def iter_corpus(path: str, bad: BadRows, flag: str = "--corpus_path") -> Iterator[CorpusDocument]:
     """The usable documents of a corpus file; bad rows go to `bad` (error with file and line, or skip)."""
-    check_input_file(path, "--corpus_path", "corpus")
-    for number, (where, record) in enumerate(iter_records(path, bad), start=1):
+    check_input_file(path, flag, "corpus")
+    yield from corpus_documents(iter_records(path, bad), bad)
+
+
+def corpus_documents(records: Iterable[tuple[str, dict]], bad: BadRows) -> Iterator[CorpusDocument]:
+    """(where, record) pairs from any source (a file, a `datasets.Dataset`) -> the usable documents."""
+    for number, (where, record) in enumerate(records, start=1):
         raw = _first(record, TEXT_FIELDS)
         if raw is None:
             bad.report(where, "rows without a text field", f"no text field (expected one of {list(TEXT_FIELDS)}; "

@@ -41,9 +41,7 @@ class ScaleDownDataset(Dataset):
     def _apply_document_length(self, tokenizer) -> None:
         if tokenizer is None:
             from scaledown.models import loading
-            name = (self.config.resolved_compressor_model_name if self.config.compressor_type != "n_layers"
-                    else self.config.tokenizer_name or self.config.generator_model_name)
-            tokenizer = loading.load_tokenizer(name, self.config.trust_remote_code)
+            tokenizer = loading.load_tokenizer(self.config.compressor_tokenizer_name, self.config.trust_remote_code)
         limit = self.config.doc_max_length
         flat = [" " + d.strip() for r in self.rows for d in r["documents"]]
         lengths = [len(ids) for ids in tokenizer(flat, add_special_tokens=False)["input_ids"]]

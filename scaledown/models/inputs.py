@@ -4,6 +4,10 @@
 when it has one. Each document is `num_memory_tokens` slots whose input embeddings are replaced
 by the compressor's memory embeddings (`memory_slots` says which). In "text" mode the documents'
 tokens stand there instead (uncompressed RAG); in "none" mode the background is empty.
+
+Pretraining rows (`"task"` in PRETRAINING_TASKS) use the same rendering with the task's instruction
+in place of the question (as COCOM/PISCO tell the decoder which task it does): the generator
+reproduces the compressed chunk ("autoencode") or writes the text that follows it ("continuation").
 """
 from __future__ import annotations
 
@@ -19,6 +23,11 @@ _DOC = "\x00SDDOC{}\x00"
 _QUERY = "\x00SDQUERY\x00"
 _MARK = re.compile("(\x00SDDOC\\d+\x00|\x00SDQUERY\x00)")
 MODES = ("memory", "text", "none")
+# pretraining task -> the instruction that replaces the question (row["answer"] holds the target text)
+PRETRAINING_TASKS = {
+    "autoencode": "Repeat the background text word for word.",
+    "continuation": "Continue the background text.",
+}
 
 
 class InputBuilder:
@@ -32,7 +41,7 @@ class InputBuilder:
         self.l = config.num_memory_tokens
         self.pad_id = tokenizer.pad_token_id
         self.compressor_pad_id = self.compressor_tokenizer.pad_token_id
-        self._segments = lru_cache(maxsize=256)(self._prompt_segments)
+        self._segments = lru_cache(maxsize=256)(self._prompt_segments)  # (num_docs, task) -> segments
         self._answer_prefix = self._compute_answer_prefix()
 
     # ---- tokenising pieces --------------------------------------------------------------------
@@ -80,9 +89,10 @@ class InputBuilder:
         text = f"{bos}{system}{user}\nAnswer:"
         return text if assistant is None else text + " " + assistant
 
-    def _prompt_segments(self, num_docs: int) -> tuple:
+    def _prompt_segments(self, num_docs: int, task: Optional[str] = None) -> tuple:
         background = "\n".join(_DOC.format(i) for i in range(num_docs))
-        text = self._render(f"Background:\n{background}\nQuestion:{_QUERY}")
+        request = f"Question:{_QUERY}" if task is None else PRETRAINING_TASKS[task]
+        text = self._render(f"Background:\n{background}\n{request}")
         segments = []
         for piece in _MARK.split(text):
             if not piece:
@@ -103,21 +113,33 @@ class InputBuilder:
         tail = full[len(prompt):] if full.startswith(prompt) else " " + probe
         return tail.partition(probe)[0]
 
-    def answer_ids(self, answer: str) -> list[int]:
-        """Answer tokens + EOS (the generator learns to stop), at most answer_max_length."""
-        ids = self._ids(self._answer_prefix + answer.strip())[: self.config.answer_max_length - 1]
+    def answer_ids(self, answer: str, max_length: Optional[int] = None) -> list[int]:
+        """Answer tokens + EOS (the generator learns to stop), at most max_length (default answer_max_length)."""
+        ids = self._ids(self._answer_prefix + answer.strip())[: (max_length or self.config.answer_max_length) - 1]
         if self.tokenizer.eos_token_id is not None:
             ids.append(self.tokenizer.eos_token_id)
         return ids
 
-    def prompt(self, query: str, documents: Sequence[str], mode: str = "memory") -> tuple[list[int], list[int]]:
-        """Prompt ids and memory slots (-1: ordinary token; j: memory vector j = doc j//l, slot j%l)."""
+    def target_ids(self, row: dict[str, Any]) -> list[int]:
+        """What the generator learns to write: the answer, or a pretraining row's chunk (up to doc_max_length)."""
+        if row.get("task") is None:
+            return self.answer_ids(row_answer(row))
+        return self.answer_ids(row_answer(row), self.config.doc_max_length + 1)
+
+    def prompt(self, query: str, documents: Sequence[str], mode: str = "memory",
+               task: Optional[str] = None) -> tuple[list[int], list[int]]:
+        """Prompt ids and memory slots (-1: ordinary token; j: memory vector j = doc j//l, slot j%l).
+
+        task: None for question answering, or a PRETRAINING_TASKS key (the query is then unused).
+        """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if task is not None and task not in PRETRAINING_TASKS:
+            raise ValueError(f"task must be one of {sorted(PRETRAINING_TASKS)} or None, not {task!r}")
         num_docs = 0 if mode == "none" else len(documents)
         ids: list[int] = []
         slots: list[int] = []
-        for seg in self._segments(num_docs):
+        for seg in self._segments(num_docs, task):
             if seg == "Q":
                 piece = self.query_ids(query)
                 ids += piece
@@ -145,7 +167,7 @@ class InputBuilder:
         k = max([len(d) for d in docs] + [pad_documents_to or 0, 1])
         batch: dict[str, torch.Tensor] = {}
         if mode == "memory":
-            comp = [[self.compressor_ids(r["query"] if compress_query else None, d) for d in ds]
+            comp = [[self.compressor_ids(r.get("query") if compress_query else None, d) for d in ds]
                     for r, ds in zip(rows, docs)]
             t = max(len(c) for cs in comp for c in cs) if any(comp) else 1
             ids = torch.full((len(rows), k, t), self.compressor_pad_id, dtype=torch.long)
@@ -168,10 +190,10 @@ class InputBuilder:
 
         seqs, slot_seqs, label_seqs = [], [], []
         for r, ds in zip(rows, docs):
-            ids, slots = self.prompt(r["query"], ds, mode)
+            ids, slots = self.prompt(r.get("query", ""), ds, mode, task=r.get("task"))
             labels = [-100] * len(ids)
             if with_answers:
-                answer = self.answer_ids(row_answer(r))
+                answer = self.target_ids(r)
                 ids, slots, labels = ids + answer, slots + [-1] * len(answer), labels + answer
             seqs.append(ids), slot_seqs.append(slots), label_seqs.append(labels)
         t = max(len(s) for s in seqs)
@@ -187,6 +209,15 @@ class InputBuilder:
         if with_answers:
             batch["labels"] = labels
         return batch
+
+    def collate_pretraining(self, rows: Sequence[dict[str, Any]], mode: str = "memory",
+                            **options: Any) -> dict[str, torch.Tensor]:
+        """Pretraining rows {"documents": [chunk], "task", "answer": target}: query-independent compression,
+        the task's instruction as prompt, the target chunk as labels (see data/pretraining.py)."""
+        for row in rows:
+            if row.get("task") not in PRETRAINING_TASKS:
+                raise ValueError(f"a pretraining row needs task in {sorted(PRETRAINING_TASKS)}, got {row.get('task')!r}")
+        return self.collate(rows, mode=mode, compress_query=False, **options)
 
 
 def row_answer(row: dict[str, Any]) -> str:

@@ -24,6 +24,11 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
                            ignore_index=-100).view(labels.shape)
 
 
+def argmax_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """True where the highest logit is the label's (teacher-forced token accuracy)."""
+    return logits.argmax(-1) == labels
+
+
 @dataclass
 class ScaleDownOutput:
     loss: torch.Tensor                      # ce_loss + reranking_loss_weight * rerank_loss
@@ -31,6 +36,7 @@ class ScaleDownOutput:
     rerank_loss: Optional[torch.Tensor]     # MSE(score, teacher score) over scored documents, if reranking
     num_tokens: torch.Tensor                # answer tokens in the batch (for token-weighted averages)
     scores: Optional[torch.Tensor] = None   # (B, K) reranking scores
+    num_correct: Optional[torch.Tensor] = None  # answer tokens the generator's argmax predicts (teacher-forced)
 
 
 @dataclass
@@ -48,7 +54,10 @@ class ScaleDownModel(nn.Module):
     """
 
     def __init__(self, config: ScaleDownConfig, generator: Optional[nn.Module] = None,
-                 compressor: Optional[Compressor] = None, tokenizer=None, compressor_tokenizer=None):
+                 compressor: Optional[Compressor] = None, tokenizer=None, compressor_tokenizer=None,
+                 compressor_backbone: Optional[nn.Module] = None):
+        """`compressor_backbone`: build the compressor around this backbone instead of loading one by name
+        (a saved compressor's architecture, its weights loaded afterwards: models/compressor_reuse.py)."""
         super().__init__()
         self.config = config
         random_init = config.generator_model_name in presets.TINY_MODELS and generator is None
@@ -57,7 +66,7 @@ class ScaleDownModel(nn.Module):
                 torch.manual_seed(config.seed)
             self.generator = generator if generator is not None else build_generator(config)
             self.compressor = compressor if compressor is not None else build_compressor(
-                config, base_causal_lm(self.generator))
+                config, base_causal_lm(self.generator), backbone=compressor_backbone)
         self.tokenizer = tokenizer or loading.load_tokenizer(config.tokenizer_name or config.generator_model_name,
                                                              config.trust_remote_code)
         if compressor_tokenizer is None and config.compressor_type != "n_layers":
@@ -72,15 +81,24 @@ class ScaleDownModel(nn.Module):
         # per-token cross-entropy (logits, labels with -100 ignored) -> losses; a tensor-parallel backend swaps in
         # its vocabulary-parallel loss here (the model never imports a backend)
         self.token_loss = masked_cross_entropy
+        # (logits, labels) -> which tokens the argmax predicts (eval token accuracy); swapped alongside token_loss
+        self.token_hits = argmax_hits
+        # the compressor's weights were trained (loaded from a saved model or pretrained compressor), not fresh
+        self.compressor_pretrained = compressor is not None
 
     # ---- parameters ---------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Two optimizer groups with OSCAR's separate learning rates: generator LoRA and compressor."""
-        return [
-            {"name": "generator", "params": lora_parameters(self.generator), "lr": self.config.learning_rate_generator},
+        """OSCAR's two optimizer groups with separate learning rates: generator LoRA and compressor.
+
+        Only trainable parameters count; a group left empty (the generator frozen in pretraining) is dropped.
+        """
+        groups = [
+            {"name": "generator", "params": [p for p in lora_parameters(self.generator) if p.requires_grad],
+             "lr": self.config.learning_rate_generator},
             {"name": "compressor", "params": [p for p in self.compressor.parameters() if p.requires_grad],
              "lr": self.config.compressor_learning_rate},
         ]
+        return [g for g in groups if g["params"]]
 
     def warmup_parameter_groups(self) -> list[dict[str, Any]]:
         """The generator warm-up trains the whole base generator (uncompressed RAG), nothing else."""
@@ -88,12 +106,14 @@ class ScaleDownModel(nn.Module):
                  "lr": self.config.learning_rate_generator_warmup}]
 
     def set_trainable(self, phase: str) -> None:
-        """'warmup': only base generator weights; 'finetune': LoRA + compressor (base generator frozen)."""
+        """'warmup': only base generator weights; 'finetune': LoRA + compressor (base generator frozen);
+        'pretrain': the compressor, plus the LoRA when config.pretrain_generator == 'lora'."""
         warm = phase == "warmup"
+        lora = not warm and (phase != "pretrain" or self.config.pretrain_generator == "lora")
         for p in base_parameters(self.generator):
             p.requires_grad_(warm)
         for p in lora_parameters(self.generator):
-            p.requires_grad_(not warm)
+            p.requires_grad_(lora)
         for p in self.compressor.parameters():
             p.requires_grad_(not warm)
         if warm:
@@ -159,13 +179,17 @@ class ScaleDownModel(nn.Module):
         else:  # logits only where there is an answer token: the full (B, T, V) tensor is mostly wasted
             logits, targets = lm.get_output_embeddings()(hidden[:, :-1][selected]), labels[selected]
         ce = self.token_loss(logits, targets).sum() / num_tokens.clamp(min=1)
+        num_correct = None  # teacher-forced argmax hits, counted in evaluation only
+        if not self.training:
+            num_correct = (self.token_hits(logits.detach(), targets) & (targets != -100)).sum()
         loss, rerank = ce, None
         if scores is not None and self.config.enable_reranking:
             scored = batch["reranking_mask"] & batch["document_mask"]
             diff = (scores - batch["reranking_scores"].to(scores.dtype)) * scored
             rerank = diff.pow(2).sum() / scored.sum().clamp(min=1)
             loss = ce + self.config.reranking_loss_weight * rerank
-        return ScaleDownOutput(loss=loss, ce_loss=ce, rerank_loss=rerank, num_tokens=num_tokens, scores=scores)
+        return ScaleDownOutput(loss=loss, ce_loss=ce, rerank_loss=rerank, num_tokens=num_tokens, scores=scores,
+                               num_correct=num_correct)
 
     # ---- inference ----------------------------------------------------------------------------
     @property
@@ -244,3 +268,10 @@ class ScaleDownModel(nn.Module):
     def from_pretrained(cls, directory: str, **config_overrides: Any) -> "ScaleDownModel":
         from scaledown.models.serialization import load_pretrained
         return load_pretrained(cls, directory, **config_overrides)
+
+    @classmethod
+    def with_pretrained_compressor(cls, directory: str, config: ScaleDownConfig) -> "ScaleDownModel":
+        """A new model of `config` (generator, fresh LoRA) whose compressor is the one saved in `directory`
+        (e.g. a pretraining run's OUTPUT_DIR/final); mismatches raise before any weights load."""
+        from scaledown.models.compressor_reuse import model_with_saved_compressor
+        return model_with_saved_compressor(cls, directory, config)

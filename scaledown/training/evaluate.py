@@ -1,7 +1,7 @@
 # Periodic evaluation inside training: eval loss and answer accuracy, sharded evenly over data-parallel ranks.
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -26,20 +26,22 @@ def even_shard(rows: Sequence[dict], dp_rank: int, dp_size: int) -> tuple[list[d
 
 @torch.no_grad()
 def evaluate(backend, rows: Sequence[dict], documents_as: str, micro_batch: int, max_generate: int,
-             max_documents: int) -> dict[str, float]:
-    """Eval loss over all `rows` and accuracy over the first `max_generate`, averaged over ranks."""
+             max_documents: int, collate: Optional[Callable] = None) -> dict[str, float]:
+    """Eval loss and teacher-forced token accuracy over all `rows`, answer accuracy over the first `max_generate`
+    (0: none), averaged over ranks. `collate(inputs, rows, **options)` builds a loss batch (default: QA rows)."""
     model = backend.model
     was_training = model.training
     model.eval()
     try:
         mine, real = even_shard(rows, backend.dp_rank, backend.dp_size)
-        loss_sum = torch.zeros(3, dtype=torch.float64)  # [ce * tokens, tokens, rerank * docs]
+        loss_sum = torch.zeros(4, dtype=torch.float64)  # [ce * tokens, tokens, rerank * docs, correct tokens]
+        counted = True  # every batch reported num_correct (vocabulary-sharded logits do not)
+        collate = collate or (lambda inputs, chunk, **options: inputs.collate(chunk, mode=documents_as, **options))
         for start in range(0, len(mine), micro_batch):
             chunk = mine[start:start + micro_batch]
             real_rows = max(0, min(len(chunk), real - start))
             weight = real_rows / len(chunk)
-            batch = model.inputs.collate(chunk, mode=documents_as, max_documents=max_documents,
-                                         **backend.collate_options(max_documents))
+            batch = collate(model.inputs, chunk, max_documents=max_documents, **backend.collate_options(max_documents))
             # padded repeats run forward (lockstep) but count no answer token: the loss is exact at any rank count
             batch["labels"][real_rows:] = -100
             batch["reranking_mask"][real_rows:] = False
@@ -48,6 +50,10 @@ def evaluate(backend, rows: Sequence[dict], documents_as: str, micro_batch: int,
             loss_sum[1] += float(out.num_tokens)
             if out.rerank_loss is not None:
                 loss_sum[2] += weight * float(out.rerank_loss)
+            if out.num_correct is None:
+                counted = False
+            else:
+                loss_sum[3] += float(out.num_correct)
         gen_rows, gen_real = even_shard(rows[:max_generate], backend.dp_rank, backend.dp_size)
         predictions: list[str] = []
         for start in range(0, len(gen_rows), micro_batch):
@@ -61,9 +67,11 @@ def evaluate(backend, rows: Sequence[dict], documents_as: str, micro_batch: int,
         scores = (score_predictions(predictions[:gen_real], gen_rows[:gen_real]) if gen_real
                   else {"accuracy": 0.0, "exact_match": 0.0})
         totals = torch.tensor([loss_sum[0], loss_sum[1], loss_sum[2], scores["accuracy"] * gen_real,
-                               scores["exact_match"] * gen_real, gen_real], dtype=torch.float64)
+                               scores["exact_match"] * gen_real, gen_real, loss_sum[3]], dtype=torch.float64)
         totals = backend.all_reduce_sum(totals)
         result = {tags.EVAL_LOSS: float(totals[0] / totals[1].clamp(min=1))}
+        if counted:
+            result[tags.EVAL_TOKEN_ACCURACY] = float(totals[6] / totals[1].clamp(min=1))
         if totals[5] > 0:
             result.update({tags.EVAL_ACCURACY: float(totals[3] / totals[5]), tags.EVAL_EM: float(totals[4] / totals[5])})
         if model.config.enable_reranking and documents_as == "memory":

@@ -15,6 +15,9 @@ EVAL_LOSS = "eval/loss"
 EVAL_ACCURACY = "eval/accuracy"            # Match: normalised gold answer contained in the generated answer
 EVAL_EM = "eval/exact_match"
 EVAL_RERANK_LOSS = "eval/rerank_loss"
+EVAL_TOKEN_ACCURACY = "eval/token_accuracy"  # teacher-forced: answer tokens the generator's argmax gets right
+RECONSTRUCTION_ACCURACY = "eval/reconstruction_accuracy"  # stage pretrain: the same over held-out chunks it
+                                                          # reproduces from their memory embeddings
 PHASE = "train/phase"                      # 0: generator warm-up on uncompressed documents, 1: compression
 
 COMMON = (LOSS, CE_LOSS, GRAD_NORM, TOKENS_PER_SEC, EXAMPLES_PER_SEC, EVAL_LOSS, EVAL_ACCURACY)

@@ -31,7 +31,8 @@ from scaledown.training import checkpoint_dirs as ckpt
 from scaledown.training.backends import neuron_batches as nb
 from scaledown.training.backends.base import Backend
 from scaledown.training.backends.neuron_config import nxd_config_kwargs, resolve_microbatches
-from scaledown.training.backends.neuron_parallelize import apply_plan, layer_classes, vocab_parallel_token_loss
+from scaledown.training.backends.neuron_parallelize import (apply_plan, layer_classes, vocab_parallel_token_hits,
+                                                            vocab_parallel_token_loss)
 from scaledown.training.backends.neuron_stack import load_stack
 from scaledown.training.backends.neuron_trace import leaf_module_names, tracer_class
 from scaledown.training.batching import plan_batches
@@ -130,6 +131,7 @@ class NeuronBackend(Backend):
             self._kv_shared = apply_plan(model, self.plan, stack.layers, tp_rank, cfg.sequence_parallel)
             if any(spec.loss == "parallel_cross_entropy" for spec in self.plan.modules.values()):
                 model.token_loss = vocab_parallel_token_loss(stack.layers)
+                model.token_hits = vocab_parallel_token_hits(stack.layers)
             self._model = model
             return nb.PipelineModule(model) if cfg.pipeline_parallel_size > 1 else model
 

@@ -7,6 +7,7 @@ vocabulary-parallel cross-entropy. On the meta device nothing is copied (weights
 """
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Callable
 
@@ -68,6 +69,16 @@ def vocab_parallel_token_loss(parallel_layers: ModuleType) -> Callable:
         losses = parallel_layers.parallel_cross_entropy(logits.float().contiguous(), labels.masked_fill(~keep, 0))
         return losses * keep
     return token_loss
+
+
+def vocab_parallel_token_hits(parallel_layers: ModuleType, sharpness: float = 1e4) -> Callable:
+    """A ScaleDownModel.token_hits over vocabulary-sharded logits, with no gather: the cross-entropy of the logits
+    scaled by `sharpness` is about sharpness x (max logit - label logit), so it stays below log 2 only where the
+    label's logit is the maximum (by more than ~1e-4 over the runner-up). Looked up at call time like token_loss."""
+    def token_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        sharp = parallel_layers.parallel_cross_entropy(logits.float() * sharpness, labels.masked_fill(labels == -100, 0))
+        return sharp < math.log(2.0)
+    return token_hits
 
 
 def layer_classes(model: nn.Module, plan: ParallelPlan) -> list[type]:
