@@ -79,6 +79,7 @@ def main() -> int:
                         "first stage)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--eval_examples", type=int, default=500, help="held-out questions per arm")
+    parser.add_argument("--seed", type=int, default=42, help="seed of models, data and order (both arms share it)")
     parser.add_argument("--output_dir", default=None, help="run folder (default: a temporary one)")
     args = parser.parse_args()
 
@@ -94,7 +95,7 @@ def main() -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     root = args.output_dir or tempfile.mkdtemp(prefix="scaledown-pretraining-proof-")
     common = {"preset": "tiny", "compressor_type": args.compressor_type, "batch_size": args.batch_size,
-              "device_type": "cpu", "eval_steps": 0, "logging_steps": 50}
+              "device_type": "cpu", "eval_steps": 0, "logging_steps": 50, "seed": args.seed}
 
     total_pre = args.warmup_steps + args.pretrain_steps
     # ---- 1. pretraining run: generator warm-up (reading), then compressor pretraining ---------------------
