@@ -19,6 +19,8 @@ def _shard(dp: int = 0) -> str:
 
 
 def _save(obj: Any, file: str, use_xser: bool) -> None:
+    # Written independently of scaledown/checkpoint/nxd_files.py on purpose: the converters are tested on files
+    # this stand-in for NxD writes, so sharing their writer would make those tests circular.
     if not use_xser:
         torch.save(obj, file)
         return
