@@ -23,7 +23,9 @@ PRETRAIN_GENERATOR_MODES = ("frozen", "lora")
 MODEL_FIELDS = frozenset({"compressor_type", "num_compressor_layers", "compressor_model_name", "num_memory_tokens",
                           "compression_rate", "doc_max_length", "generator_model_name", "tokenizer_name",
                           "enable_reranking", "memory_norm", "compressor_mlp_hidden_dim", "lora_r", "lora_alpha",
-                          "lora_target_modules"})
+                          "lora_target_modules", "compressor_projection", "prompt_format"})
+PROMPT_FORMATS = ("scaledown", "oscar")
+PROJECTIONS = ("none", "linear", "mlp")
 
 
 def _f(default: Any, help: str, **kw) -> Any:
@@ -66,6 +68,10 @@ class ScaleDownConfig:
                                          "'chunk' (split into several documents of doc_max_length tokens).")
     memory_norm: bool = _f(False, "Rescale memory embeddings with a learned RMS norm initialised to the generator's "
                                   "token-embedding scale (helps small models trained from scratch).")
+    compressor_projection: Optional[str] = _f(None, "Map from compressor states to the generator's embeddings: 'none', "
+                                                    "'linear' or 'mlp'. None: the family's (n_layers: none, "
+                                                    "modernbert: linear, causal_lm: mlp); released OSCAR N-layers "
+                                                    "models may carry an MLP (compr_use_mlp).")
     # ---- generator ------------------------------------------------------------------------
     generator_model_name: str = _f("mistralai/Mistral-7B-Instruct-v0.2",
                                    "Generator causal LM (hub name or local path); OSCAR: Mistral-7B-Instruct-v0.2.")
@@ -82,6 +88,10 @@ class ScaleDownConfig:
                                             "uncompressed documents, before compression training; for generators "
                                             "that cannot yet do RAG (the tiny random preset: 0.25). 0 for LLMs.")
     learning_rate_generator_warmup: float = _f(1e-3, "Learning rate of the generator warm-up stage.")
+    prompt_format: str = _f("scaledown", "Input formats of compressor and generator: 'scaledown' (this project's) or "
+                                         "'oscar' (NAVER's released models, token for token: pair-encoded compressor "
+                                         "input, <MEM>/<SEP> placeholders, the released system prompt; set when a "
+                                         "released OSCAR folder is loaded). See scaledown/models/oscar_prompt.py.")
     # ---- reranking ------------------------------------------------------------------------
     enable_reranking: bool = _f(False, "Add the RR token and a dense head that scores each document, "
                                        "distilled from reranking_scores (OSCAR §3).")
@@ -176,6 +186,9 @@ class ScaleDownConfig:
                "use a share in [0, 1]: 1 only auto-encoding, 0 only continuation (OSCAR/PISCO: 0.5)")
         _check_choice("lr_scheduler", self.lr_scheduler, ("linear", "cosine", "constant"))
         _check_choice("long_documents", self.long_documents, ("truncate", "chunk"))
+        _check_choice("prompt_format", self.prompt_format, PROMPT_FORMATS)
+        if self.compressor_projection is not None:
+            _check_choice("compressor_projection", self.compressor_projection, PROJECTIONS)
         for name in ("doc_max_length", "query_max_length", "answer_max_length", "num_memory_tokens",
                      "compression_rate", "batch_size", "lora_r", "lora_alpha", "num_documents_train",
                      "num_documents_eval", "logging_steps", "max_new_tokens", "compressor_mlp_hidden_dim"):

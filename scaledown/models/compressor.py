@@ -81,6 +81,9 @@ class Compressor(nn.Module):
             raise ValueError(f"unknown projection {projection!r}")
         self.memory_norm = MemoryNorm(output_size, memory_norm_scale) if memory_norm_scale else None
         self.num_memory_tokens = num_memory_tokens
+        # False: positions count from each row's first real token (left padding). True: 0..T-1 over every column,
+        # padding included, as the released OSCAR models were trained (prompt_format="oscar", fixed-length inputs)
+        self.absolute_positions = False
 
     @property
     def memory_embeddings(self) -> nn.Parameter:
@@ -110,6 +113,8 @@ class Compressor(nn.Module):
         mask = torch.cat([attention_mask, attention_mask.new_ones(n, extra.shape[1])], dim=1)
         # left padding: count positions from each row's first real token
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        if self.absolute_positions:
+            position_ids = torch.arange(mask.shape[1], device=mask.device).expand(n, -1)
         states = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).last_hidden_state
         memory = states[:, -self.num_appended:][:, :self.num_memory_tokens]
         memory = self.projection(memory)

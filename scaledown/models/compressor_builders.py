@@ -100,6 +100,7 @@ def build_compressor(config: ScaleDownConfig, generator: nn.Module, backbone: nn
         projection = "mlp"
     else:  # validated by ScaleDownConfig
         raise ConfigError(f"unknown compressor_type {kind!r}")
+    projection = config.compressor_projection or projection   # a released N-layers model may carry an MLP
     return Compressor(backbone, config.num_memory_tokens, out_size, projection=projection,
                       mlp_hidden_size=config.compressor_mlp_hidden_dim, enable_reranking=config.enable_reranking,
                       memory_norm_scale=norm_scale)

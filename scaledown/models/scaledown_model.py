@@ -14,7 +14,7 @@ from scaledown.models.compressor import Compressor
 from scaledown.models.compressor_builders import (build_compressor, copy_generator_layers, decoder_base,
                                                   token_embedding_rms)
 from scaledown.models.generator import base_causal_lm, base_parameters, build_generator, lora_parameters, splice_memory
-from scaledown.models.inputs import InputBuilder
+from scaledown.models.oscar_prompt import make_input_builder
 from scaledown.models.sharded_weights import full_weights
 
 
@@ -73,7 +73,8 @@ class ScaleDownModel(nn.Module):
             compressor_tokenizer = loading.load_tokenizer(config.resolved_compressor_model_name,
                                                           config.trust_remote_code)
         self.compressor_tokenizer = compressor_tokenizer
-        self.inputs = InputBuilder(config, self.tokenizer, compressor_tokenizer)
+        self.inputs = make_input_builder(config, self.tokenizer, compressor_tokenizer)
+        self.compressor.absolute_positions = config.prompt_format == "oscar"   # see models/oscar_prompt.py
         # the base generator's weights differ from its hub checkpoint (random init or warm-up): save them
         self.generator_base_modified = random_init
         # XLA backends need fixed shapes: compress every document slot, padding included, and score every position
@@ -266,6 +267,11 @@ class ScaleDownModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str, **config_overrides: Any) -> "ScaleDownModel":
+        """A ScaleDown folder, or a folder in NAVER's released OSCAR layout (read natively, no remote code:
+        checkpoint/oscar_format.py; its base models by the names in its config.json)."""
+        from scaledown.checkpoint.oscar_format import is_released_folder, load_released
+        if is_released_folder(directory):
+            return load_released(cls, directory, **config_overrides)
         from scaledown.models.serialization import load_pretrained
         return load_pretrained(cls, directory, **config_overrides)
 
