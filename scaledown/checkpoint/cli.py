@@ -12,6 +12,8 @@ DESCRIPTION = """Convert a ScaleDown checkpoint between layouts:
   hf         the ScaleDownModel.save_pretrained folder (a run's OUTPUT_DIR/final, or OUTPUT_DIR)
   deepspeed  a ZeRO-3 save dir or one tag in it (read); a universal checkpoint any world size starts from (write)
   nxd        NeuronX Distributed trainer format DIR/TAG/model/dp_rank_00_tp_rank_TT_pp_rank_PP.pt (plain or xser)
+  oscar      NAVER's released OSCAR layout (naver/oscar-*: config.json, adapters.pth, compressor/...), read
+             natively without remote code; converts to and from hf only
 Weights always convert; Adam moments and the step carry between deepspeed and nxd; a Hugging Face folder
 holds no optimizer state."""
 
@@ -19,7 +21,9 @@ EXAMPLES = """examples:
   scaledown convert --from hf --to nxd runs/tiny/final ckpt_trn1 --tp 8 --pp 4
   scaledown convert --from deepspeed --to nxd runs/gpu/checkpoints/step_0001000 ckpt_trn1 --tp 32 --pp 8 --xser
   scaledown convert --from nxd --to hf ckpt_trn1 exported_model --merge_lora
-  scaledown convert --from deepspeed --to deepspeed runs/gpu/checkpoints/step_0001000 runs/one_gpu/checkpoints"""
+  scaledown convert --from deepspeed --to deepspeed runs/gpu/checkpoints/step_0001000 runs/one_gpu/checkpoints
+  scaledown convert --from oscar --to hf oscar-qwen2-7B my_oscar --generator_path /models/Qwen2-7B-Instruct
+  scaledown convert --from hf --to oscar runs/gpu/final released_layout"""
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -40,6 +44,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                                  "else pretrained_weight for nxd, global_stepN for deepspeed)")
     p.add_argument("--src_tag", "--src-tag", help="tag to read when SRC is a checkpoint dir (default: newest)")
     p.add_argument("--config", help="ScaleDownConfig (YAML/JSON) of a checkpoint that does not record its model")
+    p.add_argument("--generator_path", "--generator-path",
+                   help="oscar: local folder (or hub name) of the base generator, instead of config.json's "
+                        "decoder_model_name (--from oscar) / the model's generator_model_name (--to oscar)")
+    p.add_argument("--compressor_path", "--compressor-path",
+                   help="--from oscar: local folder of the compressor's base model, instead of compr_model_name")
     return p
 
 
@@ -49,7 +58,8 @@ def convert_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown co
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     result = convert(args.src_format, args.dst_format, args.src, args.dst, tp=args.tp, pp=args.pp,
                      kv_replication=args.kv_replication, xser=args.xser, merge_lora=args.merge_lora, tag=args.tag,
-                     src_tag=args.src_tag, config_file=args.config, log=say)
+                     src_tag=args.src_tag, config_file=args.config, log=say,
+                     generator_path=args.generator_path, compressor_path=args.compressor_path)
     print(f"wrote {args.dst_format} checkpoint {result.path} ({', '.join(result.carried)})")
     for note in result.notes:
         print(f"note: {note}")

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from scaledown.errors import ConfigError
 
-FORMATS = ("deepspeed", "hf", "nxd")
+FORMATS = ("deepspeed", "hf", "nxd", "oscar")   # oscar: NAVER's released layout (hf <-> oscar only)
 
 
 @dataclass
@@ -68,10 +68,15 @@ def _describe(src_format: str, src: str, src_tag: Optional[str], config_file: Op
 def convert(src_format: str, dst_format: str, src: str, dst: str, *, tp: int = 1, pp: int = 1,
             kv_replication: Optional[int] = None, xser: bool = False, merge_lora: bool = False,
             tag: Optional[str] = None, src_tag: Optional[str] = None, config_file: Optional[str] = None,
-            log: Optional[Callable[[str], None]] = None) -> ConversionResult:
+            log: Optional[Callable[[str], None]] = None, generator_path: Optional[str] = None,
+            compressor_path: Optional[str] = None) -> ConversionResult:
     """Convert SRC (format src_format) into DST (format dst_format); see the module docstring."""
+    from scaledown.checkpoint.oscar_convert import check_oscar_options, convert_oscar
     log = log or (lambda message: None)
     _check_options(src_format, dst_format, tp, pp, kv_replication, xser, merge_lora, tag)
+    check_oscar_options(src_format, dst_format, generator_path, compressor_path)
+    if "oscar" in (src_format, dst_format):
+        return convert_oscar(src_format, dst_format, src, dst, generator_path, compressor_path, log)
     if os.path.abspath(src) == os.path.abspath(dst) and src_format == dst_format and not tag:
         raise ConfigError(f"SRC and DST are the same folder ({src}); write to another folder (or another --tag).")
     description = _describe(src_format, src, src_tag, config_file)

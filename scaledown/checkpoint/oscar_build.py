@@ -15,10 +15,12 @@ from typing import Any
 import torch
 
 from scaledown.errors import CheckpointError
+from scaledown.models.sharded_weights import full_weights
 
 
 def _strict_load(module: torch.nn.Module, state: dict, path: str, what: str) -> None:
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    with full_weights(module.parameters(), modify=True):   # ZeRO-3 builds the backbone partitioned
+        missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path} does not fit {what} (missing {sorted(missing)[:4]}, unexpected "
                               f"{sorted(unexpected)[:4]}); config.json names another architecture than the weights'.")
@@ -39,7 +41,8 @@ def _generator(released, config, dtype: torch.dtype):
             raise CheckpointError(f"{os.path.join(released.folder, FIRST_LAST)}: '{key}' {tuple(value.shape)} does not "
                                   f"fit {released.generator_name} ({tuple(own[key].shape) if key in own else 'absent'}).")
         rows[key] = value.to(dtype)
-    base.load_state_dict(rows, strict=False)
+    with full_weights([p for n, p in base.named_parameters() if n in rows], modify=True):
+        base.load_state_dict(rows, strict=False)
     generator = build_generator(config, base=base)
     adapter = {"base_model.model." + k: v.to(dtype) for k, v in released.adapters["decoder_adapter"].items()}
     result = set_peft_model_state_dict(generator, adapter)
@@ -85,7 +88,7 @@ def build_released_model(cls, released, dtype: torch.dtype, overrides: dict[str,
     compressor = Compressor(backbone, config.num_memory_tokens, generator.get_input_embeddings().embedding_dim,
                             projection=config.compressor_projection, mlp_hidden_size=config.compressor_mlp_hidden_dim,
                             enable_reranking=config.enable_reranking)
-    with torch.no_grad():
+    with torch.no_grad(), full_weights([compressor.memory_tokens.memory_embeddings], modify=True):
         compressor.memory_tokens.memory_embeddings.copy_(memory)
         if released.mlp is not None:
             compressor.projection.load_state_dict({k: v.to(dtype) for k, v in released.mlp.items()})

@@ -14,7 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                      "reranking, teacher answers"),
     "eval": ("scaledown.evaluation.cli", "eval_main", "accuracy of a model beside uncompressed RAG and no-docs"),
     "bench": ("scaledown.evaluation.bench_cli", "bench_main", "FLOPs and latency, compressed vs uncompressed"),
-    "convert": ("scaledown.checkpoint.cli", "convert_main", "convert checkpoints between deepspeed, hf and nxd"),
+    "convert": ("scaledown.checkpoint.cli", "convert_main", "convert checkpoints between deepspeed, hf, nxd and released oscar"),
     "compare-runs": ("scaledown.training.compare_runs", "compare_main", "compare two runs' TensorBoard curves"),
     "plot": ("scaledown.evaluation.plots", "plot_main", "plot training curves and accuracy comparisons"),
 }

@@ -91,7 +91,8 @@ def run_training(config, args, backend_factory: Optional[Callable] = None) -> in
     backend = backend_factory(config) if backend_factory else default_backend(config)
     train, evaluation = load_datasets(config, args, backend.is_main)
     if args.init_from:
-        model = backend.build_model(lambda: ScaleDownModel.from_pretrained(args.init_from, **_init_overrides(config)))
+        overrides = _init_overrides(config, args.init_from)
+        model = backend.build_model(lambda: ScaleDownModel.from_pretrained(args.init_from, **overrides))
     elif args.init_compressor_from:
         model = backend.build_model(lambda: ScaleDownModel.with_pretrained_compressor(args.init_compressor_from, config))
     else:
@@ -124,10 +125,13 @@ def default_backend(config):
     return LocalBackend(config)
 
 
-def _init_overrides(config) -> dict:
-    """Training settings of this run override what the saved model folder recorded."""
+def _init_overrides(config, init_from: str = "") -> dict:
+    """Training settings of this run override what the saved model folder recorded. A released OSCAR folder has
+    no reranking head: this run's enable_reranking decides whether a fresh one is added."""
+    from scaledown.checkpoint.oscar_format import is_released_folder
     from scaledown.config import MODEL_FIELDS
-    return {k: v for k, v in config.to_dict().items() if k not in MODEL_FIELDS and k != "preset"}
+    released = {"enable_reranking"} if init_from and is_released_folder(init_from) else set()
+    return {k: v for k, v in config.to_dict().items() if (k not in MODEL_FIELDS or k in released) and k != "preset"}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -75,3 +75,142 @@ def test_query_independent_compressor_inputs_match_reference(released):
     ids, mask = batch["compressor_input_ids"].flatten(0, 1), batch["compressor_attention_mask"].flatten(0, 1)
     expected = gold["enc_qi_input_ids"][:, :-model.config.num_memory_tokens]
     assert torch.equal(ids * mask, expected * mask)
+
+
+def _memory_and_logits(model, meta):
+    _, memory, logits, answers = _outputs(model.eval(), meta)
+    return memory, logits, answers
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_convert_to_scaledown_and_back_keeps_every_tensor(released, name, tmp_path):
+    from scaledown import ScaleDownModel
+    from scaledown.checkpoint import convert
+    meta, gold = _golden(name, "float32")
+    convert("oscar", "hf", released[name], str(tmp_path / "hf"))
+    model = ScaleDownModel.from_pretrained(str(tmp_path / "hf"))          # a ScaleDown folder now
+    memory, logits, answers = _memory_and_logits(model, meta)
+    torch.testing.assert_close(memory, gold["memory"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logits[:, -6:], gold["logits_tail"], rtol=1e-4, atol=1e-3)
+    assert answers == [a.strip() for a in meta[name]["answers"]]
+    result = convert("hf", "oscar", str(tmp_path / "hf"), str(tmp_path / "back"))
+    for file in ("adapters.pth", "decoder_first_last_layers.pth", "compressor/compressor.pth", "compressor/mlp.pth"):
+        src, dst = os.path.join(released[name], file), tmp_path / "back" / file
+        assert os.path.exists(src) == dst.exists(), file
+        if not dst.exists():
+            continue
+        a, b = torch.load(src, weights_only=True), torch.load(dst, weights_only=True)
+        if file == "adapters.pth":
+            assert set(a) == set(b) == {"decoder_adapter"}
+            a, b = a["decoder_adapter"], b["decoder_adapter"]
+        assert set(a) == set(b), file
+        for key in a:
+            if key != "custom_model.lm_head.weight":   # the N-layers compressor's unused head is not kept
+                assert torch.equal(a[key].float(), b[key].float()), (file, key)
+    with open(os.path.join(released[name], "config.json")) as f:
+        original = json.load(f)
+    with open(tmp_path / "back" / "config.json") as f:
+        written = json.load(f)
+    for field in ("doc_max_length", "compr_rate", "compr_n_layers", "compr_use_mlp", "lora_r", "sep",
+                  "different_mem_tokens", "compr_mlp_hidden_dim", "lora", "model_type"):
+        assert written[field] == original[field], field
+    assert result.notes == []
+
+
+def test_native_model_exports_to_released_layout_and_reads_back(released, tmp_path):
+    """A ScaleDown model (causal-LM compressor, lora_alpha != 2r) written in the released layout: ScaleDown's reader
+    gives back the same compressor and generator functions (the prompt format then is the released one)."""
+    from scaledown import ScaleDownConfig, ScaleDownModel
+    from scaledown.checkpoint.oscar_export import write_released
+    config = ScaleDownConfig(generator_model_name=released["generator-qwen2"], compressor_type="causal_lm",
+                             compressor_model_name=released["compressor-llama"], compressor_mlp_hidden_dim=24,
+                             doc_max_length=32, compression_rate=8, lora_r=4, lora_alpha=16, enable_reranking=True)
+    torch.manual_seed(0)
+    source = ScaleDownModel(config).eval()
+    with torch.no_grad():   # a trained-looking adapter (peft starts B at zero)
+        for n, p in source.generator.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    notes = write_released(source, str(tmp_path / "released"))
+    assert any("lora_alpha=16" in n for n in notes) and any("reranking" in n for n in notes)
+    back = ScaleDownModel.from_pretrained(str(tmp_path / "released")).eval()
+    ids = torch.tensor([[1, 299, 264, 409, 89, 315, 280, 34]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        torch.testing.assert_close(back.compressor(ids, mask)[0], source.compressor(ids, mask)[0])
+        torch.testing.assert_close(back.generator(input_ids=ids).logits[..., :1900],
+                                   source.generator(input_ids=ids).logits[..., :1900], rtol=1e-4, atol=1e-4)
+
+
+def _malformed(released, tmp_path, name="oscar-llama"):
+    folder = tmp_path / name
+    shutil.copytree(released[name], folder)
+    return folder
+
+
+def _edit_config(folder, **changes):
+    path = folder / "config.json"
+    values = json.loads(path.read_text())
+    values.update(changes)
+    path.write_text(json.dumps(values))
+
+
+def _edit_pth(folder, file, edit):
+    path = folder / file
+    state = torch.load(path, weights_only=True)
+    edit(state)
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("kind, names", [
+    ("missing adapters.pth", ["adapters.pth", "missing"]),
+    ("missing mlp.pth", ["mlp.pth", "missing"]),
+    ("compr_rate vs memory rows", ["decoder_first_last_layers.pth", "compr_rate=4", "8 memory tokens"]),
+    ("compr_rate vs compressor memory rows", ["compressor.pth", "compr_rate=4", "8 memory tokens"]),
+    ("doc_max_length vs memory rows", ["doc_max_length=64", "memory"]),
+    ("lora_r vs adapters", ["adapters.pth", "lora_r=8", "rank [4]"]),
+    ("mlp width", ["mlp.pth", "compr_mlp_hidden_dim=64"]),
+    ("pisco", ["PISCO", "compr_model_name"]),
+    ("damaged pth", ["decoder_first_last_layers.pth", "weights_only=True"]),
+    ("n_layers count", ["compressor.pth", "compr_n_layers=2"]),
+])
+def test_malformed_released_folder_names_file_and_field(released, tmp_path, kind, names):
+    from scaledown import ScaleDownModel
+    from scaledown.errors import CheckpointError
+    shared_mem = kind in ("n_layers count", "compr_rate vs compressor memory rows")   # <MEM> x l: rows fixed
+    folder = _malformed(released, tmp_path, "oscar-nlayers" if shared_mem else "oscar-llama")
+    if kind == "missing adapters.pth":
+        (folder / "adapters.pth").unlink()
+    elif kind == "missing mlp.pth":
+        (folder / "compressor" / "mlp.pth").unlink()
+    elif kind in ("compr_rate vs memory rows", "compr_rate vs compressor memory rows"):
+        _edit_config(folder, compr_rate=4)
+    elif kind == "doc_max_length vs memory rows":
+        _edit_config(folder, doc_max_length=64)
+    elif kind == "lora_r vs adapters":
+        _edit_config(folder, lora_r=8)
+    elif kind == "mlp width":
+        _edit_config(folder, compr_mlp_hidden_dim=64)
+    elif kind == "pisco":
+        _edit_config(folder, compr_model_name=None, training_form="both_separately")
+    elif kind == "damaged pth":
+        data = (folder / "decoder_first_last_layers.pth").read_bytes()
+        (folder / "decoder_first_last_layers.pth").write_bytes(data[: len(data) // 2])
+    elif kind == "n_layers count":
+        _edit_config(folder, compr_n_layers=2)
+    with pytest.raises(CheckpointError) as err:
+        ScaleDownModel.from_pretrained(str(folder))
+    for text in names:
+        assert text in str(err.value), (kind, str(err.value))
+
+
+def test_convert_cli_reports_malformed_folder_without_traceback(released, tmp_path, capsys):
+    from scaledown.cli.main import main
+    folder = _malformed(released, tmp_path)
+    _edit_config(folder, lora_r=8)
+    assert main(["convert", "--from", "oscar", "--to", "hf", str(folder), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "lora_r=8" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    assert main(["convert", "--from", "oscar", "--to", "nxd", str(folder), str(tmp_path / "out")]) == 2
+    assert "--to hf" in capsys.readouterr().err
