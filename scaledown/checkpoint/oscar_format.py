@@ -196,19 +196,34 @@ class ReleasedOscar:
 
     def scaledown_values(self) -> dict[str, Any]:
         """The ScaleDownConfig fields of this model."""
-        from scaledown.models.oscar_prompt import RELEASED_SYSTEM_PROMPT
-        cfg = self.cfg
-        values = dict(doc_max_length=cfg["doc_max_length"], compression_rate=cfg["compr_rate"],
-                      generator_model_name=self.generator_name, lora_r=cfg["lora_r"], lora_alpha=2 * cfg["lora_r"],
-                      lora_dropout=0.1, lora_target_modules="all-linear", memory_norm=False, enable_reranking=False,
-                      compressor_mlp_hidden_dim=cfg.get("compr_mlp_hidden_dim") or 8096,
-                      compressor_projection="mlp" if self.use_mlp else "none", prompt_format="oscar",
-                      system_prompt=RELEASED_SYSTEM_PROMPT)
-        if self.trimmed:
-            values.update(compressor_type="n_layers", num_compressor_layers=cfg["compr_n_layers"])
-        else:
-            values.update(compressor_type="causal_lm", compressor_model_name=self.compressor_name)
-        return values
+        return scaledown_values(self.cfg, self.generator_name, self.compressor_name)
+
+
+def scaledown_values(cfg: dict[str, Any], generator_name: str, compressor_name: str) -> dict[str, Any]:
+    """ScaleDownConfig fields of a released config.json (checked by read_released_config)."""
+    from scaledown.models.oscar_prompt import RELEASED_SYSTEM_PROMPT
+    use_mlp = bool(cfg.get("compr_use_mlp", True))
+    values = dict(doc_max_length=cfg["doc_max_length"], compression_rate=cfg["compr_rate"],
+                  generator_model_name=generator_name, lora_r=cfg["lora_r"], lora_alpha=2 * cfg["lora_r"],
+                  lora_dropout=0.1, lora_target_modules="all-linear", memory_norm=False, enable_reranking=False,
+                  compressor_mlp_hidden_dim=cfg.get("compr_mlp_hidden_dim") or 8096,
+                  compressor_projection="mlp" if use_mlp else "none", prompt_format="oscar",
+                  system_prompt=RELEASED_SYSTEM_PROMPT)
+    if cfg["compr_model_name"] == TRIMMED:
+        values.update(compressor_type="n_layers", num_compressor_layers=cfg["compr_n_layers"])
+    else:
+        values.update(compressor_type="causal_lm", compressor_model_name=compressor_name)
+    return values
+
+
+def released_config(folder: str):
+    """The ScaleDownConfig of a released folder from its config.json alone (no tensors or tokenizers read)."""
+    from scaledown.config import ScaleDownConfig
+    cfg = read_released_config(folder)
+    trimmed = cfg["compr_model_name"] == TRIMMED
+    compressor = cfg.get("compr_base_model_name") if trimmed else cfg["compr_model_name"]
+    return ScaleDownConfig.from_dict(scaledown_values(cfg, cfg["decoder_model_name"], compressor),
+                                     source=os.path.join(folder, "config.json"))
 
 
 def load_released(cls, folder: str, generator_path: Optional[str] = None, compressor_path: Optional[str] = None,

@@ -82,7 +82,8 @@ def latency_main(argv: Sequence[str], prog: str) -> int:
                             "uncompressed, same generator, on this hardware; sweeps documents per query and batch "
                             "size, alternating the two paths. Writes OUTPUT/latency.json and OUTPUT/latency.png.")
     _add(parser, "output", default="bench_latency", help="folder for latency.json and latency.png")
-    _add(parser, "model", help="a saved ScaleDown model folder; default: a random small Mistral-shaped model")
+    _add(parser, "model", help="a saved ScaleDown model folder or a released OSCAR folder (naver/oscar-* layout); "
+                               "default: a random small Mistral-shaped model")
     _add(parser, "documents", default="1,5,10,20,50", help="documents per query to sweep (comma-separated)")
     _add(parser, "batch_sizes", default="8", help="batch sizes to sweep (comma-separated)")
     _add(parser, "repeats", type=int, default=settings.repeats, help="timed runs per path and point (median kept)")

@@ -22,7 +22,9 @@ def build_parser(prog: str) -> FriendlyParser:
     def add(name: str, **kw) -> None:
         p.add_argument(f"--{name}", *([f"--{name.replace('_', '-')}"] if "_" in name else []), **kw)
 
-    add("model", required=True, help="saved model folder (a training run's OUTPUT_DIR/final, or OUTPUT_DIR)")
+    add("model", required=True, nargs="+", help="one or more models: saved ScaleDown folders (a training run's "
+                                                "OUTPUT_DIR/final, or OUTPUT_DIR) or released OSCAR folders "
+                                                "(naver/oscar-* layout); several go into one table")
     add("data", help="rows to evaluate: ScaleDown rows (query, documents, answer/answers) in .json/.jsonl/.parquet, "
                      "or a benchmark file (KILT, PopQA or ASQA layout; needs --corpus for retrieval)")
     add("benchmark", help="comma-separated benchmarks: nq, triviaqa, hotpotqa, popqa, asqa, or 'all'; read from "
@@ -81,10 +83,29 @@ def collect_datasets(args) -> list[tuple[str, str, list[dict]]]:
     return out
 
 
+def _saved_config(model_dir: str):
+    """A model's ScaleDownConfig without loading weights (ScaleDown folder or released OSCAR folder)."""
+    from scaledown.checkpoint.oscar_format import is_released_folder, released_config
+    from scaledown.models.serialization import read_saved_config
+    return released_config(model_dir) if is_released_folder(model_dir) else read_saved_config(model_dir)[2]
+
+
+def model_labels(paths: Sequence[str]) -> list[str]:
+    """Short distinct names for the table: the folder name (with its parent when two share one)."""
+    names = [os.path.basename(os.path.abspath(p)) for p in paths]
+    names = [("_".join(os.path.abspath(p).split(os.sep)[-2:]) if names.count(n) > 1 else n)
+             for p, n in zip(paths, names)]
+    return [n if names.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(names)]
+
+
 def _document_tokenizer(model_dir: str, config):
     """The tokenizer that counts document tokens (the compressor's), read from the saved model folder."""
     from transformers import AutoTokenizer
+    from scaledown.checkpoint.oscar_format import is_released_folder
     from scaledown.models.serialization import resolve_model_dir
+    if is_released_folder(model_dir):
+        from scaledown.models import loading
+        return loading.load_tokenizer(config.compressor_tokenizer_name), config.compressor_tokenizer_name
     folder = resolve_model_dir(model_dir)
     name = "compressor_tokenizer" if os.path.isdir(os.path.join(folder, "compressor_tokenizer")) else "tokenizer"
     path = os.path.join(folder, name)
@@ -121,14 +142,17 @@ def _print_systems(name: str, metrics: dict) -> None:
 
 def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval") -> int:
     args = build_parser(prog).parse_args(argv)
-    from scaledown.models.serialization import read_saved_config
     from scaledown.evaluation.evaluator import SYSTEMS, check_eval_rows, evaluate_systems, write_atomic, write_outputs
     for flag in ("batch_size", "judge_batch_size", "num_documents", "max_examples", "max_new_tokens"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ConfigError(f"--{flag} must be a positive integer, got {value}.")
-    # everything cheap first: the model's config, the data, retrieval; then the weights
-    _, _, saved_config = read_saved_config(args.model)
+    # everything cheap first: the models' configs, the data, retrieval (the first model's document tokens); then
+    # the weights, one model at a time
+    configs = [_saved_config(path) for path in args.model]
+    labels = model_labels(args.model)
+    saved_config = configs[0]
+    model_path = args.model[0]
     num_documents = args.num_documents or saved_config.num_documents_eval
     datasets = collect_datasets(args)
     missing = [name for name, _, rows in datasets if any(not r.get("documents") for r in rows)]
@@ -139,7 +163,7 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
                             f"'documents'.")
         from scaledown.evaluation.benchmarks import attach_documents
         from scaledown.evaluation.retrieve import open_corpus_retriever
-        tokenizer, tokenizer_name = _document_tokenizer(args.model, saved_config)
+        tokenizer, tokenizer_name = _document_tokenizer(model_path, saved_config)
         retriever = open_corpus_retriever(args, tokenizer, tokenizer_name, saved_config.doc_max_length)
         for i, (name, source, rows) in enumerate(datasets):
             attach_documents(rows, retriever, num_documents, progress=not args.no_progress)
@@ -155,7 +179,6 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
     from scaledown.models import ScaleDownModel
     from scaledown.training.backends.local import resolve_device
     device = resolve_device(args.device)
-    model = ScaleDownModel.from_pretrained(args.model).to(device).eval()
     autocast = _autocast(device)
     judge = None
     if args.judge:
@@ -165,24 +188,33 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
                               trust_remote_code=args.trust_remote_code)
     systems = list(SYSTEMS) if args.baselines else ["scaledown"]
     generation = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
-    all_metrics: dict[str, dict] = {}
-    for name, source, rows in datasets:
-        rows = _prepare_rows(rows, model.config, model.inputs.compressor_tokenizer, source)
-        result = evaluate_systems(model, rows, systems, args.batch_size, num_documents, generation, judge,
-                                  progress=not args.no_progress, autocast=autocast)
-        folder = os.path.join(args.output, name) if args.benchmark else args.output
-        predictions, metrics = write_outputs(result, folder)
-        _print_systems(name if args.benchmark else source, result.metrics)
-        print(f"  wrote {predictions} and {metrics}")
-        all_metrics[name] = result.metrics
+    several = len(args.model) > 1
+    all_metrics: dict[str, dict] = {name: {} for name, _, _ in datasets}
+    tflops = {} if args.benchmark and not args.no_flops else None
+    for path, label in zip(args.model, labels):
+        model = ScaleDownModel.from_pretrained(path).to(device).eval()
+        for name, source, rows in datasets:
+            rows = _prepare_rows(rows, model.config, model.inputs.compressor_tokenizer, source)
+            result = evaluate_systems(model, rows, systems, args.batch_size, num_documents, generation, judge,
+                                      progress=not args.no_progress, autocast=autocast)
+            folder = os.path.join(args.output, name) if args.benchmark else args.output
+            folder = os.path.join(folder, label) if several else folder   # one model: the layout as before
+            predictions, metrics = write_outputs(result, folder)
+            _print_systems((name if args.benchmark else source) + (f" / {label}" if several else ""), result.metrics)
+            print(f"  wrote {predictions} and {metrics}")
+            all_metrics[name].update({(f"{label}|{s}" if several else s): m for s, m in result.metrics.items()})
+        if tflops is not None:
+            from scaledown.evaluation.flops import model_tflops
+            tflops.update({(f"{label}|{s}" if several else s): v
+                           for s, v in model_tflops(model, num_documents=num_documents).items()})
+        del model
+    if several and not args.benchmark:
+        for name, source, _ in datasets:   # every model side by side
+            _print_systems(f"{source}: all models", all_metrics[name])
     if args.benchmark:
         from scaledown.evaluation.paper_table import format_table
-        tflops = None
-        if not args.no_flops:
-            from scaledown.evaluation.flops import model_tflops
-            tflops = model_tflops(model, num_documents=num_documents)
         metric = "judge" if judge is not None else "match"
-        table = format_table(all_metrics, metric, tflops, model_name=os.path.basename(os.path.abspath(args.model)))
+        table = format_table(all_metrics, metric, tflops, model_name=labels[0])
         write_atomic(os.path.join(args.output, "table.md"), table)
         write_atomic(os.path.join(args.output, "benchmarks.json"),
                      json.dumps({"metrics": all_metrics, "tflops": tflops, "num_documents": num_documents,

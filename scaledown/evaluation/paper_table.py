@@ -56,12 +56,15 @@ def format_table(results: dict[str, dict[str, dict[str, float]]], metric: str = 
         avg = f"{sum(five) / len(five):.2f}" if len(five) == len(COLUMNS) else f"{row['avg6']:.2f}*"
         lines.append(f"| {backbone} | {method} | {' | '.join(cells)} | {avg} | {_tflops(row.get('tflops'))} |")
     systems = list(dict.fromkeys(s for m in results.values() for s in m))
+    shown = None
     for i, system in enumerate(systems):
         by_title = {titles[n]: m[system].get(metric) for n, m in results.items() if n in titles and system in m}
         values = [v for v in by_title.values() if v is not None]
         avg = _cell(sum(values) / len(values)) if values else "–"
-        backbone = model_name if i == 0 else ""
-        lines.append(f"| {backbone} | {SYSTEM_LABELS.get(system, system)} | "
+        label, _, kind = system.rpartition("|")   # "model|system" when several models share the table
+        backbone = (label if label != shown else "") if label else (model_name if i == 0 else "")
+        shown = label or shown
+        lines.append(f"| {backbone} | {SYSTEM_LABELS.get(kind, kind)} | "
                      f"{' | '.join(_cell(by_title.get(c)) for c in COLUMNS)} | {avg} | "
                      f"{_tflops((tflops or {}).get(system))} |")
     notes = [f"Metric: {label}. Paper rows: OSCAR (arXiv 2504.07109) "

@@ -214,3 +214,57 @@ def test_convert_cli_reports_malformed_folder_without_traceback(released, tmp_pa
     assert not (tmp_path / "out").exists()
     assert main(["convert", "--from", "oscar", "--to", "nxd", str(folder), str(tmp_path / "out")]) == 2
     assert "--to hf" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_training_continues_from_released_folder(released, tmp_path, capsys, name):
+    """--init_from a released folder (local backend): the weights load, the RR head starts fresh with a note, the
+    run trains and its final model keeps the released prompt format; the first forward equals the released model's."""
+    from scaledown import ScaleDownModel
+    from scaledown.cli.train import train_main
+    out = tmp_path / "run"
+    code = train_main(["--init_from", released[name], "--max_steps", "2", "--batch_size", "4",
+                       "--micro_batch_size", "2", "--num_train_examples", "8", "--num_eval_examples", "2",
+                       "--eval_max_examples", "2", "--generator_warmup_ratio", "0", "--output_dir", str(out)])
+    assert code == 0
+    assert "no reranking head" in capsys.readouterr().err
+    trained = ScaleDownModel.from_pretrained(str(out / "final"))
+    source = ScaleDownModel.from_pretrained(released[name])
+    assert trained.config.prompt_format == "oscar" and trained.config.enable_reranking
+    assert trained.compressor.rr_head is not None and source.compressor.rr_head is None
+    changed = [n for n, p in trained.compressor.named_parameters()
+               if "rr_" not in n and not torch.equal(p, dict(source.compressor.named_parameters())[n])]
+    assert changed, "the compressor did not train"
+
+
+def test_eval_puts_released_and_scaledown_models_in_one_table(released, tmp_path, capsys):
+    from scaledown.checkpoint import convert
+    from scaledown.cli.main import main
+    convert("oscar", "hf", released["oscar-llama"], str(tmp_path / "converted"))
+    assets = os.path.join(os.path.dirname(HERE), "assets", "kilt")
+    out = tmp_path / "bench"
+    code = main(["eval", "--model", released["oscar-nlayers"], str(tmp_path / "converted"), "--benchmark", "nq,popqa",
+                 "--data_dir", assets, "--corpus", os.path.join(assets, "corpus.jsonl"), "--num_documents", "2",
+                 "--max_examples", "2", "--max_new_tokens", "3", "--baselines", "--output", str(out),
+                 "--no_progress"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    for label in ("oscar-nlayers", "converted"):
+        metrics = json.loads((out / "nq" / label / "metrics.json").read_text())
+        assert {"scaledown", "uncompressed", "no_docs"} <= set(metrics) and metrics["scaledown"]["n"] == 2
+    table = (out / "table.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| oscar-nlayers |")
+            or line.startswith("| converted |")]
+    assert len(rows) == 2 and "OSCAR-llama" in table and table in printed
+    summary = json.loads((out / "benchmarks.json").read_text())
+    assert {"oscar-nlayers|scaledown", "converted|scaledown", "converted|no_docs"} <= set(summary["metrics"]["nq"])
+    assert summary["tflops"]["oscar-nlayers|scaledown"] > 0
+
+
+def test_bench_latency_reads_released_folder(released, tmp_path, capsys):
+    from scaledown.cli.main import main
+    code = main(["bench", "latency", "--model", released["oscar-llama"], "--documents", "1,2", "--batch_sizes", "1",
+                 "--repeats", "1", "--warmup", "0", "--generated_tokens", "2", "--output", str(tmp_path / "lat")])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "lat" / "latency.json").read_text())
+    assert report
