@@ -7,6 +7,8 @@
     OUT/oscar-llama/               OSCAR-llama: Qwen2 generator, Llama compressor + MLP, different_mem_tokens
     OUT/oscar-nlayers/             OSCAR-N-Layers: Mistral generator, 1-layer 'mistral_trimmed' compressor,
                                    shared <MEM> token in the generator prompt
+    OUT/export-native/             a ScaleDown model written in the released layout by ScaleDown's writer
+                                   (the only folder made with project code: the reference read it back)
 
 The released files (config.json with COCOMConfig fields, adapters.pth, decoder_first_last_layers.pth,
 compressor/compressor.pth, compressor/mlp.pth) are written here with torch.save from hand-made dicts whose keys
@@ -181,13 +183,41 @@ def build_oscar_nlayers(out: str, generator_dir: str, n_layers: int = 1) -> str:
     return folder
 
 
+def native_model(folders: dict[str, str]):
+    """A ScaleDown model (Qwen2 base generator, Llama compressor + MLP, RR head, seeded weights, lora_alpha 16 = 4r)."""
+    from scaledown import ScaleDownConfig, ScaleDownModel
+    config = ScaleDownConfig(generator_model_name=folders["generator-qwen2"], compressor_type="causal_lm",
+                             compressor_model_name=folders["compressor-llama"], compressor_mlp_hidden_dim=24,
+                             doc_max_length=DOC_MAX_LENGTH, compression_rate=COMPR_RATE, lora_r=LORA_R,
+                             lora_alpha=4 * LORA_R, enable_reranking=True)
+    torch.manual_seed(0)
+    model = ScaleDownModel(config).eval()
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():   # a trained-looking adapter (peft starts B at zero)
+        for name, p in sorted(model.generator.named_parameters()):
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    return model
+
+
+def build_native_export(out: str, folders: dict[str, str]) -> str:
+    """native_model written in the released layout by ScaleDown's own writer: the folder the reference read back
+    for tests/assets/oscar_golden/export-native-*.safetensors."""
+    from scaledown.checkpoint.oscar_export import write_released
+    folder = os.path.join(out, "export-native")
+    write_released(native_model(folders), folder)
+    return folder
+
+
 def build_all(out: str) -> dict[str, str]:
     """Every folder above; returns their paths by name."""
     qwen = _base("qwen2", out, seed=11)
     mistral = _base("mistral", out, seed=12)
     llama = _base("llama", out, seed=13)
-    return {"generator-qwen2": qwen, "generator-mistral": mistral, "compressor-llama": llama,
-            "oscar-llama": build_oscar_llama(out, qwen, llama), "oscar-nlayers": build_oscar_nlayers(out, mistral)}
+    folders = {"generator-qwen2": qwen, "generator-mistral": mistral, "compressor-llama": llama,
+               "oscar-llama": build_oscar_llama(out, qwen, llama), "oscar-nlayers": build_oscar_nlayers(out, mistral)}
+    folders["export-native"] = build_native_export(out, folders)
+    return folders
 
 
 if __name__ == "__main__":

@@ -117,29 +117,37 @@ def test_convert_to_scaledown_and_back_keeps_every_tensor(released, name, tmp_pa
     assert result.notes == []
 
 
-def test_native_model_exports_to_released_layout_and_reads_back(released, tmp_path):
-    """A ScaleDown model (causal-LM compressor, lora_alpha != 2r) written in the released layout: ScaleDown's reader
-    gives back the same compressor and generator functions (the prompt format then is the released one)."""
-    from scaledown import ScaleDownConfig, ScaleDownModel
+def test_native_model_exports_to_released_layout_and_reads_back(released):
+    """A ScaleDown model (causal-LM compressor, lora_alpha != 2r, RR head) written in the released layout: ScaleDown's
+    reader gives back the same compressor and generator functions (the prompt format then is the released one)."""
+    from oscar_released_tiny import native_model
+    from scaledown import ScaleDownModel
     from scaledown.checkpoint.oscar_export import write_released
-    config = ScaleDownConfig(generator_model_name=released["generator-qwen2"], compressor_type="causal_lm",
-                             compressor_model_name=released["compressor-llama"], compressor_mlp_hidden_dim=24,
-                             doc_max_length=32, compression_rate=8, lora_r=4, lora_alpha=16, enable_reranking=True)
-    torch.manual_seed(0)
-    source = ScaleDownModel(config).eval()
-    with torch.no_grad():   # a trained-looking adapter (peft starts B at zero)
-        for n, p in source.generator.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.2)
-    notes = write_released(source, str(tmp_path / "released"))
+    source = native_model(released)
+    notes = write_released(source, os.path.join(os.path.dirname(released["export-native"]), "export-again"))
     assert any("lora_alpha=16" in n for n in notes) and any("reranking" in n for n in notes)
-    back = ScaleDownModel.from_pretrained(str(tmp_path / "released")).eval()
+    back = ScaleDownModel.from_pretrained(released["export-native"]).eval()
     ids = torch.tensor([[1, 299, 264, 409, 89, 315, 280, 34]])
     mask = torch.ones_like(ids)
     with torch.no_grad():
         torch.testing.assert_close(back.compressor(ids, mask)[0], source.compressor(ids, mask)[0])
         torch.testing.assert_close(back.generator(input_ids=ids).logits[..., :1900],
                                    source.generator(input_ids=ids).logits[..., :1900], rtol=1e-4, atol=1e-4)
+
+
+def test_export_read_by_reference_class_equals_scaledown_read(released):
+    """The reference COCOM.from_pretrained loaded ScaleDown's export once (golden export-native-float32); ScaleDown's
+    own reader of the same folder computes the same inputs, memory vectors, logits and answers."""
+    from scaledown import ScaleDownModel
+    meta, gold = _golden("export-native", "float32")
+    model = ScaleDownModel.from_pretrained(released["export-native"]).eval()
+    batch, memory, logits, answers = _outputs(model, meta)
+    n = model.config.num_memory_tokens
+    assert torch.equal(batch["compressor_attention_mask"].flatten(0, 1), gold["enc_attention_mask"][:, :-n])
+    assert torch.equal(batch["input_ids"] * batch["attention_mask"], gold["dec_input_ids"] * gold["dec_attention_mask"])
+    torch.testing.assert_close(memory, gold["memory"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logits[:, -6:], gold["logits_tail"], rtol=1e-4, atol=1e-3)
+    assert answers == [a.strip() for a in meta["export-native"]["answers"]]
 
 
 def _malformed(released, tmp_path, name="oscar-llama"):

@@ -86,7 +86,7 @@ def main():
     import modeling_cocom_ref as ref
     from safetensors.torch import save_file
     out = {}
-    for name in ("oscar-llama", "oscar-nlayers"):
+    for name in ("oscar-llama", "oscar-nlayers", "export-native"):
         tensors, answers, prompts = run(ref, os.path.join(os.environ["OSCAR_TINY"], name))
         save_file(tensors, os.path.join(HERE, f"{name}-{dtype}.safetensors"))
         out[name] = {"answers": answers, "prompt_text": prompts}
