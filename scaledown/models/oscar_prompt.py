@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from scaledown.errors import ConfigError
 from scaledown.models.inputs import PRETRAINING_TASKS, InputBuilder
 
 # The reference's system prompt, verbatim ("answer to questions"; the paper's Fig. 14 says "answer questions").
@@ -48,9 +49,9 @@ def memory_placeholders(tokenizer, num_memory_tokens: int) -> list[str]:
         return [f"<MEM{i}>" for i in range(num_memory_tokens)]
     if "<MEM>" in vocab:
         return ["<MEM>"] * num_memory_tokens
-    raise ValueError("prompt_format='oscar' needs a generator tokenizer with the released model's added tokens "
+    raise ConfigError("prompt_format='oscar' needs a generator tokenizer with the released model's added tokens "
                      "(<MEM0>.. or <MEM>, and <SEP>); load the model from a released OSCAR folder or one converted "
-                     "from it")
+                     "from it (scaledown convert --from oscar).")
 
 
 class OscarInputBuilder(InputBuilder):

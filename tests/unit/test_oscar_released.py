@@ -276,3 +276,30 @@ def test_bench_latency_reads_released_folder(released, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "lat" / "latency.json").read_text())
     assert report
+
+
+@pytest.mark.slow
+def test_zero3_two_ranks_continue_from_released_folder(released, tmp_path):
+    """--init_from a released folder under real 2-rank DeepSpeed ZeRO-3 (torchrun): the frozen embedding / head rows
+    come out exactly as released (so they were loaded, not left partitioned-empty), the compressor moved a little."""
+    from safetensors.torch import load_file
+    from deepspeed_runs import log_tail, require_deepspeed, run, zero3_config
+    require_deepspeed()
+    config = zero3_config(str(tmp_path / "z3.json"), stage3_param_persistence_threshold=0)
+    out, log = tmp_path / "out", str(tmp_path / "log")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(HERE)) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = run("torchrun", 2, ["--deepspeed", config, "--init_from", released["oscar-llama"], "--max_steps", "2",
+                               "--batch_size", "8", "--micro_batch_size", "4", "--num_eval_examples", "4",
+                               "--eval_max_examples", "2", "--generator_warmup_ratio", "0", "--output_dir", str(out)],
+               env, log)
+    assert proc.returncode == 0, log_tail(log)
+    assert "no reranking head" in log_tail(log, 100_000)
+    base = load_file(str(out / "final" / "generator_base" / "model.safetensors"))
+    rows = torch.load(os.path.join(released["oscar-llama"], "decoder_first_last_layers.pth"), weights_only=True)
+    for key, value in rows.items():
+        assert torch.equal(base[key].float(), value.float()), key
+    comp = load_file(str(out / "final" / "compressor" / "model.safetensors"))
+    source = torch.load(os.path.join(released["oscar-llama"], "compressor", "compressor.pth"), weights_only=True)
+    moved = (comp["backbone.layers.0.mlp.up_proj.weight"].float() - source["layers.0.mlp.up_proj.weight"].float())
+    assert 0 < moved.abs().max() < 0.05
