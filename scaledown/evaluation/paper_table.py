@@ -61,9 +61,9 @@ def format_table(results: dict[str, dict[str, dict[str, float]]], metric: str = 
         by_title = {titles[n]: m[system].get(metric) for n, m in results.items() if n in titles and system in m}
         values = [v for v in by_title.values() if v is not None]
         avg = _cell(sum(values) / len(values)) if values else "–"
-        label, _, kind = system.rpartition("|")   # "model|system" when several models share the table
-        backbone = (label if label != shown else "") if label else (model_name if i == 0 else "")
-        shown = label or shown
+        model, _, kind = system.rpartition("|")   # "model|system" when several models share the table
+        backbone = (model if model != shown else "") if model else (model_name if i == 0 else "")
+        shown = model or shown
         lines.append(f"| {backbone} | {SYSTEM_LABELS.get(kind, kind)} | "
                      f"{' | '.join(_cell(by_title.get(c)) for c in COLUMNS)} | {avg} | "
                      f"{_tflops((tflops or {}).get(system))} |")

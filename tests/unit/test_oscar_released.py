@@ -263,7 +263,7 @@ def test_eval_puts_released_and_scaledown_models_in_one_table(released, tmp_path
     table = (out / "table.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| oscar-nlayers |")
             or line.startswith("| converted |")]
-    assert len(rows) == 2 and "OSCAR-llama" in table and table in printed
+    assert len(rows) == 2 and "OSCAR-llama" in table and table in printed and "Metric: Match." in table
     summary = json.loads((out / "benchmarks.json").read_text())
     assert {"oscar-nlayers|scaledown", "converted|scaledown", "converted|no_docs"} <= set(summary["metrics"]["nq"])
     assert summary["tflops"]["oscar-nlayers|scaledown"] > 0
