@@ -1,7 +1,6 @@
 # PNG plots: training curves (TensorBoard logs), accuracy before/after training, systems side by side, latency.
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional, Sequence
 
@@ -132,8 +131,8 @@ def plot_latency(report: dict, path: str) -> str:
 def _read_json(path: str) -> dict:
     if not os.path.isfile(path):
         raise DataError(f"{path} does not exist.")
-    with open(path) as f:
-        return json.load(f)
+    from scaledown.text_files import load_json
+    return load_json(path, DataError)
 
 
 def plot_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown plot") -> int:
