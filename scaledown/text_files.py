@@ -5,7 +5,8 @@
   or by the NUL bytes ASCII text has in them) are refused with the file name and the way to convert;
 - lines: a line ends at '\\n' only (a trailing '\\r' of Windows files is dropped). U+2028, U+2029,
   U+0085, \\x1c-\\x1e, \\x0b and \\x0c inside a JSON string are text, not line breaks (JSON Lines,
-  jsonlines.org; `str.splitlines()` would split on them);
+  jsonlines.org; `str.splitlines()` would split on them); raw control characters inside JSON strings
+  are accepted (json strict=False) rather than failing a whole corpus line;
 - streaming: `iter_lines` reads one line at a time (corpora are tens of GB); only whole-document formats
   (a JSON list, YAML, a small JSON settings file) are read at once, by `read_text`;
 - errors name the file and the line (and column) and say how to fix it.
@@ -124,7 +125,7 @@ def load_json(path: str, error: type = DataError, what: str = "JSON") -> Any:
     """The JSON value of a whole file; a syntax error names the file, line and column."""
     text = read_text(path, error)
     try:
-        return json.loads(text)
+        return json.loads(text, strict=False)
     except json.JSONDecodeError as exc:
         raise error(f"{path} is not valid {what}: line {exc.lineno} column {exc.colno}: {exc.msg}. "
                     f"Fix the JSON there (a missing comma or quote is the usual cause).") from None
@@ -158,7 +159,7 @@ def iter_json_lines(path: str, on_bad: Callable[[str, str, str], None],
             continue
         where = f"{path} line {number}"
         try:
-            value = json.loads(line)
+            value = json.loads(line, strict=False)   # raw control characters inside strings are text
         except json.JSONDecodeError as exc:
             on_bad(f"{where} column {exc.colno}", "malformed JSON lines",
                    f"malformed JSON ({exc.msg}); each line must be one complete JSON object")

@@ -28,7 +28,7 @@ def read_rows(path: str) -> list[tuple[str, dict]]:
     if not text.strip():
         raise DataError(f"{path} is empty; it must hold rows ({ROW_HELP}).")
     try:
-        data = json.loads(text)
+        data = json.loads(text, strict=False)
     except json.JSONDecodeError as exc:
         if _looks_like_jsonl(text):
             return _read_jsonl(path)
