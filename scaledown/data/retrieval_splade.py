@@ -54,7 +54,7 @@ class SpladeRetriever(Retriever):
         rows = []
         for offset in range(0, len(texts), self.batch_size):
             batch = tokenizer(list(texts[offset:offset + self.batch_size]), truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt").to(device)
+                              padding=True, return_tensors="pt", split_special_tokens=True).to(device)
             with torch.inference_mode():
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 weights = torch.log1p(torch.relu(logits.float())) * batch["attention_mask"].unsqueeze(-1)
