@@ -101,6 +101,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--pretrain_eval_data", "--pretrain-eval-data", metavar="PATH",
                      help="--stage pretrain: held-out text for reconstruction accuracy (same formats). Omitted: "
                           "every 50th document of --pretrain_data (at most 512 chunks) is held out.")
+    run.add_argument("--no_progress", "--no-progress", action="store_true",
+                     help="No progress bar (console lines every logging_steps remain). Bars are also off when "
+                          "stderr is not a terminal (SLURM, nohup, `> run.log`) or SCALEDOWN_NO_PROGRESS is set.")
     run.add_argument("--skip_bad_rows", "--skip-bad-rows", action="store_true",
                      help="--stage pretrain: skip and count malformed corpus lines instead of stopping at the first.")
     run.add_argument("--neuron_config", "--neuron-config", metavar="PATH",

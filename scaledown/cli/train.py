@@ -125,7 +125,8 @@ def run_training(config, args, backend_factory: Optional[Callable] = None) -> in
         model = backend.build_model(lambda: ScaleDownModel.with_pretrained_compressor(args.init_compressor_from, config))
     else:
         model = backend.build_model(lambda: ScaleDownModel(config))
-    trainer = ScaleDownTrainer(model, config, train, evaluation, backend=backend, resume_from=args.resume_from)
+    trainer = ScaleDownTrainer(model, config, train, evaluation, backend=backend, resume_from=args.resume_from,
+                               progress=not args.no_progress)
     result = trainer.train()
     if backend.is_main:
         summary = {"steps": result.steps, "interrupted": result.interrupted, "train_seconds": result.train_seconds,

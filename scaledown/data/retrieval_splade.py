@@ -71,8 +71,9 @@ class SpladeRetriever(Retriever):
     def build_part(self, passages, start: int, stop: int, out_dir: str, progress: bool) -> None:
         import scipy.sparse as sp
         from tqdm import tqdm
+        from scaledown.progress import show_progress
         bar = tqdm(total=stop - start, desc=f"SPLADE encoding passages {start}-{stop}", unit=" passages",
-                   disable=not progress, mininterval=2)
+                   disable=not show_progress(progress), mininterval=2)
         blocks = []
         for texts in documents_of(passages, start, stop, self.batch_size):
             blocks.append(self.encode(texts, self.doc_max_length))

@@ -70,7 +70,8 @@ class LLMJudge:
         side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"  # last position = next token
         scores: list[float] = []
         starts = range(0, len(prompts), self.batch_size)
-        if progress:
+        from scaledown.progress import show_progress
+        if show_progress(progress):
             from tqdm.auto import tqdm
             starts = tqdm(starts, desc=f"judging ({self.name})", unit="batch")
         try:
