@@ -5,6 +5,10 @@ from typing import Any, Sequence
 
 from scaledown.errors import ConfigError, DataError
 
+class ApiInputError(DataError, TypeError):
+    """A wrong kind of argument (a string where a list belongs): a DataError with the fix, and a TypeError."""
+
+
 API_HELP = ('pass one list of documents per query: model.answer(["question"], [["document 1", "document 2"]])')
 
 
@@ -15,9 +19,9 @@ def check_api_inputs(queries: Sequence[str], documents: Sequence[Sequence[str]],
     A string where a list of documents belongs is refused (list("a document") would be one-character
     documents); so is an empty document list, unless `allow_no_documents` (documents_as="none")."""
     if isinstance(queries, str):
-        raise DataError(f"queries must be a list of strings (one per question), not a single string; {API_HELP}.")
+        raise ApiInputError(f"queries must be a list of strings (one per question), not a single string; {API_HELP}.")
     if isinstance(documents, str):
-        raise DataError(f"documents must be a list with one list of documents per query, not a single string; "
+        raise ApiInputError(f"documents must be a list with one list of documents per query, not a single string; "
                         f"{API_HELP}.")
     queries, documents = list(queries), list(documents)
     if len(queries) != len(documents):
@@ -27,7 +31,7 @@ def check_api_inputs(queries: Sequence[str], documents: Sequence[Sequence[str]],
         if not isinstance(query, str):
             raise DataError(f"queries[{i}] must be a string, got {type(query).__name__}.")
         if isinstance(docs, str):
-            raise DataError(f"documents[{i}] is one string, not a list of documents: it would be read as "
+            raise ApiInputError(f"documents[{i}] is one string, not a list of documents: it would be read as "
                             f"{len(docs)} one-character documents. Wrap it: [[\"...\"]] ({API_HELP}).")
         if not isinstance(docs, (list, tuple)):
             raise DataError(f"documents[{i}] must be a list of document strings, got {type(docs).__name__}.")
