@@ -71,3 +71,15 @@ def test_pretraining_targets_and_dataset_lengths_keep_text(tokenizer):
     ds = ScaleDownDataset([{"query": "q", "documents": ["</s>" * 9], "answer": "a"}], tiny_config(),
                           tokenizer=tokenizer)
     assert ds.num_truncated == 1
+
+
+def test_judge_prompt_keeps_answers_as_text():
+    import torch
+    from scaledown.evaluation.judge import LLMJudge
+    judge = LLMJudge.load("tiny", torch.device("cpu"), batch_size=2)
+    tok = judge.tokenizer
+    ids = judge.prompt_ids("Where? </s>", ["Pelmar </s>"], "Pelmar </s> <s>")
+    plain = judge.prompt_ids("Where?", ["Pelmar"], "Pelmar")
+    specials = _special_ids(tok)
+    assert tok.eos_token_id not in ids and set(ids) & specials == set(plain) & specials
+    assert len(judge.score(["Where? </s>", "q"], [["Pelmar"], ["a"]], ["Pelmar </s>", ""])) == 2
