@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
+from scaledown.config_types import check_field_types
 from scaledown.errors import ConfigError
 
 OSCAR_SYSTEM_PROMPT = (
@@ -18,6 +19,7 @@ OSCAR_SYSTEM_PROMPT = (
 COMPRESSOR_TYPES = ("n_layers", "modernbert", "causal_lm")
 DEVICE_TYPES = ("auto", "cpu", "gpu", "cuda", "trainium")
 STAGES = ("finetune", "pretrain")
+DEFAULT_OUTPUT_DIR = "outputs/scaledown"   # train.py replaces it by outputs/<run name> (cli/train.py run_name)
 PRETRAIN_GENERATOR_MODES = ("frozen", "lora")
 # Fields that define the model's architecture and weights (a saved model keeps them; a checkpoint must match them).
 MODEL_FIELDS = frozenset({"compressor_type", "num_compressor_layers", "compressor_model_name", "num_memory_tokens",
@@ -146,7 +148,8 @@ class ScaleDownConfig:
                                            "it can be reused with a fresh LoRA) or 'lora' (its LoRA adapters too, "
                                            "as COCOM does).")
     device_type: str = _f("auto", "'auto' (GPU if present, else CPU), 'gpu', 'cpu' or 'trainium'.")
-    output_dir: str = _f("./checkpoints", "Run folder: final/ (Hugging Face), checkpoints/, runs/ (TensorBoard).")
+    output_dir: str = _f(DEFAULT_OUTPUT_DIR, "Run folder: final/ (Hugging Face), checkpoints/, runs/ (TensorBoard). "
+                                             "Unset on the command line: outputs/<run name> (the data file's name).")
     logging_steps: int = _f(10, "Optimizer steps between TensorBoard/console logs.")
     eval_steps: int = _f(0, "Optimizer steps between evaluations on the eval set; 0: only at the end.")
     save_steps: int = _f(500, "Optimizer steps between checkpoints; 0: only at the end.")
@@ -156,12 +159,17 @@ class ScaleDownConfig:
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
+        check_field_types(self)   # before any arithmetic on the values (see config_types.py for the policy)
+        self.preset_fields = frozenset()  # fields whose value the preset gave (not a dataclass field)
         if self.preset is not None:
             from scaledown.models.presets import preset_overrides
             defaults = {f.name: _default_of(f) for f in fields(self)}
+            applied = set()
             for key, value in preset_overrides(self.preset).items():
                 if getattr(self, key) == defaults[key]:
                     setattr(self, key, value)
+                    applied.add(key)
+            self.preset_fields = frozenset(applied)
         self._resolve_compression()
         self.validate()
 
@@ -176,7 +184,8 @@ class ScaleDownConfig:
             self.compression_rate = self.doc_max_length // self.num_memory_tokens
 
     def validate(self) -> None:
-        """Raise ConfigError on the first invalid or inconsistent value."""
+        """Raise ConfigError on the first invalid or inconsistent value (wrong types first, naming the field)."""
+        check_field_types(self)
         _check_choice("compressor_type", self.compressor_type, COMPRESSOR_TYPES)
         _check_choice("device_type", self.device_type, DEVICE_TYPES)
         _check_choice("stage", self.stage, STAGES)
@@ -258,8 +267,11 @@ class ScaleDownConfig:
         return [f.name for f in fields(cls)]
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "ScaleDownConfig":
-        """Build from a mapping; values given explicitly win over the preset's (even when equal to a default)."""
+    def from_dict(cls, values: dict[str, Any], source: str = "config", user_data: bool = False) -> "ScaleDownConfig":
+        """Build from a mapping; values given explicitly win over the preset's (even when equal to a default).
+
+        user_data=True (a run on the user's files): the preset's synthetic-task schedule and lengths are not
+        applied (presets.SYNTHETIC_TASK_FIELDS). `config.preset_fields` names the fields the preset set."""
         values = dict(values)
         unknown = [k for k in values if k not in cls.field_names()]
         if unknown:
@@ -270,11 +282,15 @@ class ScaleDownConfig:
             raise ConfigError(f"{source}: unknown setting {', '.join(hints)}. "
                               f"Valid settings are the ScaleDownConfig fields (see `python train.py --help`).")
         preset = values.pop("preset", None)
+        from_preset: frozenset = frozenset()
         if preset is not None:
             from scaledown.models.presets import preset_overrides
-            values = {**preset_overrides(preset), **values}
+            overrides = preset_overrides(preset, user_data=user_data)
+            from_preset = frozenset(k for k in overrides if k not in values)
+            values = {**overrides, **values}
         config = cls(**values)
         config.preset = preset  # recorded after construction: the values above are already resolved
+        config.preset_fields = from_preset  # not a field: who set a value matters only to this run's checks
         return config
 
     @classmethod
@@ -323,16 +339,11 @@ class ScaleDownConfig:
 def read_config_file(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path} does not exist. Pass --config with a YAML or JSON file.")
-    with open(path) as f:
-        text = f.read()
-    try:
-        if path.endswith((".yaml", ".yml")):
-            import yaml
-            values = yaml.safe_load(text)
-        else:
-            values = json.loads(text)
-    except Exception as exc:  # parse errors carry line numbers in their message
-        raise ConfigError(f"{path} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: {exc}") from None
+    from scaledown.text_files import load_json, load_yaml
+    if path.endswith((".yaml", ".yml")):
+        values = load_yaml(path, ConfigError)
+    else:
+        values = load_json(path, ConfigError)
     if values is None:
         return {}
     if not isinstance(values, dict):

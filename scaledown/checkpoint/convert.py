@@ -18,9 +18,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from scaledown.errors import ConfigError
+from scaledown.errors import CheckpointError, ConfigError
 
 FORMATS = ("deepspeed", "hf", "nxd", "oscar")   # oscar: NAVER's released layout (hf <-> oscar only)
+# files of a one-process (local backend) checkpoint (training/backends/local.py), recognised to say what to do
+LOCAL_MODEL_FILE, LOCAL_CLIENT_FILE = "model.safetensors", "client_state.pt"
 
 
 @dataclass
@@ -52,6 +54,7 @@ def _check_options(src_format: str, dst_format: str, tp: int, pp: int, kv_replic
 def _describe(src_format: str, src: str, src_tag: Optional[str], config_file: Optional[str]):
     """The source's model description, cheaply (no tensors read)."""
     from scaledown.checkpoint import deepspeed_read, nxd_files
+    _refuse_one_process_checkpoint(src)
     from scaledown.checkpoint.description import ModelDescription, describe_checkpoint
     from scaledown.checkpoint.hf_format import describe_folder
     if src_format == "hf":
@@ -63,6 +66,18 @@ def _describe(src_format: str, src: str, src_tag: Optional[str], config_file: Op
         return description
     tag_dir = (nxd_files.find_tag if src_format == "nxd" else deepspeed_read.find_tag)(src, src_tag)
     return describe_checkpoint(tag_dir, config_file, src_format)[0]
+
+
+def _refuse_one_process_checkpoint(src: str) -> None:
+    """A one-process (local backend) training checkpoint is resumed by that backend; the model it holds is
+    converted from the run's OUTPUT_DIR/final, which every training run writes."""
+    folders = [src] + ([os.path.join(src, n) for n in sorted(os.listdir(src))] if os.path.isdir(src) else [])
+    if any(os.path.isfile(os.path.join(f, LOCAL_MODEL_FILE)) and os.path.isfile(os.path.join(f, LOCAL_CLIENT_FILE))
+           for f in folders):
+        raise CheckpointError(f"{src} is a one-process (local backend) training checkpoint; `scaledown convert` reads "
+                              f"Hugging Face folders (--from hf: a run's OUTPUT_DIR/final), DeepSpeed and NxD "
+                              f"checkpoints. Convert the run's OUTPUT_DIR/final instead, or resume this checkpoint "
+                              f"with `python train.py --resume_from {src}` (same --output_dir) and convert its final/.")
 
 
 def convert(src_format: str, dst_format: str, src: str, dst: str, *, tp: int = 1, pp: int = 1,

@@ -125,11 +125,11 @@ def config_from_dict(values: dict, source: str) -> ScaleDownConfig:
 def read_json(path: str) -> Optional[dict]:
     if not os.path.isfile(path):
         return None
+    from scaledown.text_files import load_json
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}). The checkpoint is damaged; copy it again.") from None
+        return load_json(path, CheckpointError)
+    except OSError as exc:
+        raise CheckpointError(f"{path} could not be read ({exc}). The checkpoint is damaged; copy it again.") from None
 
 
 def write_metadata(directory: str, description: ModelDescription, layout: dict[str, Any]) -> None:

@@ -17,7 +17,16 @@ ALIASES = {"num_compressor_layers": ["--num_layers"], "device_type": ["--device"
 
 
 class FriendlyParser(argparse.ArgumentParser):
-    """argparse that ends bad usage with one paragraph naming the fix (and a close flag), exit 2."""
+    """argparse that ends bad usage with one paragraph naming the fix (and a close flag), exit 2.
+
+    With `config_run_flags` set (the train commands), run flags written in the --config file fill the
+    ones the command line left out (see apply_config_run_flags)."""
+
+    config_run_flags = False
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed = super().parse_args(args, namespace)
+        return apply_config_run_flags(self, parsed) if self.config_run_flags else parsed
 
     def error(self, message: str) -> typing.NoReturn:
         hint = ""
@@ -70,7 +79,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
-    run.add_argument("--config", help="YAML or JSON file of ScaleDownConfig settings; flags override it.")
+    run.add_argument("--config", help="YAML or JSON file of ScaleDownConfig settings, and of run flags such as "
+                     "train_data, eval_data or resume_from; flags on the command line override it.")
     run.add_argument("--train_data", "--train-data", help="Training rows: .json list, .jsonl or .parquet "
                      "(query, documents, answer[, reranking_scores]). Omitted: built-in synthetic data "
                      "with the tiny preset.")
@@ -91,6 +101,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--pretrain_eval_data", "--pretrain-eval-data", metavar="PATH",
                      help="--stage pretrain: held-out text for reconstruction accuracy (same formats). Omitted: "
                           "every 50th document of --pretrain_data (at most 512 chunks) is held out.")
+    run.add_argument("--no_progress", "--no-progress", action="store_true",
+                     help="No progress bar (console lines every logging_steps remain). Bars are also off when "
+                          "stderr is not a terminal (SLURM, nohup, `> run.log`) or SCALEDOWN_NO_PROGRESS is set.")
     run.add_argument("--skip_bad_rows", "--skip-bad-rows", action="store_true",
                      help="--stage pretrain: skip and count malformed corpus lines instead of stopping at the first.")
     run.add_argument("--neuron_config", "--neuron-config", metavar="PATH",
@@ -108,24 +121,52 @@ def build_parser(prog: str, description: str) -> FriendlyParser:
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_run_flags(parser)
     add_config_flags(parser)
+    parser.config_run_flags = True
     return parser
 
 
 def config_from_args(args: argparse.Namespace, default_preset: Optional[str] = None,
-                     base: Optional[dict[str, Any]] = None) -> ScaleDownConfig:
+                     base: Optional[dict[str, Any]] = None, user_data: bool = False) -> ScaleDownConfig:
     """defaults < preset < base (e.g. a reused compressor's architecture) < --neuron_config layout < --config file
-    < flags."""
+    < flags. Run flags held in the --config file (train_data, ...) are not settings: see apply_config_run_flags.
+    user_data: the run reads the user's files, so a preset's synthetic-task schedule and lengths do not apply."""
     fields = set(ScaleDownConfig.field_names())
     flags = {k: v for k, v in vars(args).items() if k in fields}
     values: dict[str, Any] = dict(base or {})
     if getattr(args, "neuron_config", None):
         from scaledown.training.neuron_layout import NeuronLayout
         values.update(NeuronLayout.from_file(args.neuron_config).config_values())
-    values.update(read_config_file(args.config) if getattr(args, "config", None) else {})
+    if getattr(args, "config", None):
+        run_keys = set(vars(args)) - fields
+        values.update({k: v for k, v in read_config_file(args.config).items() if k not in run_keys})
     values.update(flags)
     if "preset" not in values and default_preset and "generator_model_name" not in values:
         values["preset"] = default_preset
-    return ScaleDownConfig.from_dict(values, source=args.config or "command line")
+    return ScaleDownConfig.from_dict(values, source=getattr(args, "config", None) or "command line",
+                                     user_data=user_data)
+
+
+def apply_config_run_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Run flags written in the --config file (train_data, eval_data, resume_from, ...: the `run` group's
+    names) fill those not given on the command line; the command line wins. Returns `args`."""
+    path = getattr(args, "config", None)
+    if not path:
+        return args
+    fields = set(ScaleDownConfig.field_names())
+    actions = {a.dest: a for a in parser._actions if a.dest not in fields and a.option_strings}
+    for key, value in read_config_file(path).items():
+        action = actions.get(key)
+        if action is None or key == "config" or getattr(args, key, None) != action.default:
+            continue   # a setting, or a flag the command line gave
+        if action.type is not None and value is not None and not isinstance(value, bool):
+            try:
+                value = action.type(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{path}: {key}={value!r} is not valid for --{key}.") from None
+        elif isinstance(action, argparse._StoreTrueAction) and not isinstance(value, bool):
+            raise ConfigError(f"{path}: {key}={value!r} must be true or false (without quotes).")
+        setattr(args, key, value)
+    return args
 
 
 def parse(parser: FriendlyParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:

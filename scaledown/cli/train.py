@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from typing import Callable, Optional, Sequence
 
 from scaledown.cli.args import build_parser, config_from_args
 from scaledown.cli.errors import run_cli
+from scaledown.config import DEFAULT_OUTPUT_DIR
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = ("Train a ScaleDown (OSCAR-style) compressor + LoRA generator. With no data flags it trains the "
                "offline tiny preset on built-in synthetic data on this machine and reports held-out accuracy "
@@ -45,8 +49,11 @@ def load_datasets(config, args, backend_is_main: bool = True):
                                      is_main=backend_is_main, skip_bad_rows=args.skip_bad_rows,
                                      num_rows=args.num_train_examples)
     if args.train_data:
+        from scaledown.data.reranking_check import check_reranking_scores
         train = ScaleDownDataset(args.train_data, config)
-        evaluation = ScaleDownDataset(args.eval_data, config) if args.eval_data else None
+        check_reranking_scores(config, train)
+        evaluation = (ScaleDownDataset(args.eval_data, config, num_documents=config.num_documents_eval)
+                      if args.eval_data else None)
         return train, evaluation
     if "shuffle_data" not in vars(args):  # the curriculum only works in its order
         config.shuffle_data = False
@@ -54,7 +61,7 @@ def load_datasets(config, args, backend_is_main: bool = True):
     if args.num_train_examples:
         rows = rows[:args.num_train_examples]
     train = ScaleDownDataset(rows, config)
-    evaluation = (ScaleDownDataset(args.eval_data, config) if args.eval_data else
+    evaluation = (ScaleDownDataset(args.eval_data, config, num_documents=config.num_documents_eval) if args.eval_data else
                   ScaleDownDataset(generate_examples(args.num_eval_examples, seed=config.seed + 10_000), config))
     return train, evaluation
 
@@ -79,8 +86,29 @@ def train_config(args):
     if args.init_compressor_from:
         from scaledown.models.compressor_reuse import read_saved_compressor
         base = read_saved_compressor(args.init_compressor_from).architecture()
-    real_data = args.train_data or args.pretrain_data
-    return config_from_args(args, default_preset=None if real_data else "tiny", base=base)
+    real_data = bool(args.train_data or args.pretrain_data)
+    config = config_from_args(args, default_preset=None if real_data else "tiny", base=base, user_data=real_data)
+    if real_data and config.preset:
+        from scaledown.models.presets import SYNTHETIC_TASK_FIELDS
+        logger.warning("preset %s with your own data: %s keep their defaults (the preset's values belong to its "
+                       "built-in synthetic task); set them with flags if you want others.", config.preset,
+                       ", ".join(f"{k}={getattr(config, k)}" for k in SYNTHETIC_TASK_FIELDS))
+    if config.output_dir == DEFAULT_OUTPUT_DIR:   # not chosen: one folder per run name, never ./checkpoints/checkpoints
+        config.output_dir = os.path.join("outputs", run_name(config, args))
+    return config
+
+
+def run_name(config, args) -> str:
+    """Default run folder name under ./outputs: the data file's name ('mine' for mine.jsonl), or 'tiny-synthetic'
+    / 'pretrain-synthetic' for the built-in data; pretraining runs start with 'pretrain-'."""
+    source = args.pretrain_data if config.stage == "pretrain" else args.train_data
+    if source:
+        name = os.path.basename(os.path.normpath(source))
+        for suffix in (".gz", ".jsonl", ".json", ".parquet"):
+            name = name[:-len(suffix)] if name.endswith(suffix) else name
+    else:
+        name = f"{config.preset or 'default'}-synthetic"
+    return f"pretrain-{name}" if config.stage == "pretrain" else name
 
 
 def run_training(config, args, backend_factory: Optional[Callable] = None) -> int:
@@ -92,12 +120,13 @@ def run_training(config, args, backend_factory: Optional[Callable] = None) -> in
     train, evaluation = load_datasets(config, args, backend.is_main)
     if args.init_from:
         overrides = _init_overrides(config, args.init_from)
-        model = backend.build_model(lambda: ScaleDownModel.from_pretrained(args.init_from, **overrides))
+        model = backend.build_model(lambda: ScaleDownModel.from_pretrained(args.init_from, **overrides).train())   # from_pretrained gives eval mode
     elif args.init_compressor_from:
         model = backend.build_model(lambda: ScaleDownModel.with_pretrained_compressor(args.init_compressor_from, config))
     else:
         model = backend.build_model(lambda: ScaleDownModel(config))
-    trainer = ScaleDownTrainer(model, config, train, evaluation, backend=backend, resume_from=args.resume_from)
+    trainer = ScaleDownTrainer(model, config, train, evaluation, backend=backend, resume_from=args.resume_from,
+                               progress=not args.no_progress)
     result = trainer.train()
     if backend.is_main:
         summary = {"steps": result.steps, "interrupted": result.interrupted, "train_seconds": result.train_seconds,

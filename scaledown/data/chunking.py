@@ -72,8 +72,11 @@ def chunk_documents(documents: Iterable[CorpusDocument], tokenizer, chunk_tokens
 
 
 def _chunk_batch(batch: list[CorpusDocument], tokenizer, chunk_tokens: int) -> Iterator[Passage]:
-    encoded = tokenizer([d.text for d in batch], add_special_tokens=False, return_offsets_mapping=True)
-    titles = tokenizer([format_document(d.title, "") for d in batch], add_special_tokens=False)["input_ids"]
+    # corpus text is text: '</s>' or '[SEP]' in it counts as the tokens the model will read (inputs.text_ids)
+    encoded = tokenizer([d.text for d in batch], add_special_tokens=False, return_offsets_mapping=True,
+                        split_special_tokens=True)
+    titles = tokenizer([format_document(d.title, "") for d in batch], add_special_tokens=False,
+                       split_special_tokens=True)["input_ids"]
     for document, offsets, title_ids in zip(batch, encoded["offset_mapping"], titles):
         budget = max(chunk_tokens - len(title_ids), MIN_TEXT_TOKENS)
         chunk = 0

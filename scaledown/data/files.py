@@ -27,8 +27,8 @@ def read_json(path: str) -> Optional[Any]:
     """The JSON in `path`, or None when it does not exist."""
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    from scaledown.text_files import load_json
+    return load_json(path)
 
 
 def wait_until(count_done: Callable[[], int], total: int, what: str, poll_seconds: float = 1.0) -> None:

@@ -99,8 +99,8 @@ def write_queries(work_dir: str, queries) -> None:
 
 
 def read_queries(work_dir: str) -> list[str]:
-    with open(os.path.join(work_dir, QUERIES), encoding="utf-8") as f:
-        return [json.loads(line)["query"] for line in f if line.strip()]
+    from scaledown.text_files import iter_lines
+    return [json.loads(line)["query"] for _, line in iter_lines(os.path.join(work_dir, QUERIES)) if line.strip()]
 
 
 class ShardWriter:

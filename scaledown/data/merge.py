@@ -36,6 +36,7 @@ def _shard_rows(work_dir: str, rank: int, world: int) -> Iterator[tuple[int, str
 def merge_shards(work_dir: str, world: int, output_file: str, progress: bool = True) -> int:
     """Write `output_file` (.json list or .jsonl) atomically; return the number of rows."""
     from tqdm import tqdm
+    from scaledown.progress import show_progress
 
     total = sum(read_progress(work_dir, rank, world)["rows"] for rank in range(world))
     if total == 0:
@@ -50,7 +51,7 @@ def merge_shards(work_dir: str, world: int, output_file: str, progress: bool = T
         with open(tmp, "w", encoding="utf-8") as out:
             out.write("[\n" if as_list else "")
             for index, where, row in tqdm(merged, total=total, desc="merging shards", unit=" rows",
-                                          disable=not progress, mininterval=2):
+                                          disable=not show_progress(progress), mininterval=2):
                 if index <= last:
                     raise DataError(f"{where}: query {index} appears twice in the shards; the work folder "
                                     f"{work_dir} is inconsistent. Delete it and rerun.")

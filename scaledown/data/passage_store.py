@@ -65,6 +65,7 @@ class PassageStore:
         """Chunk `corpus_path` into `directory` unless a store built from the same inputs is there."""
         import pyarrow as pa
         from tqdm import tqdm
+        from scaledown.progress import show_progress
 
         wanted = cls.wanted_meta(corpus_path, chunk_tokens, tokenizer_name)
         if cls.is_built(directory, wanted):
@@ -81,7 +82,7 @@ class PassageStore:
         count = 0
         with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             columns: dict[str, list] = {name: [] for name in schema.names}
-            bar = tqdm(desc="chunking corpus", unit=" passages", disable=not progress, mininterval=2)
+            bar = tqdm(desc="chunking corpus", unit=" passages", disable=not show_progress(progress), mininterval=2)
             for passage in chunk_documents(documents, tokenizer, chunk_tokens):
                 for name in schema.names:
                     columns[name].append(getattr(passage, name))

@@ -108,6 +108,7 @@ def process_block(pipe: Pipeline, plan: WorkerPlan, first_index: int, queries: l
 def run_worker(plan: WorkerPlan, rank: int, world: int) -> dict[str, Any]:
     """Finish this worker's blocks (resuming after the last recorded one); return its statistics."""
     from tqdm import tqdm
+    from scaledown.progress import show_progress
 
     start = time.time()
     passages, retriever = open_index(plan, rank, world)
@@ -122,7 +123,7 @@ def run_worker(plan: WorkerPlan, rank: int, world: int) -> dict[str, Any]:
         pipe = load_pipeline(plan, passages, retriever)
         bar = tqdm(total=sum(size(b) for b in mine), initial=sum(size(b) for b in mine[:writer.blocks_done]),
                    desc=f"worker {rank}/{world}" if world > 1 else "answering", unit=" queries",
-                   position=rank if world > 1 else None, disable=not plan.progress, mininterval=1, smoothing=0.1)
+                   position=rank if world > 1 else None, disable=not show_progress(plan.progress), mininterval=1, smoothing=0.1)
         window = [time.time(), None]   # answering only: models loaded, index ready
         for block in todo:
             first = block * plan.block_size

@@ -94,10 +94,12 @@ def _ms_marco_rows(path: Optional[str], split: str) -> Iterable[dict[str, Any]]:
 
 
 def _tsv_rows(path: str) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            qid, _, text = line.rstrip("\n").partition("\t")
-            yield {"query_id": qid, "query": text} if text else {"query": qid}
+    from scaledown.text_files import iter_lines
+    for _, line in iter_lines(path):
+        if not line.strip():
+            continue
+        qid, _, text = line.partition("\t")
+        yield {"query_id": qid, "query": text} if text else {"query": qid}
 
 
 def synthetic_queries(count: int, seed: int) -> Iterator[Query]:

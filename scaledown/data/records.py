@@ -4,12 +4,12 @@ read incrementally. Malformed lines go to a BadRows policy (error naming file an
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Iterator
 
 from scaledown.data.bad_rows import BadRows
 from scaledown.errors import DataError
+from scaledown.text_files import first_char, iter_json_lines, load_json
 
 FORMATS = (".jsonl", ".json", ".parquet")
 
@@ -29,60 +29,22 @@ def iter_records(path: str, bad: BadRows) -> Iterator[tuple[str, dict]]:
     """(where, record) pairs; non-object or malformed rows are reported to `bad`."""
     if path.endswith(".parquet"):
         yield from _iter_parquet(path)
-    elif path.endswith(".json") and _first_char(path) == "[":
+    elif path.endswith(".json") and first_char(path) == "[":
         yield from _iter_json_list(path, bad)
     else:   # .jsonl, and .json files holding JSON lines (KILT's kilt_knowledgesource.json is one)
         yield from _iter_jsonl(path, bad)
 
 
-def _first_char(path: str) -> str:
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(4096)
-            if not chunk:
-                return ""
-            stripped = chunk.lstrip()
-            if stripped:
-                return chr(stripped[0])
-
-
 def _iter_jsonl(path: str, bad: BadRows) -> Iterator[tuple[str, dict]]:
-    opener = _open_gzip if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            where = f"{path} line {number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad.report(where, "non-UTF-8 lines", f"text is not valid UTF-8 (byte {exc.start + 1}); "
-                                                      f"re-save the file as UTF-8")
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad.report(where, "malformed JSON lines", f"malformed JSON at column {exc.colno} ({exc.msg}); "
-                                                          f"each line must be one complete JSON object")
-                continue
-            if not isinstance(record, dict):
-                bad.report(where, "lines that are not objects", f"expected a JSON object, got {type(record).__name__}")
-                continue
-            yield where, record
-
-
-def _open_gzip(path: str, mode: str):
-    import gzip
-    return gzip.open(path, mode)
+    for where, record in iter_json_lines(path, bad.report):
+        if not isinstance(record, dict):
+            bad.report(where, "lines that are not objects", f"expected a JSON object, got {type(record).__name__}")
+            continue
+        yield where, record
 
 
 def _iter_json_list(path: str, bad: BadRows) -> Iterator[tuple[str, dict]]:
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {exc.lineno} column {exc.colno}: malformed JSON ({exc.msg}). Fix it, or "
-                            f"write the file as JSONL (one object a line) so single bad lines can be skipped.") from None
+    data = load_json(path, DataError)
     if not isinstance(data, list):
         raise DataError(f"{path} holds a JSON {type(data).__name__}; it must be a list of objects (or use .jsonl).")
     for number, record in enumerate(data, start=1):

@@ -25,7 +25,8 @@ class CrossEncoderReranker:
         for offset in range(0, len(pairs), self.batch_size):
             chunk = pairs[offset:offset + self.batch_size]
             batch = self.tokenizer([q for q, _ in chunk], [d for _, d in chunk], truncation="only_second",
-                                   max_length=self.max_length, padding=True, return_tensors="pt").to(self.device)
+                                   max_length=self.max_length, padding=True, return_tensors="pt",
+                                   split_special_tokens=True).to(self.device)   # '[SEP]' in a text stays text
             with torch.inference_mode():
                 logits = self.model(**batch).logits.float()
             # one label: the relevance logit; two labels (irrelevant, relevant): the relevant one

@@ -54,7 +54,7 @@ class SpladeRetriever(Retriever):
         rows = []
         for offset in range(0, len(texts), self.batch_size):
             batch = tokenizer(list(texts[offset:offset + self.batch_size]), truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt").to(device)
+                              padding=True, return_tensors="pt", split_special_tokens=True).to(device)
             with torch.inference_mode():
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 weights = torch.log1p(torch.relu(logits.float())) * batch["attention_mask"].unsqueeze(-1)
@@ -71,8 +71,9 @@ class SpladeRetriever(Retriever):
     def build_part(self, passages, start: int, stop: int, out_dir: str, progress: bool) -> None:
         import scipy.sparse as sp
         from tqdm import tqdm
+        from scaledown.progress import show_progress
         bar = tqdm(total=stop - start, desc=f"SPLADE encoding passages {start}-{stop}", unit=" passages",
-                   disable=not progress, mininterval=2)
+                   disable=not show_progress(progress), mininterval=2)
         blocks = []
         for texts in documents_of(passages, start, stop, self.batch_size):
             blocks.append(self.encode(texts, self.doc_max_length))

@@ -7,6 +7,7 @@ import os
 from typing import Any, Iterable, Optional
 
 from scaledown.errors import DataError
+from scaledown.text_files import iter_json_lines, read_text
 
 ROW_HELP = ('each row is {"query": str, "documents": [str, ...], "answer": str, '
             '"reranking_scores": [number, ...] (optional)}')
@@ -21,24 +22,16 @@ def read_rows(path: str) -> list[tuple[str, dict]]:
         raise DataError(f"{path} is a folder; pass a .json, .jsonl or .parquet file.")
     if path.endswith(".parquet"):
         return _read_parquet(path)
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise DataError(f"{path} line {line} column {column}: text is not valid UTF-8 (byte 0x{raw[exc.start]:02x}). "
-                        f"Re-save the file as UTF-8.") from None
+    if path.endswith((".jsonl", ".jsonl.gz")):
+        return _read_jsonl(path)   # streamed line by line
+    text = read_text(path)
     if not text.strip():
         raise DataError(f"{path} is empty; it must hold rows ({ROW_HELP}).")
-    if path.endswith(".jsonl"):
-        return _read_jsonl(path, text)
     try:
-        data = json.loads(text)
+        data = json.loads(text, strict=False)
     except json.JSONDecodeError as exc:
         if _looks_like_jsonl(text):
-            return _read_jsonl(path, text)
+            return _read_jsonl(path)
         raise DataError(f"{path} line {exc.lineno} column {exc.colno}: malformed JSON ({exc.msg}). "
                         f"Fix the JSON there (a missing comma or quote is the usual cause).") from None
     if isinstance(data, dict):
@@ -52,20 +45,16 @@ def read_rows(path: str) -> list[tuple[str, dict]]:
 
 
 def _looks_like_jsonl(text: str) -> bool:
-    lines = [l for l in text.splitlines() if l.strip()]
+    lines = [l for l in text.split("\n") if l.strip()]   # JSON Lines end at '\n' only
     return len(lines) > 1 and all(l.lstrip().startswith("{") for l in lines[:2])
 
 
-def _read_jsonl(path: str, text: str) -> list[tuple[str, dict]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((f"{path} line {number}", json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {number} column {exc.colno}: malformed JSON ({exc.msg}). "
-                            f"Each line of a .jsonl file must be one complete JSON object.") from None
+def _raise_bad_line(where: str, reason: str, detail: str) -> None:
+    raise DataError(f"{where}: {detail}.")
+
+
+def _read_jsonl(path: str) -> list[tuple[str, dict]]:
+    rows = list(iter_json_lines(path, _raise_bad_line))
     if not rows:
         raise DataError(f"{path} has no rows; it needs at least one ({ROW_HELP}).")
     return rows

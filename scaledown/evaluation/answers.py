@@ -30,7 +30,8 @@ def predict(model, rows: Sequence[dict], documents_as: str = "memory", batch_siz
     model.eval()
     out: list[str] = []
     starts = range(0, len(rows), batch_size)
-    if progress:
+    from scaledown.progress import show_progress
+    if show_progress(progress):
         from tqdm.auto import tqdm
         starts = tqdm(starts, desc=f"answering ({documents_as})", unit="batch")
     try:

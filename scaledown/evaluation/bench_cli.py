@@ -43,6 +43,16 @@ def flops_main(argv: Sequence[str], prog: str) -> int:
         _add(parser, name, type=int, default=getattr(defaults, name),
              help=f"(default {getattr(defaults, name)}; OSCAR's setup is the default)")
     args = parser.parse_args(argv)
+    for name in ("query_tokens", "num_documents", "document_tokens", "memory_tokens", "generated_tokens",
+                 "template_tokens"):   # the comparison needs documents to compress and tokens to generate
+        lowest = 0 if name == "template_tokens" else 1
+        if getattr(args, name) < lowest:
+            raise ConfigError(f"--{name} {getattr(args, name)}: use {'0 or more' if lowest == 0 else 'at least 1'} "
+                              f"(OSCAR's setup: {getattr(defaults, name)}). With no documents there is nothing to "
+                              f"compress; the no-documents system is the 'no_docs' row of `scaledown eval "
+                              f"--baselines`." if name == "num_documents" else
+                              f"--{name} {getattr(args, name)}: use {'0 or more' if lowest == 0 else 'at least 1'} "
+                              f"(OSCAR's setup: {getattr(defaults, name)}).")
     setup = Setup(**{k: getattr(args, k) for k in ("query_tokens", "num_documents", "document_tokens",
                                                   "memory_tokens", "generated_tokens", "template_tokens")})
     table = oscar_table(setup, progress=lambda what: print(f"counting {what} ...", flush=True))

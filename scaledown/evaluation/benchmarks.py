@@ -141,7 +141,8 @@ def attach_documents(rows: list[dict], retriever, k: int, progress: bool = False
     todo = [i for i, r in enumerate(rows) if not r.get("documents")]
     chunk = 256
     starts = range(0, len(todo), chunk)
-    if progress:
+    from scaledown.progress import show_progress
+    if show_progress(progress):
         from tqdm.auto import tqdm
         starts = tqdm(starts, desc="retrieving", unit="batch")
     for start in starts:

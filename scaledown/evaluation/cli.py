@@ -119,11 +119,16 @@ def _autocast(device):
     return None
 
 
-def _prepare_rows(rows: list[dict], config, tokenizer, name: str) -> list[dict]:
-    """Length handling as in training (truncate / chunk) and validation of gold answers and labels."""
+def _prepare_rows(rows: list[dict], config, tokenizer, name: str, num_documents: int,
+                  generator_tokenizer=None) -> list[dict]:
+    """Length handling as in training (truncate / chunk, the model's long_documents) and validation of gold
+    answers and labels."""
     from scaledown.data import ScaleDownDataset
     from scaledown.evaluation.evaluator import check_eval_rows
-    rows = ScaleDownDataset(rows, config, tokenizer=tokenizer, require_answer=False).rows
+    fix = (f"the model's saved config has long_documents='{config.long_documents}', which `scaledown eval` follows: "
+           f"retrain with --long_documents chunk to split them, or give shorter documents")
+    rows = ScaleDownDataset(rows, config, tokenizer=tokenizer, require_answer=False, num_documents=num_documents,
+                            name=name, generator_tokenizer=generator_tokenizer, long_documents_fix=fix).rows
     for row in rows:  # chunking changes the document list: labels per document no longer line up
         if row.get("relevance") is not None and len(row["relevance"]) != len(row["documents"]):
             row.pop("relevance")
@@ -194,7 +199,8 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
     for path, label in zip(args.model, labels):
         model = ScaleDownModel.from_pretrained(path).to(device).eval()
         for name, source, rows in datasets:
-            rows = _prepare_rows(rows, model.config, model.inputs.compressor_tokenizer, source)
+            rows = _prepare_rows(rows, model.config, model.inputs.compressor_tokenizer, source, num_documents,
+                                 model.inputs.tokenizer)
             result = evaluate_systems(model, rows, systems, args.batch_size, num_documents, generation, judge,
                                       progress=not args.no_progress, autocast=autocast)
             folder = os.path.join(args.output, name) if args.benchmark else args.output

@@ -10,6 +10,7 @@ whole path runs on this machine (tests); pass a real instruction model for real 
 """
 from __future__ import annotations
 
+import re
 from typing import Optional, Sequence
 
 import torch
@@ -61,26 +62,47 @@ class LLMJudge:
                                                           tokenize=False, add_generation_prompt=True)
         return f"{SYSTEM}\n\n{user}\nGrade:"
 
+    def prompt_ids(self, question: str, golds: Sequence[str], prediction: str) -> list[int]:
+        """Token ids of the judge prompt; the question, gold answers and prediction are user text, so their
+        special-token strings ('</s>', '<|eot_id|>', ...) stay text; only the template's are special."""
+        from scaledown.models.inputs import text_ids
+        marks = ("\x00SDJQ\x00", "\x00SDJG\x00", "\x00SDJP\x00")
+        texts = dict(zip(marks, (question, " | ".join(golds), prediction or "(empty)")))
+        ids: list[int] = []
+        template = self.prompt(marks[0], [marks[1]], marks[2])
+        for piece in re.split("(" + "|".join(re.escape(m) for m in marks) + ")", template):
+            if piece in texts:
+                ids += text_ids(self.tokenizer, texts[piece])
+            elif piece:
+                ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+        return ids
+
     @torch.no_grad()
     def score(self, questions: Sequence[str], golds: Sequence[Sequence[str]], predictions: Sequence[str],
               progress: bool = False) -> list[float]:
         """Expected grade in [0, 1] of each prediction."""
-        prompts = [self.prompt(q, g, p) for q, g, p in zip(questions, golds, predictions)]
+        prompts = [self.prompt_ids(q, g, p) for q, g, p in zip(questions, golds, predictions)]
         device = next(self.model.parameters()).device
-        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"  # last position = next token
         scores: list[float] = []
         starts = range(0, len(prompts), self.batch_size)
-        if progress:
+        from scaledown.progress import show_progress
+        if show_progress(progress):
             from tqdm.auto import tqdm
             starts = tqdm(starts, desc=f"judging ({self.name})", unit="batch")
-        try:
-            for start in starts:
-                enc = self.tokenizer(prompts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                     add_special_tokens=False).to(device)
-                positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding
-                logits = self.model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
-                probs = logits[:, self.option_ids.to(device)].softmax(-1).cpu()
-                scores += (probs @ self.values).tolist()
-        finally:
-            self.tokenizer.padding_side = side
+        for start in starts:
+            enc = _left_padded(prompts[start:start + self.batch_size], self.tokenizer.pad_token_id, device)
+            positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding: last position = next
+            logits = self.model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+            probs = logits[:, self.option_ids.to(device)].softmax(-1).cpu()
+            scores += (probs @ self.values).tolist()
         return scores
+
+
+def _left_padded(rows: Sequence[Sequence[int]], pad_id: int, device) -> dict[str, torch.Tensor]:
+    """input_ids / attention_mask of id lists, padded on the left (the next token follows every prompt)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id if pad_id is not None else 0, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
+        ids[b, width - len(row):], mask[b, width - len(row):] = torch.tensor(row, dtype=torch.long), 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}

@@ -1,7 +1,6 @@
 # PNG plots: training curves (TensorBoard logs), accuracy before/after training, systems side by side, latency.
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional, Sequence
 
@@ -96,6 +95,20 @@ def plot_before_after(summary: dict, path: str) -> str:
                      path, f"held-out accuracy before and after {summary.get('steps', '?')} steps")
 
 
+def run_before_after(summary: dict, curves: dict[str, list[tuple[int, float]]]) -> dict:
+    """train_summary.json with eval_before / eval_after completed from the run's logged evaluations: a resumed
+    run's summary has no eval_before (the evaluation at step 0 happened in the first part), but its logs do."""
+    summary = dict(summary)
+    keys = [k for k in (tags.EVAL_ACCURACY, tags.EVAL_EM) if curves.get(k)]
+    if not summary.get("eval_before"):
+        summary["eval_before"] = {k: dict(curves[k])[0] for k in keys if 0 in dict(curves[k])}
+    if not summary.get("eval_after"):
+        summary["eval_after"] = {k: curves[k][-1][1] for k in keys if curves[k][-1][0] > 0}
+    if "steps" not in summary and keys:
+        summary["steps"] = curves[keys[0]][-1][0]
+    return summary
+
+
 def plot_systems(metrics: dict[str, dict[str, float]], path: str,
                  keys: Sequence[str] = ("match", "em", "f1", "rouge_l", "judge")) -> str:
     """metrics.json of `scaledown eval`: ScaleDown beside uncompressed RAG and no documents."""
@@ -132,8 +145,8 @@ def plot_latency(report: dict, path: str) -> str:
 def _read_json(path: str) -> dict:
     if not os.path.isfile(path):
         raise DataError(f"{path} does not exist.")
-    with open(path) as f:
-        return json.load(f)
+    from scaledown.text_files import load_json
+    return load_json(path, DataError)
 
 
 def plot_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown plot") -> int:
@@ -151,11 +164,15 @@ def plot_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown plot"
     written = []
     if args.run:
         out = args.output or args.run
-        written.append(plot_training_curves(read_scalars(os.path.join(args.run, "runs")),
-                                            os.path.join(out, "training_curves.png"), title=args.run))
-        summary = os.path.join(args.run, "train_summary.json")
-        if os.path.isfile(summary):
-            written.append(plot_before_after(_read_json(summary), os.path.join(out, "accuracy_before_after.png")))
+        curves = read_scalars(os.path.join(args.run, "runs"))   # every event file: a resumed run's parts too
+        written.append(plot_training_curves(curves, os.path.join(out, "training_curves.png"), title=args.run))
+        path = os.path.join(args.run, "train_summary.json")
+        summary = run_before_after(_read_json(path) if os.path.isfile(path) else {}, curves)
+        if summary.get("eval_before") and summary.get("eval_after"):
+            written.append(plot_before_after(summary, os.path.join(out, "accuracy_before_after.png")))
+        else:
+            print(f"note: {args.run} has no held-out evaluation at step 0 and at the end, so there is no "
+                  f"before/after accuracy plot (train with --eval_data, or the built-in synthetic task).")
     if args.eval:
         written.append(plot_systems(_read_json(os.path.join(args.eval, "metrics.json")),
                                     os.path.join(args.output or args.eval, "systems.png")))

@@ -8,7 +8,6 @@ checked before any weights load, and each mismatch names the flag that fixes it:
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +49,8 @@ def read_saved_compressor(directory: str) -> SavedCompressor:
     if not os.path.isfile(path):
         raise CheckpointError(f"{model_dir} has no compressor/compressor_config.json: it is not a complete ScaleDown "
                               f"model folder. Pass a folder written by save_pretrained (OUTPUT_DIR/final).")
-    with open(path) as f:
-        settings = json.load(f)
+    from scaledown.text_files import load_json
+    settings = load_json(path, CheckpointError)
     _, _, config = read_saved_config(model_dir)
     return SavedCompressor(model_dir, settings, config)
 

@@ -46,13 +46,18 @@ class InputBuilder:
 
     # ---- tokenising pieces --------------------------------------------------------------------
     def _ids(self, text: str, tokenizer=None) -> list[int]:
+        """Template text: its special-token strings ([INST], <|eot_id|>, ...) are the template's own tokens."""
         return (tokenizer or self.tokenizer)(text, add_special_tokens=False)["input_ids"]
 
+    def _text_ids(self, text: str, tokenizer=None) -> list[int]:
+        """User text (queries, documents, answers, pretraining text): see text_ids."""
+        return text_ids(tokenizer or self.tokenizer, text)
+
     def query_ids(self, query: str, tokenizer=None) -> list[int]:
-        return self._ids(" " + query.strip(), tokenizer)[: self.config.query_max_length]
+        return self._text_ids(" " + query.strip(), tokenizer)[: self.config.query_max_length]
 
     def document_ids(self, document: str, tokenizer=None) -> list[int]:
-        return self._ids(" " + document.strip(), tokenizer)[: self.config.doc_max_length]
+        return self._text_ids(" " + document.strip(), tokenizer)[: self.config.doc_max_length]
 
     def compressor_ids(self, query: Optional[str], document: str) -> list[int]:
         """ids the compressor reads before its memory tokens; query=None for query-independent use."""
@@ -113,9 +118,18 @@ class InputBuilder:
         tail = full[len(prompt):] if full.startswith(prompt) else " " + probe
         return tail.partition(probe)[0]
 
+    def _answer_text_ids(self, answer: str) -> list[int]:
+        """The template's text before an answer (often a space) and the answer, the answer's special-token
+        strings kept as text; a prefix holding the template's own special tokens is tokenised apart."""
+        prefix = self._answer_prefix
+        specials = getattr(self.tokenizer, "all_special_tokens", None) or []
+        if any(s and s in prefix for s in specials):
+            return self._ids(prefix) + self._text_ids(answer)
+        return self._text_ids(prefix + answer)
+
     def answer_ids(self, answer: str, max_length: Optional[int] = None) -> list[int]:
         """Answer tokens + EOS (the generator learns to stop), at most max_length (default answer_max_length)."""
-        ids = self._ids(self._answer_prefix + answer.strip())[: (max_length or self.config.answer_max_length) - 1]
+        ids = self._answer_text_ids(answer.strip())[: (max_length or self.config.answer_max_length) - 1]
         if self.tokenizer.eos_token_id is not None:
             ids.append(self.tokenizer.eos_token_id)
         return ids
@@ -218,6 +232,13 @@ class InputBuilder:
             if row.get("task") not in PRETRAINING_TASKS:
                 raise ValueError(f"a pretraining row needs task in {sorted(PRETRAINING_TASKS)}, got {row.get('task')!r}")
         return self.collate(rows, mode=mode, compress_query=False, **options)
+
+
+def text_ids(tokenizer, text):
+    """ids of user text (a string or a list of strings) without added special tokens, and with the strings of
+    special tokens ('</s>', '<s>', '[SEP]', '<|eot_id|>', ...) tokenised as the text they are: an answer
+    saying '</s>' must not put the EOS id inside the labels (split_special_tokens, transformers)."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
 def row_answer(row: dict[str, Any]) -> str:

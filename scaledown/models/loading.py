@@ -8,6 +8,7 @@ import torch
 
 from scaledown.errors import ConfigError
 from scaledown.models import presets
+from scaledown.models.hub_access import hub_kwargs
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
@@ -17,7 +18,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
         return load_tiny_tokenizer()
     from transformers import AutoTokenizer
     try:
-        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **hub_kwargs(name, "tokenizer"))
     except OSError as exc:
         raise ConfigError(_not_found(name, "tokenizer", exc)) from None
     if tok.pad_token is None:  # Llama/Mistral ship without one; padding positions are masked anyway
@@ -39,7 +40,7 @@ def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[t
             with torch.no_grad():  # untied but equal at init: copying a context token to the output is easy
                 head.weight.copy_(embed.weight)
         return model
-    kwargs = {"trust_remote_code": trust_remote_code}
+    kwargs = {"trust_remote_code": trust_remote_code, **hub_kwargs(name)}
     if num_hidden_layers is not None:  # loads only the first N decoder layers' weights
         kwargs["num_hidden_layers"] = num_hidden_layers
     try:
@@ -55,7 +56,7 @@ def load_encoder(name: str, trust_remote_code: bool = False):
     if name in presets.TINY_MODELS:
         return AutoModel.from_config(presets.tiny_model_config(name))
     try:
-        return AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code)
+        return AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code, **hub_kwargs(name))
     except OSError as exc:
         raise ConfigError(_not_found(name, "model", exc)) from None
 
@@ -63,7 +64,7 @@ def load_encoder(name: str, trust_remote_code: bool = False):
 def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, **kwargs):
     """Weights of a hub model or local folder through any transformers Auto class, with a clear error if missing."""
     try:
-        return auto_class.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
+        return auto_class.from_pretrained(name, trust_remote_code=trust_remote_code, **{**hub_kwargs(name), **kwargs})
     except OSError as exc:
         raise ConfigError(_not_found(name, "model", exc)) from None
 
@@ -92,7 +93,8 @@ def model_config(name: str, trust_remote_code: bool = False):
         return presets.tiny_model_config(name)
     from transformers import AutoConfig
     try:
-        return fresh_attention_choice(AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code))
+        return fresh_attention_choice(AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code,
+                                                                 **hub_kwargs(name, "config")))
     except OSError as exc:
         raise ConfigError(_not_found(name, "config", exc)) from None
 

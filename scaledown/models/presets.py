@@ -97,8 +97,17 @@ _TINY: dict[str, Any] = {
 
 PRESETS: dict[str, dict[str, Any]] = {"tiny": _TINY}
 
+# Values that belong to the built-in synthetic task, not to the model: its schedule (1,600 steps of a fresh row
+# each) and its lengths (one-word answers, short questions). With the user's own data they keep their defaults.
+SYNTHETIC_TASK_FIELDS = ("max_steps", "answer_max_length", "query_max_length", "max_new_tokens")
 
-def preset_overrides(name: str) -> dict[str, Any]:
+
+def preset_overrides(name: str, user_data: bool = False) -> dict[str, Any]:
+    """The preset's values; user_data=True leaves out SYNTHETIC_TASK_FIELDS (a run on the user's files)."""
     if name not in PRESETS:
         raise ConfigError(f"preset={name!r} is unknown. Available presets: {', '.join(sorted(PRESETS))}.")
-    return dict(PRESETS[name])
+    values = dict(PRESETS[name])
+    if user_data:
+        for key in SYNTHETIC_TASK_FIELDS:
+            values.pop(key, None)
+    return values

@@ -15,6 +15,8 @@ from scaledown.models.compressor_builders import (build_compressor, copy_generat
                                                   token_embedding_rms)
 from scaledown.models.generator import base_causal_lm, base_parameters, build_generator, lora_parameters, splice_memory
 from scaledown.models.oscar_prompt import make_input_builder
+from scaledown.models.api_checks import check_api_inputs, check_generation_kwargs, check_vocabulary
+from scaledown.models.inputs import InputBuilder
 from scaledown.models.sharded_weights import full_weights
 
 
@@ -73,6 +75,11 @@ class ScaleDownModel(nn.Module):
             compressor_tokenizer = loading.load_tokenizer(config.resolved_compressor_model_name,
                                                           config.trust_remote_code)
         self.compressor_tokenizer = compressor_tokenizer
+        check_vocabulary(self.tokenizer, self.generator.get_input_embeddings(),
+                         config.tokenizer_name or config.generator_model_name, config.generator_model_name)
+        if compressor_tokenizer is not None and config.compressor_type != "n_layers":
+            check_vocabulary(compressor_tokenizer, self.compressor.backbone.get_input_embeddings(),
+                             config.compressor_tokenizer_name, config.resolved_compressor_model_name)
         self.inputs = make_input_builder(config, self.tokenizer, compressor_tokenizer)
         self.compressor.absolute_positions = config.prompt_format == "oscar"   # see models/oscar_prompt.py
         # the base generator's weights differ from its hub checkpoint (random init or warm-up): save them
@@ -197,22 +204,27 @@ class ScaleDownModel(nn.Module):
     def device(self) -> torch.device:
         return self.generator.get_input_embeddings().weight.device
 
-    def _rows(self, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
-        if isinstance(queries, str):
-            raise TypeError("queries must be a list of strings (one per question), not a single string")
-        if len(queries) != len(documents):
-            raise ValueError(f"got {len(queries)} queries but {len(documents)} document lists; "
-                             f"pass one list of documents per query")
-        return [{"query": q, "documents": list(d)} for q, d in zip(queries, documents)]
+    def _rows(self, queries: Sequence[str], documents: Sequence[Sequence[str]],
+              allow_no_documents: bool = False) -> list[dict[str, Any]]:
+        return check_api_inputs(queries, documents, allow_no_documents)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in batch.items()}
 
     @torch.no_grad()
     def compress(self, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> CompressedDocuments:
-        """Memory embeddings of each (query, document) pair; documents may differ in number per query."""
-        batch = self._to_device(self.inputs.collate(self._rows(queries, documents), with_answers=False))
-        memory, scores = self.compress_batch(batch)
+        """Memory embeddings of each (query, document) pair; documents may differ in number per query.
+
+        queries: list of B strings; documents: B lists of document strings (at least one each). Runs in eval
+        mode (no dropout) and restores the previous mode. Returns memory (B, K, l, H)."""
+        rows = self._rows(queries, documents)
+        was_training = self.training
+        self.eval()
+        try:
+            batch = self._to_device(self.inputs.collate(rows, with_answers=False))
+            memory, scores = self.compress_batch(batch)
+        finally:
+            self.train(was_training)
         b, k = batch["document_mask"].shape
         return CompressedDocuments(memory.view(b, k, self.config.num_memory_tokens, -1),
                                    batch["document_mask"], scores)
@@ -229,6 +241,7 @@ class ScaleDownModel(nn.Module):
     def generate_from_batch(self, batch: dict[str, torch.Tensor], documents_as: str = "memory",
                             **generation_kwargs: Any) -> list[str]:
         """Decode answers for a left-padded prompt batch (collate(..., with_answers=False))."""
+        check_generation_kwargs(generation_kwargs)
         batch = self._to_device(batch)
         embeds, _ = self.input_embeddings(batch, documents_as)
         kwargs = {"max_new_tokens": self.config.max_new_tokens, "do_sample": False,
@@ -245,9 +258,13 @@ class ScaleDownModel(nn.Module):
                documents_as: str = "memory", **generation_kwargs: Any) -> list[str]:
         """Answer each query from its documents (compressed by default). Greedy unless do_sample=True.
 
-        documents_as="text" reads the documents uncompressed, "none" ignores them (baselines).
+        documents_as="text" reads the documents uncompressed, "none" ignores them (baselines; document lists may
+        then be empty). Answers are at most max_new_tokens tokens (the config's, or the keyword); max_length is
+        refused, as the prompt's length (memory slots included) is not the user's to count.
+        Raises DataError for a string where a list of documents belongs, or an empty document list.
         """
-        rows = self._rows(queries, documents)
+        check_generation_kwargs(generation_kwargs)
+        rows = self._rows(queries, documents, allow_no_documents=documents_as == "none")
         was_training = self.training
         self.eval()
         try:
@@ -271,9 +288,9 @@ class ScaleDownModel(nn.Module):
         checkpoint/oscar_format.py; its base models by the names in its config.json)."""
         from scaledown.checkpoint.oscar_format import is_released_folder, load_released
         if is_released_folder(directory):
-            return load_released(cls, directory, **config_overrides)
+            return load_released(cls, directory, **config_overrides).eval()
         from scaledown.models.serialization import load_pretrained
-        return load_pretrained(cls, directory, **config_overrides)
+        return load_pretrained(cls, directory, **config_overrides).eval()
 
     @classmethod
     def with_pretrained_compressor(cls, directory: str, config: ScaleDownConfig) -> "ScaleDownModel":

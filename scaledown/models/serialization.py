@@ -24,6 +24,7 @@ from torch import nn
 
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError
+from scaledown.text_files import load_json
 
 FORMAT = "scaledown-model"
 FORMAT_VERSION = 1
@@ -156,8 +157,7 @@ def resolve_model_dir(directory: str) -> str:
 
 def read_saved_config(directory: str, **overrides: Any) -> tuple[str, dict, ScaleDownConfig]:
     directory = resolve_model_dir(directory)
-    with open(os.path.join(directory, CONFIG_FILE)) as f:
-        meta = json.load(f)
+    meta = load_json(os.path.join(directory, CONFIG_FILE), CheckpointError)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{directory}/{CONFIG_FILE} is not a ScaleDown model config (format={meta.get('format')!r}).")
     values = {**meta["config"], **overrides}

@@ -51,8 +51,9 @@ def write_state(path: str, state: dict[str, Any]) -> None:
 
 
 def read_state(path: str) -> dict[str, Any]:
-    with open(os.path.join(path, STATE_FILE)) as f:
-        return json.load(f)
+    from scaledown.errors import CheckpointError
+    from scaledown.text_files import load_json
+    return load_json(os.path.join(path, STATE_FILE), CheckpointError)
 
 
 def mark_latest(root: str, tag: str) -> None:

@@ -12,7 +12,6 @@ become defaults of the run; flags and --config override them. The rest is for th
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -45,11 +44,8 @@ class NeuronLayout:
             raise ConfigError(f"--neuron_config {path} does not exist. Pass a layout JSON such as "
                               f"neuron_configs/{shipped[0] if shipped else 'tp8_pp1.json'}"
                               + (f" (shipped: {', '.join(shipped)})" if shipped else "") + ".")
-        try:
-            with open(path) as f:
-                values = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--neuron_config {path} is not valid JSON: {exc}.") from None
+        from scaledown.text_files import load_json
+        values = load_json(path, ConfigError, what="layout JSON (--neuron_config)")
         if not isinstance(values, dict):
             raise ConfigError(f"--neuron_config {path} must hold a JSON object of settings.")
         return cls.from_dict(values, path)

@@ -20,7 +20,8 @@ class RunLogger:
         from torch.utils.tensorboard import SummaryWriter
         self.log_dir = os.path.join(output_dir, "runs", run_name) if run_name else os.path.join(output_dir, "runs")
         self.writer = SummaryWriter(log_dir=self.log_dir)
-        if progress:
+        from scaledown.progress import show_progress
+        if show_progress(progress):   # off with --no_progress or when stderr is not a terminal (log files)
             from tqdm.auto import tqdm
             self.bar = tqdm(total=total_steps, initial=initial_step, desc="train", unit="step", dynamic_ncols=True)
 

@@ -104,7 +104,7 @@ def test_long_documents_truncated_with_one_counted_warning(caplog):
 
 
 def test_long_documents_chunked(tmp_path):
-    config = tiny_config(long_documents="chunk")
+    config = tiny_config(long_documents="chunk", num_documents_train=10)  # room for every chunk: none dropped
     long_doc = " ".join(f"Dravok plays the harp number {i}." for i in range(12))
     ds = ScaleDownDataset([dict(GOOD, documents=[long_doc, "short"], reranking_scores=[1.0, 0.0])], config)
     docs = ds[0]["documents"]

@@ -9,7 +9,6 @@ after that is resolved here or reported.
 from __future__ import annotations
 
 import copy
-import json
 import os
 from typing import Any, Optional, Union
 
@@ -28,11 +27,8 @@ def read_ds_config(source: Union[str, dict]) -> tuple[dict[str, Any], str]:
     if not os.path.isfile(source):
         raise ConfigError(f"--deepspeed {source}: no such file. Pass a DeepSpeed JSON config, e.g. "
                           f"ds_configs/zero3.json (ZeRO-3), ds_configs/zero3_offload.json or ds_configs/zero2.json.")
-    with open(source) as f:
-        try:
-            values = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--deepspeed {source} is not valid JSON: {exc}") from None
+    from scaledown.text_files import load_json
+    values = load_json(source, ConfigError, what="DeepSpeed config JSON (--deepspeed)")
     if not isinstance(values, dict):
         raise ConfigError(f"--deepspeed {source} must hold a JSON object of DeepSpeed settings.")
     return values, source
