@@ -35,6 +35,7 @@ from scaledown.training.backends.base import Backend
 from scaledown.training.backends.distributed_env import init_distributed
 from scaledown.training.backends.ds_config import offload_device, resolve_ds_config, zero_stage
 from scaledown.training.backends.ds_gather import gathered, gathered_state_dict, is_partitioned, partition_report
+from scaledown.training.backends.local import float32_trainable
 from scaledown.training.batching import plan_batches
 from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
 
@@ -118,6 +119,11 @@ class DeepSpeedBackend(Backend):
                                f"written for {self.plan.describe()}")
         groups = [g for g in param_groups if g["params"]]
         self._destroy_engine()
+        if self.param_dtype == torch.float32 and self.stage != 3:
+            # no bf16/fp16 section: DeepSpeed steps the weights themselves (no fp32 master copy), so a bf16-saved
+            # base the warm-up trains must be float32 first (with bf16 on, the engine keeps fp32 masters itself;
+            # ZeRO-3 built every weight in param_dtype already)
+            float32_trainable(groups)
         optimizer = self._optimizer(groups)
         self.engine, _, _, _ = deepspeed.initialize(model=self._model, optimizer=optimizer, config=self.ds_config,
                                                     dist_init_required=False)
@@ -188,7 +194,7 @@ class DeepSpeedBackend(Backend):
         return peak_memory_gb(self.device)
 
     def peak_flops(self) -> Optional[float]:
-        return cuda_peak_flops() if self.device.type == "cuda" else None
+        return cuda_peak_flops(self.param_dtype) if self.device.type == "cuda" else None
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def save_checkpoint(self, root: str, tag: str, client_state: dict[str, Any]) -> str:
