@@ -33,13 +33,18 @@ from scaledown.models.sharded_weights import install_gatherer
 from scaledown.training import checkpoint_dirs as ckpt
 from scaledown.training.backends.base import Backend
 from scaledown.training.backends.distributed_env import init_distributed
-from scaledown.training.backends.ds_config import offload_device, resolve_ds_config, zero_stage
-from scaledown.training.backends.ds_gather import gathered, gathered_state_dict, is_partitioned, partition_report
+from scaledown.training.backends.ds_config import (check_checkpointing_support, offload_device, resolve_ds_config,
+                                                   zero_stage)
+from scaledown.training.backends.ds_gather import (free_bytes, full_bytes, gathered, gathered_state_dict, is_partitioned,
+                                                   partition_report, resident)
 from scaledown.training.backends.local import float32_trainable
 from scaledown.training.batching import plan_batches
 from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
 
 PARTITION_REPORT = "zero_partitions.json"
+# ZeRO-3 generation gathers the whole generator once per batch when it takes at most this share of the free memory
+# (the rest: KV cache, activations, the compressor's own per-layer gathers)
+GENERATION_GATHER_SHARE = 0.5
 BACKEND_STATE = "scaledown_backend"   # our own key in DeepSpeed's client state
 
 
@@ -65,6 +70,8 @@ class DeepSpeedBackend(Backend):
                                            on_gpu=self.device.type == "cuda",
                                            bf16_supported=accelerator.is_bf16_supported())
         self.stage = zero_stage(self.ds_config)
+        import deepspeed
+        check_checkpointing_support(deepspeed.__version__, self.stage, config.gradient_checkpointing)
         self.param_dtype = (torch.bfloat16 if self.ds_config["bf16"]["enabled"] else
                             torch.float16 if self.ds_config["fp16"]["enabled"] else torch.float32)
         self._previous_gatherer = install_gatherer(gathered if self.stage == 3 else None)
@@ -74,6 +81,7 @@ class DeepSpeedBackend(Backend):
         self._base_lrs: list[float] = []
         self._lr_lambda: Callable[[int], float] = lambda step: 1.0
         self._schedule_step = 0
+        self._gather_generator: Optional[bool] = None   # decided at the first ZeRO-3 generation
 
     # ---- model -----------------------------------------------------------------------------------
     @property
@@ -185,6 +193,33 @@ class DeepSpeedBackend(Backend):
     def barrier(self) -> None:
         import torch.distributed as dist
         dist.barrier()
+
+    def generate(self, batch: dict[str, torch.Tensor], documents_as: str) -> Optional[list[str]]:
+        """Greedy answers; under ZeRO-3 the generator is gathered once per batch when it fits (else per layer
+        and token, as the engine's hooks do)."""
+        if self.stage != 3:
+            return super().generate(batch, documents_as)
+        params = list(self._model.generator.parameters())
+        if self._gather_generator is None:
+            self._gather_generator = self._generator_fits(params)
+        if not self._gather_generator:
+            return super().generate(batch, documents_as)
+        with resident(params):
+            return super().generate(batch, documents_as)
+
+    def _generator_fits(self, params: list[torch.nn.Parameter]) -> bool:
+        """Whether every rank can hold the whole generator in GENERATION_GATHER_SHARE of its free memory."""
+        import torch.distributed as dist
+        need, free = full_bytes(params), free_bytes(self.device)
+        fits = torch.tensor([1.0 if need <= GENERATION_GATHER_SHARE * free else 0.0], device=self.device)
+        dist.all_reduce(fits, op=dist.ReduceOp.MIN)   # one rank short of memory: nobody gathers (a collective)
+        decision = bool(fits.item() > 0)
+        if self.is_main:
+            how = ("gathered once per batch" if decision else
+                   "gathered layer by layer for every token (it does not fit)")
+            print(f"ZeRO-3 generation: the generator ({need / 2**30:.2f} GiB whole) is {how}; rank 0 has "
+                  f"{free / 2**30:.1f} GiB free, the limit is {GENERATION_GATHER_SHARE:.0%} of it", flush=True)
+        return decision
 
     def generation_kwargs(self) -> dict[str, Any]:
         # ZeRO-3 gathers weights collectively in every forward: ranks keep stepping until all are done
