@@ -91,7 +91,8 @@ class _Part:
     """Matrix weights applied per token of one component, split into trainable and frozen element counts."""
 
     def __init__(self, params: list[nn.Parameter], tp: int):
-        self.params = [(p, _full_numel(p, tp)) for p in params if p.dim() >= 2]
+        # ZeRO-3 leaves a partitioned weight an empty 1-D tensor between uses; ds_shape is its real shape
+        self.params = [(p, _full_numel(p, tp)) for p in params if len(getattr(p, "ds_shape", p.shape)) >= 2]
 
     def forward_and_input_grads(self) -> int:
         return sum(n for _, n in self.params)
