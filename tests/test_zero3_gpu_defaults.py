@@ -40,7 +40,8 @@ def test_zero3_checkpointing_reused_compressor_and_gathered_generation(tmp_path)
     saved = _pretrained_compressor(folder, str(tmp_path / "pre"))
     out = str(tmp_path / "run")
     args = ["--deepspeed", os.path.join(DS_CONFIGS, "zero3.json"), "--preset", "tiny",
-            "--generator_model_name", folder, "--init_compressor_from", str(tmp_path / "pre"), "--gradient_checkpointing", "true",
+            "--generator_model_name", folder, "--init_compressor_from", str(tmp_path / "pre"),
+            "--gradient_checkpointing", "true",
             "--generator_warmup_ratio", "0", "--max_steps", "2", "--warmup_ratio", "0",
             "--learning_rate_compressor_nlayers", "5e-5", *SMALL, "--eval_steps", "0", "--save_steps", "0",
             "--output_dir", out]

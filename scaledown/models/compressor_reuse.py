@@ -84,7 +84,7 @@ def check_fits(saved: SavedCompressor, config: ScaleDownConfig) -> None:
 
 
 def _reranking(key: str) -> bool:
-    """The RR token and head: `memory_tokens.rr_embedding` (`rr_embedding` in files older than MemoryTokens), `rr_head.*`."""
+    """The RR token and head: `memory_tokens.rr_embedding` (`rr_embedding` in older files) and `rr_head.*`."""
     return key.startswith("rr_head.") or key.split(".")[-1] == "rr_embedding"
 
 

@@ -35,8 +35,8 @@ from scaledown.training.backends.base import Backend
 from scaledown.training.backends.distributed_env import init_distributed
 from scaledown.training.backends.ds_config import (check_checkpointing_support, offload_device, resolve_ds_config,
                                                    zero_stage)
-from scaledown.training.backends.ds_gather import (free_bytes, full_bytes, gathered, gathered_state_dict, is_partitioned,
-                                                   partition_report, resident)
+from scaledown.training.backends.ds_gather import (free_bytes, full_bytes, gathered, gathered_state_dict,
+                                                   is_partitioned, partition_report, resident)
 from scaledown.training.backends.local import float32_trainable
 from scaledown.training.batching import plan_batches
 from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
