@@ -6,6 +6,9 @@ from setuptools import find_packages, setup
 # is the compiler of Neuron 2.27-2.29 (component release notes).
 NEURON = ["torch-neuronx==2.9.*", "neuronx-distributed==0.17.*", "neuronx-cc==2.24.*", "torch-xla==2.9.*",
           "transformers>=4.48,<4.57"]
+# DeepSpeed 0.19.3 is the first release with PR #8148 (ZeRO-3 + non-reentrant gradient checkpointing + frozen base
+# weights; older releases fail in backward with a CheckpointError): the default GPU path needs it.
+DEEPSPEED = "deepspeed>=0.19.3"
 
 setup(
     name="scaledown",
@@ -26,12 +29,12 @@ setup(
         "numpy>=1.24",
     ],
     extras_require={
-        "gpu": ["deepspeed>=0.16", "ninja", "mpi4py>=3.1", "psutil"],
+        "gpu": [DEEPSPEED, "ninja", "mpi4py>=3.1", "psutil"],
         "neuron": NEURON,
         "data": ["datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14"],
         # ROUGE-L is computed in scaledown.evaluation.metrics; retrieval for benchmarks uses the data extra's packages
         "eval": ["matplotlib>=3.7", "datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "deepspeed>=0.16", "ninja", "mpi4py>=3.1", "psutil",
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", DEEPSPEED, "ninja", "mpi4py>=3.1", "psutil",
                 "datasets>=2.19", "bm25s>=0.2", "scipy>=1.10", "pyarrow>=14", "matplotlib>=3.7",
                 "accelerate>=1.0"],
     },

@@ -41,9 +41,8 @@ def nlayers_backbone_from_generator(generator: nn.Module, num_layers: int) -> nn
     if num_layers > total:
         raise ConfigError(f"num_compressor_layers={num_layers} but the generator has only {total} decoder layers. "
                           f"Use at most {total} (OSCAR uses about a quarter: {max(1, total // 4)}).")
-    backbone = AutoModel.from_config(truncated_config(source.config, num_layers))
-    backbone.to(source.get_input_embeddings().weight.dtype)
-    copy_generator_layers(source, backbone)
+    backbone = loading.trainable_from_config(AutoModel, truncated_config(source.config, num_layers))
+    copy_generator_layers(source, backbone)   # copy_ upcasts a bf16 generator's weights into the fp32 copy
     backbone.norm = nn.Identity()  # OSCAR (compr_rms_norm=False): last states stay in the layers' space
     return backbone
 
@@ -65,7 +64,7 @@ def copy_generator_layers(source: nn.Module, backbone: nn.Module) -> None:
 def nlayers_backbone_empty(generator_config, num_layers: int) -> nn.Module:
     """Same architecture as nlayers_backbone_from_generator, randomly initialised (weights loaded later)."""
     from transformers import AutoModel
-    backbone = AutoModel.from_config(truncated_config(generator_config, num_layers))
+    backbone = loading.trainable_from_config(AutoModel, truncated_config(generator_config, num_layers))
     backbone.norm = nn.Identity()
     return backbone
 
@@ -91,11 +90,13 @@ def build_compressor(config: ScaleDownConfig, generator: nn.Module, backbone: nn
         projection = "none"
     elif kind == "modernbert":
         if backbone is None:
-            backbone = loading.load_encoder(config.resolved_compressor_model_name, config.trust_remote_code)
+            backbone = loading.load_encoder(config.resolved_compressor_model_name, config.trust_remote_code,
+                                            dtype=loading.TRAINABLE_DTYPE)
         projection = "linear"
     elif kind == "causal_lm":
         if backbone is None:
-            lm = loading.load_causal_lm(config.resolved_compressor_model_name, config.trust_remote_code)
+            lm = loading.load_causal_lm(config.resolved_compressor_model_name, config.trust_remote_code,
+                                        dtype=loading.TRAINABLE_DTYPE)
             backbone = decoder_base(lm)
         projection = "mlp"
     else:  # validated by ScaleDownConfig

@@ -82,14 +82,22 @@ def check_fits(saved: SavedCompressor, config: ScaleDownConfig) -> None:
                               f"same tokenizer.")
 
 
+def _reranking(key: str) -> bool:
+    """The RR token and head: `memory_tokens.rr_embedding` (`rr_embedding` in older files) and `rr_head.*`."""
+    return key.startswith("rr_head.") or key.split(".")[-1] == "rr_embedding"
+
+
 def load_compressor_weights(model, saved: SavedCompressor) -> None:
     """Load compressor/model.safetensors into model.compressor; an RR head the run adds starts fresh."""
     from safetensors.torch import load_file
+    from scaledown.models.sharded_weights import full_weights
     state = load_file(os.path.join(saved.directory, "model.safetensors"))
     if not model.config.enable_reranking:  # a reranking head this run does not use
-        state = {k: v for k, v in state.items() if not k.startswith(("rr_embedding", "rr_head"))}
-    missing, unexpected = model.compressor.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith(("rr_embedding", "rr_head"))]
+        state = {k: v for k, v in state.items() if not _reranking(k)}
+    # ZeRO-3 built the backbone of a folder/hub generator partitioned (empty on every rank): gather, load, re-split
+    with full_weights(model.compressor.parameters(), modify=True):
+        missing, unexpected = model.compressor.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not _reranking(k)]
     if missing or unexpected:
         raise CheckpointError(f"{saved.directory}/model.safetensors does not fit the compressor this run builds "
                               f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}).")

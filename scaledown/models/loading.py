@@ -10,6 +10,26 @@ from scaledown.errors import ConfigError
 from scaledown.models import presets
 from scaledown.models.hub_access import hub_kwargs
 
+# Weights that train are kept in float32 whatever dtype a folder was saved in (transformers 5 loads dtype "auto": a
+# bf16 checkpoint comes back bf16, and AutoModel.from_config builds in config.dtype): Adam's updates at 5e-5 round
+# away in bf16 weights. Compute runs in bf16 under autocast; only frozen weights keep the saved dtype.
+TRAINABLE_DTYPE = torch.float32
+
+
+def dtype_kwargs(dtype) -> dict:
+    """The weights-dtype keyword of from_config / from_pretrained: `dtype` since transformers 4.56, `torch_dtype`
+    before (the Neuron stack's 4.48); {} for None."""
+    if dtype is None:
+        return {}
+    import transformers
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": dtype}
+
+
+def trainable_from_config(auto_class, config):
+    """`auto_class.from_config(config)` with float32 weights (a config read from a bf16 folder says bfloat16)."""
+    return auto_class.from_config(config, **dtype_kwargs(TRAINABLE_DTYPE))
+
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     """Tokenizer for a model name; the tiny sentinels and their saved folders load offline."""
@@ -28,35 +48,39 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
 
 def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[torch.dtype] = None,
                    num_hidden_layers: Optional[int] = None):
-    """A causal LM: tiny sentinels are built randomly from config (seeded by the caller); others load weights."""
+    """A causal LM: tiny sentinels are built randomly from config (seeded by the caller); others load weights.
+
+    `dtype`: the loaded weights' dtype (TRAINABLE_DTYPE for a model that trains); None keeps the saved dtype
+    (transformers 5's "auto"). The random tiny sentinels are always float32.
+    """
     from transformers import AutoModelForCausalLM
     if name in presets.TINY_MODELS:
         config = presets.tiny_model_config(name)
         if num_hidden_layers is not None:
             config.num_hidden_layers = num_hidden_layers
-        model = AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config)   # float32 (the sentinels' configs name no dtype)
         head, embed = model.get_output_embeddings(), model.get_input_embeddings()
         if head is not None and head.weight is not embed.weight:
             with torch.no_grad():  # untied but equal at init: copying a context token to the output is easy
                 head.weight.copy_(embed.weight)
         return model
-    kwargs = {"trust_remote_code": trust_remote_code, **hub_kwargs(name)}
+    kwargs = {"trust_remote_code": trust_remote_code, **hub_kwargs(name), **dtype_kwargs(dtype)}
     if num_hidden_layers is not None:  # loads only the first N decoder layers' weights
         kwargs["num_hidden_layers"] = num_hidden_layers
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except OSError as exc:
         raise ConfigError(_not_found(name, "model", exc)) from None
-    return model.to(dtype) if dtype is not None else model
 
 
-def load_encoder(name: str, trust_remote_code: bool = False):
-    """A bidirectional encoder (ModernBERT and the like) without its task head."""
+def load_encoder(name: str, trust_remote_code: bool = False, dtype: Optional[torch.dtype] = None):
+    """A bidirectional encoder (ModernBERT and the like) without its task head; `dtype` as in load_causal_lm."""
     from transformers import AutoModel
     if name in presets.TINY_MODELS:
         return AutoModel.from_config(presets.tiny_model_config(name))
     try:
-        return AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code, **hub_kwargs(name))
+        return AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code, **hub_kwargs(name),
+                                         **dtype_kwargs(dtype))
     except OSError as exc:
         raise ConfigError(_not_found(name, "model", exc)) from None
 

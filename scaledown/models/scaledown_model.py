@@ -159,7 +159,7 @@ class ScaleDownModel(nn.Module):
             mem, sc = self.compressor(flat_ids[real], flat_mask[real])
             memory = mem.new_zeros((b * k,) + mem.shape[1:]).index_copy(0, real, mem)
             scores = None if sc is None else sc.new_zeros(b * k).index_copy(0, real, sc)
-        memory = memory.view(b, k * self.config.num_memory_tokens, -1)
+        memory = memory.reshape(b, k * self.config.num_memory_tokens, -1)  # static: a strided slice of the states
         return memory, (None if scores is None else scores.view(b, k))
 
     def input_embeddings(self, batch: dict[str, torch.Tensor], documents_as: str = "memory"

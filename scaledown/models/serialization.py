@@ -167,8 +167,8 @@ def read_saved_config(directory: str, **overrides: Any) -> tuple[str, dict, Scal
 
 def load_compressor_backbone(config: ScaleDownConfig, directory: str) -> nn.Module:
     from transformers import AutoModel
-    from scaledown.models.loading import saved_config
-    backbone = AutoModel.from_config(saved_config(os.path.join(directory, "compressor")))
+    from scaledown.models.loading import saved_config, trainable_from_config
+    backbone = trainable_from_config(AutoModel, saved_config(os.path.join(directory, "compressor")))
     if config.compressor_type == "n_layers":
         backbone.norm = nn.Identity()
     return backbone

@@ -21,7 +21,7 @@ from scaledown.training.evaluate import evaluate
 from scaledown.training.run_logger import RunLogger
 from scaledown.training.sampler import GlobalBatchOrder
 from scaledown.training.schedule import lr_multiplier, warmup_steps_for
-from scaledown.training.throughput import flops_per_token, mfu
+from scaledown.training.throughput import TrainingFlops, mfu
 
 
 @dataclass
@@ -34,14 +34,16 @@ class Phase:
     collate: Optional[Callable[..., dict]] = None
     answers: bool = True                  # evaluation also generates and scores answers (question answering)
     max_documents: Optional[int] = None   # documents per row; None: num_documents_train / num_documents_eval
+    flops: Optional[TrainingFlops] = None  # counts the model FLOPs of each training batch (for MFU)
 
     def batch(self, inputs, rows: list, max_documents: int, backend: Backend, **options: Any) -> dict:
         """A micro-batch of this phase's rows (training and evaluation collate alike)."""
         limit = self.max_documents or max_documents
         options = {"mode": self.documents_as, "max_documents": limit, **backend.collate_options(limit), **options}
-        if self.collate is not None:
-            return self.collate(inputs, rows, **options)
-        return inputs.collate(rows, **options)
+        batch = self.collate(inputs, rows, **options) if self.collate is not None else inputs.collate(rows, **options)
+        if self.flops is not None:
+            self.flops.add(batch, self.documents_as)
+        return batch
 
 
 @dataclass
@@ -133,7 +135,9 @@ class ScaleDownTrainer:
             if self.eval_rows:
                 result.eval_before = self._evaluate(phases[-1], 0, log)
         self._install_sigterm()
-        flops_token = flops_per_token(be.model)
+        flops = TrainingFlops(be.model, cfg.tensor_parallel_size)
+        for p in phases:
+            p.flops = flops
         window = {"t": time.perf_counter(), "sums": torch.zeros(6, dtype=torch.float64), "n": 0}
         t_start = time.perf_counter()
         last_saved = start if resume_path else -1
@@ -149,7 +153,7 @@ class ScaleDownTrainer:
             log.step(step + 1, result.losses[-1])
             done = step + 1
             if done % cfg.logging_steps == 0 or done == total:
-                self._log_window(window, done, phase, log, flops_token)
+                self._log_window(window, done, phase, log, flops)
             if cfg.eval_steps and done % cfg.eval_steps == 0 and done < total and self.eval_rows:
                 self._evaluate(phase, done, log)
             stop = self._stop_everywhere()
@@ -192,7 +196,7 @@ class ScaleDownTrainer:
         sums[5] += len(batches)
         return sums
 
-    def _log_window(self, window: dict, step: int, phase: Phase, log: RunLogger, flops_token: float) -> None:
+    def _log_window(self, window: dict, step: int, phase: Phase, log: RunLogger, flops: TrainingFlops) -> None:
         be = self.backend
         sums = be.all_reduce_sum(window["sums"].clone())
         elapsed = max(1e-9, time.perf_counter() - window["t"])
@@ -206,7 +210,9 @@ class ScaleDownTrainer:
                                   tags.MEMORY_GB: be.memory_gb()}
         if self.config.enable_reranking and phase.documents_as == "memory" and phase.answers:
             values[tags.RERANK_LOSS] = float(sums[2]) / micro
-        values[tags.MFU] = mfu(values[tags.TOKENS_PER_SEC], flops_token, be.peak_flops(), be.world_size)
+        # every rank of a data-parallel group counts its batch once per model-parallel rank that shares it
+        model_flops = float(be.all_reduce_sum(torch.tensor([flops.take()], dtype=torch.float64))[0])
+        values[tags.MFU] = mfu(model_flops * be.dp_size / be.world_size / elapsed, be.peak_flops(), be.world_size)
         for name, lr in be.learning_rates().items():
             values[tags.lr_tag(name)] = lr
         log.scalars(values, step)

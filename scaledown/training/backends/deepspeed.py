@@ -33,12 +33,18 @@ from scaledown.models.sharded_weights import install_gatherer
 from scaledown.training import checkpoint_dirs as ckpt
 from scaledown.training.backends.base import Backend
 from scaledown.training.backends.distributed_env import init_distributed
-from scaledown.training.backends.ds_config import offload_device, resolve_ds_config, zero_stage
-from scaledown.training.backends.ds_gather import gathered, gathered_state_dict, is_partitioned, partition_report
+from scaledown.training.backends.ds_config import (check_checkpointing_support, offload_device, resolve_ds_config,
+                                                   zero_stage)
+from scaledown.training.backends.ds_gather import (free_bytes, full_bytes, gathered, gathered_state_dict,
+                                                   is_partitioned, partition_report, resident)
+from scaledown.training.backends.local import float32_trainable
 from scaledown.training.batching import plan_batches
 from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
 
 PARTITION_REPORT = "zero_partitions.json"
+# ZeRO-3 generation gathers the whole generator once per batch when it takes at most this share of the free memory
+# (the rest: KV cache, activations, the compressor's own per-layer gathers)
+GENERATION_GATHER_SHARE = 0.5
 BACKEND_STATE = "scaledown_backend"   # our own key in DeepSpeed's client state
 
 
@@ -64,6 +70,8 @@ class DeepSpeedBackend(Backend):
                                            on_gpu=self.device.type == "cuda",
                                            bf16_supported=accelerator.is_bf16_supported())
         self.stage = zero_stage(self.ds_config)
+        import deepspeed
+        check_checkpointing_support(deepspeed.__version__, self.stage, config.gradient_checkpointing)
         self.param_dtype = (torch.bfloat16 if self.ds_config["bf16"]["enabled"] else
                             torch.float16 if self.ds_config["fp16"]["enabled"] else torch.float32)
         self._previous_gatherer = install_gatherer(gathered if self.stage == 3 else None)
@@ -73,6 +81,7 @@ class DeepSpeedBackend(Backend):
         self._base_lrs: list[float] = []
         self._lr_lambda: Callable[[int], float] = lambda step: 1.0
         self._schedule_step = 0
+        self._gather_generator: Optional[bool] = None   # decided at the first ZeRO-3 generation
 
     # ---- model -----------------------------------------------------------------------------------
     @property
@@ -118,6 +127,11 @@ class DeepSpeedBackend(Backend):
                                f"written for {self.plan.describe()}")
         groups = [g for g in param_groups if g["params"]]
         self._destroy_engine()
+        if self.param_dtype == torch.float32 and self.stage != 3:
+            # no bf16/fp16 section: DeepSpeed steps the weights themselves (no fp32 master copy), so a bf16-saved
+            # base the warm-up trains must be float32 first (with bf16 on, the engine keeps fp32 masters itself;
+            # ZeRO-3 built every weight in param_dtype already)
+            float32_trainable(groups)
         optimizer = self._optimizer(groups)
         self.engine, _, _, _ = deepspeed.initialize(model=self._model, optimizer=optimizer, config=self.ds_config,
                                                     dist_init_required=False)
@@ -180,6 +194,33 @@ class DeepSpeedBackend(Backend):
         import torch.distributed as dist
         dist.barrier()
 
+    def generate(self, batch: dict[str, torch.Tensor], documents_as: str) -> Optional[list[str]]:
+        """Greedy answers; under ZeRO-3 the generator is gathered once per batch when it fits (else per layer
+        and token, as the engine's hooks do)."""
+        if self.stage != 3:
+            return super().generate(batch, documents_as)
+        params = list(self._model.generator.parameters())
+        if self._gather_generator is None:
+            self._gather_generator = self._generator_fits(params)
+        if not self._gather_generator:
+            return super().generate(batch, documents_as)
+        with resident(params):
+            return super().generate(batch, documents_as)
+
+    def _generator_fits(self, params: list[torch.nn.Parameter]) -> bool:
+        """Whether every rank can hold the whole generator in GENERATION_GATHER_SHARE of its free memory."""
+        import torch.distributed as dist
+        need, free = full_bytes(params), free_bytes(self.device)
+        fits = torch.tensor([1.0 if need <= GENERATION_GATHER_SHARE * free else 0.0], device=self.device)
+        dist.all_reduce(fits, op=dist.ReduceOp.MIN)   # one rank short of memory: nobody gathers (a collective)
+        decision = bool(fits.item() > 0)
+        if self.is_main:
+            how = ("gathered once per batch" if decision else
+                   "gathered layer by layer for every token (it does not fit)")
+            print(f"ZeRO-3 generation: the generator ({need / 2**30:.2f} GiB whole) is {how}; rank 0 has "
+                  f"{free / 2**30:.1f} GiB free, the limit is {GENERATION_GATHER_SHARE:.0%} of it", flush=True)
+        return decision
+
     def generation_kwargs(self) -> dict[str, Any]:
         # ZeRO-3 gathers weights collectively in every forward: ranks keep stepping until all are done
         return {"synced_gpus": True} if self.stage == 3 and self.world_size > 1 else {}
@@ -188,7 +229,7 @@ class DeepSpeedBackend(Backend):
         return peak_memory_gb(self.device)
 
     def peak_flops(self) -> Optional[float]:
-        return cuda_peak_flops() if self.device.type == "cuda" else None
+        return cuda_peak_flops(self.param_dtype) if self.device.type == "cuda" else None
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def save_checkpoint(self, root: str, tag: str, client_state: dict[str, Any]) -> str:

@@ -17,6 +17,10 @@ from scaledown.errors import ConfigError
 from scaledown.training.batching import BatchPlan
 
 AUTO = "auto"
+# first DeepSpeed release with PR #8148 ("Z3: Support for activation ckpt with frozen params", merged 2026-07-22,
+# tagged in v0.19.3): before it, ZeRO-3 + non-reentrant gradient checkpointing + frozen weights (the LoRA
+# generator's base) fails in backward with `CheckpointError ... {'shape': [4096]} vs {'shape': [0]}`
+ZERO3_CHECKPOINTING_FIX = (0, 19, 3)
 SILENT_STEPS = 10**9   # DeepSpeed's own per-step prints: the harness logs steps itself
 
 
@@ -77,6 +81,22 @@ def resolve_ds_config(source: Union[str, dict], config: ScaleDownConfig, plan: B
                           f"the harness only fills the batch keys, gradient_clipping, bf16/fp16 and the ZeRO bucket "
                           f"sizes. Write numbers there (or remove the keys to take DeepSpeed's defaults).")
     return values
+
+
+def check_checkpointing_support(deepspeed_version: str, stage: int, gradient_checkpointing: bool) -> None:
+    """A clear error, before any model loads, for a DeepSpeed too old for ZeRO-3 checkpointing with frozen weights."""
+    if stage != 3 or not gradient_checkpointing:
+        return
+    numbers = []
+    for part in deepspeed_version.split("+")[0].split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit())
+        numbers.append(int(digits) if digits else 0)
+    if tuple(numbers) >= ZERO3_CHECKPOINTING_FIX:
+        return
+    fix = ".".join(map(str, ZERO3_CHECKPOINTING_FIX))
+    raise ConfigError(f"DeepSpeed {deepspeed_version} cannot run ZeRO-3 with gradient checkpointing on a frozen base "
+                      f"generator: backward fails with a CheckpointError (fixed in DeepSpeed {fix}, PR #8148). "
+                      f"Upgrade it (pip install 'deepspeed>={fix}'), or pass --gradient_checkpointing false.")
 
 
 def zero_stage(ds_config: dict[str, Any]) -> int:

@@ -1,7 +1,8 @@
 # ZeRO-3 helpers: gather weights module by module, report how parameters are partitioned across ranks.
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import nn
@@ -15,6 +16,47 @@ def gathered(params: list[nn.Parameter], modify: bool):
     """Whole values of ZeRO-3 parameters on every rank; modify=True keeps rank 0's edits (all ranks agree)."""
     import deepspeed
     return deepspeed.zero.GatheredParameters(params, modifier_rank=0 if modify else None)
+
+
+_RESIDENT = -1   # a module id no module has: while it is in ds_active_sub_modules, ZeRO-3's hooks never release
+
+
+@contextlib.contextmanager
+def resident(params: list[nn.Parameter]) -> Iterator[None]:
+    """ZeRO-3 parameters gathered once (one collective) and kept whole through any number of forwards.
+
+    GatheredParameters alone does not survive a forward: each module's post-forward hook re-partitions its
+    parameters, so greedy decoding would all-gather every layer again for every token. The coordinator releases
+    a parameter only when no active submodule holds it; a sentinel entry holds them until the block ends.
+    Every rank must enter together (it is a collective).
+    """
+    import deepspeed
+    params = [p for p in params if is_partitioned(p)]
+    with deepspeed.zero.GatheredParameters(params):
+        for p in params:
+            p.ds_active_sub_modules.add(_RESIDENT)
+        try:
+            yield
+        finally:
+            for p in params:
+                p.ds_active_sub_modules.discard(_RESIDENT)
+
+
+def full_bytes(params: list[nn.Parameter]) -> int:
+    """Bytes of the whole (gathered) parameters."""
+    return sum(int(getattr(p, "ds_numel", p.numel())) * p.element_size() for p in params)
+
+
+def free_bytes(device: torch.device) -> int:
+    """Memory free for new tensors on `device` (CUDA: the driver's count; CPU: the host's available memory)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        import os
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
 @torch.no_grad()

@@ -42,6 +42,23 @@ def autocast_dtype(config: ScaleDownConfig, device: torch.device) -> Optional[to
     return None
 
 
+def float32_trainable(param_groups: list[dict[str, Any]]) -> int:
+    """Make every trainable weight float32 (the optimizer's master copy); returns how many were upcast.
+
+    A folder saved in bf16 loads in bf16 (transformers 5's dtype "auto"): the generator base the warm-up trains,
+    or anything a caller built from it, would otherwise step in bf16, where AdamW's small updates round away.
+    Autocast still computes in bf16. Frozen weights are left as loaded: nothing updates them, so their saved
+    dtype loses nothing and a frozen 7B base stays at half the memory.
+    """
+    upcast = 0
+    for group in param_groups:
+        for p in group["params"]:
+            if p.is_floating_point() and p.dtype != torch.float32:
+                p.data = p.data.float()
+                upcast += 1
+    return upcast
+
+
 def checkpoint_state_dict(model: ScaleDownModel) -> dict[str, torch.Tensor]:
     """What a checkpoint must hold: every tensor except an unmodified hub base generator (reloaded from the hub)."""
     state = model.state_dict()
@@ -71,6 +88,7 @@ class LocalBackend(Backend):
 
     def prepare(self, param_groups, lr_lambda, accumulation: int) -> None:
         groups = [g for g in param_groups if g["params"]]
+        float32_trainable(groups)
         self.optimizer = torch.optim.AdamW(groups, betas=(self.config.adam_beta1, self.config.adam_beta2),
                                            eps=self.config.adam_epsilon, weight_decay=self.config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
@@ -159,4 +177,4 @@ class LocalBackend(Backend):
         return peak_memory_gb(self.device)
 
     def peak_flops(self) -> Optional[float]:
-        return cuda_peak_flops() if self.device.type == "cuda" else None
+        return cuda_peak_flops(self.dtype) if self.device.type == "cuda" else None
