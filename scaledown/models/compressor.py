@@ -9,6 +9,21 @@ from torch import nn
 from scaledown.models.sharded_weights import full_weights
 
 
+def embedding_output_scale(embedding: nn.Module) -> float:
+    """Factor the embedding module applies to its looked-up rows (1.0 for most families).
+
+    Gemma-2/3 in transformers 5 scale by sqrt(hidden) inside the embedding (`embed_scale`, a non-persistent
+    buffer, cast to the weight's dtype); vectors passed as `inputs_embeds` are not scaled again, so anything
+    spliced in must already be at that size (model_families.md section 2.5).
+    """
+    scale = getattr(embedding, "embed_scale", None)
+    if scale is None:
+        return 1.0
+    if torch.is_tensor(scale):
+        return float(scale.to(embedding.weight.dtype)) if scale.device.type != "meta" else 1.0
+    return float(scale)
+
+
 class MemoryNorm(nn.Module):
     """RMS-normalise memory embeddings and rescale them to the generator's token-embedding size.
 
@@ -63,9 +78,11 @@ class Compressor(nn.Module):
         if getattr(backbone.config, "use_cache", False):   # documents are read once: a KV cache only costs memory
             backbone.config.use_cache = False                # (and a cache object is what torch.fx cannot trace)
         hidden = backbone.config.hidden_size
-        embed = backbone.get_input_embeddings().weight
+        embedding = backbone.get_input_embeddings()
+        embed = embedding.weight
         with full_weights([embed]):
             std = float(embed.detach().float().std()) if embed.numel() and embed.device.type != "meta" else 0.02
+        std *= embedding_output_scale(embedding)  # the size of token inputs as the backbone's layers see them
         self.memory_tokens = MemoryTokens(num_memory_tokens, hidden, std, enable_reranking)
         self.rr_head = nn.Linear(hidden, 1) if enable_reranking else None
         if projection == "none":

@@ -9,7 +9,7 @@ from torch import nn
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import ConfigError
 from scaledown.models import loading
-from scaledown.models.compressor import Compressor
+from scaledown.models.compressor import Compressor, embedding_output_scale
 from scaledown.models.generator import without_lora
 from scaledown.models.sharded_weights import full_weights
 
@@ -72,10 +72,12 @@ def nlayers_backbone_empty(generator_config, num_layers: int) -> nn.Module:
 
 @torch.no_grad()
 def token_embedding_rms(generator: nn.Module) -> float:
-    """Per-element RMS of the generator's token embeddings: the scale memory embeddings should start at."""
-    weight = generator.get_input_embeddings().weight
+    """Per-element RMS of the generator's token embeddings as its first decoder layer receives them (after the
+    family's own input scaling, e.g. Gemma's sqrt(hidden)): the scale memory embeddings should start at."""
+    embedding = generator.get_input_embeddings()
+    weight = embedding.weight
     with full_weights([weight]):
-        return float(weight.detach().float().pow(2).mean().sqrt())
+        return float(weight.detach().float().pow(2).mean().sqrt()) * embedding_output_scale(embedding)
 
 
 def build_compressor(config: ScaleDownConfig, generator: nn.Module, backbone: nn.Module | None = None) -> Compressor:
