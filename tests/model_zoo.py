@@ -155,8 +155,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            quirks="Llama arch, tied, pad == eos, default system"),
     # ---- compressors ----
     Family("llama32_1b", "causal_lm", "LlamaConfig",
-           dict(_DEC, num_attention_heads=4, num_key_value_heads=1, head_dim=16, tie_word_embeddings=True,
-                rope_parameters=LLAMA3_ROPE), LLAMA3_TOK, quirks="Llama-3.2-1B shape: tied, llama3 RoPE, MQA-like"),
+           dict(_DEC, num_attention_heads=8, num_key_value_heads=2, tie_word_embeddings=True,
+                rope_parameters=LLAMA3_ROPE), LLAMA3_TOK, quirks="Llama-3.2-1B shape: tied, llama3 RoPE, 4 queries per KV head"),
     Family("qwen2_05b", "causal_lm", "Qwen2Config", dict(_DEC, num_key_value_heads=2, tie_word_embeddings=True),
            QWEN_TOK, quirks="Qwen2.5-0.5B shape: q/k/v biases, tied, no BOS"),
     Family("modernbert", "encoder", "ModernBertConfig",
