@@ -61,5 +61,30 @@ def readme_mark(cell: tuple[str, str], path: str) -> str:
     if want == "xfail-tied":
         return "✗ (tied save: branch h-loss)"
     if "ties lm_head" in want:
-        return "✓ pp 1 (tied: no pp)"
-    return "refused"
+        return "✓ at pp 1; pp 2 refused (tied)"
+    return "refused (fused q/k/v: --tp 1)" if "qkv_proj" in want else "refused (no `layers` stack)"
+
+
+def _label(name: str) -> str:
+    if name == "n_layers":
+        return "N-layers copy"
+    fam = FAMILIES[name]
+    return f"{name} (`{fam.config_class}`)"
+
+
+def render_table() -> str:
+    """The README's markdown table (between the family-matrix markers), generated from this file."""
+    head = "| generator | compressor | " + " | ".join(PATHS) + " |"
+    lines = [head, "|" + "---|" * (len(PATHS) + 2)]
+    for cell in cells():
+        marks = " | ".join(readme_mark(cell, p) for p in PATHS)
+        lines.append(f"| {_label(cell[0])} | {_label(cell[1])} | {marks} |")
+    lines.append("")
+    lines += [f"- **{p}**: {what}" for p, what in PATHS.items()]
+    lines.append("")
+    lines += [f"- **{n}**: {FAMILIES[n].quirks}" for n in FAMILIES]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render_table())
