@@ -40,6 +40,7 @@ REFUSED = {
     # fused projections under NxD tensor parallelism: refused by name
     ("phi3", "nxd"): r"refused: phi3.*qkv_proj.*--tp 1",
     ("bert", "nxd"): r"refused: bert.*--compressor_type",
+    ("roberta", "nxd"): r"refused: roberta.*--compressor_type",
 }
 
 

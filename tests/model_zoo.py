@@ -171,6 +171,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            Tok(["[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"], pad="[PAD]", encoder=True, cls="[CLS]", sep="[SEP]",
                mask="[MASK]"), model_class="AutoModelForMaskedLM",
            quirks="absolute positions + token types, biases everywhere, tied MLM decoder"),
+    Family("roberta", "encoder", "RobertaConfig",
+           dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=132, type_vocab_size=1),
+           Tok(["<mask>"], bos="<s>", eos="</s>", pad="<pad>", encoder=True, cls="<s>", sep="</s>", mask="<mask>"),
+           model_class="AutoModelForMaskedLM",
+           quirks="positions start at padding_idx + 1, one token type, tied MLM decoder weight and bias"),
 ]}
 
 GENERATORS = [n for n, f in FAMILIES.items() if f.kind == "generator"]
@@ -200,7 +206,7 @@ def build_tokenizer(tok: Tok):
     from scaledown.models.tiny_tokenizer import _tokenizer_json
     backend = Tokenizer.from_str(_tokenizer_json())
     backend.add_special_tokens(tok.specials)
-    ids = {t: backend.token_to_id(t) for t in tok.specials}
+    ids = {t: backend.token_to_id(t) for t in (tok.cls, tok.sep, tok.bos) if t}
     if tok.encoder:
         backend.post_processor = processors.TemplateProcessing(
             single=f"{tok.cls} $A {tok.sep}", pair=f"{tok.cls} $A {tok.sep} $B:1 {tok.sep}:1",

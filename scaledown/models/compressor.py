@@ -24,6 +24,15 @@ def embedding_output_scale(embedding: nn.Module) -> float:
     return float(scale)
 
 
+def first_position(backbone: nn.Module) -> int:
+    """Position id of a sequence's first token: padding_idx + 1 for RoBERTa-style absolute positions (their
+    position table reserves rows up to the pad id; RobertaEmbeddings.create_position_ids_from_input_ids), else 0.
+    From inputs_embeds such a model cannot see padding, so the compressor passes the ids itself."""
+    table = getattr(getattr(backbone, "embeddings", None), "position_embeddings", None)
+    pad = getattr(table, "padding_idx", None) if isinstance(table, nn.Embedding) else None
+    return 0 if pad is None else int(pad) + 1
+
+
 class MemoryNorm(nn.Module):
     """RMS-normalise memory embeddings and rescale them to the generator's token-embedding size.
 
@@ -98,6 +107,7 @@ class Compressor(nn.Module):
             raise ValueError(f"unknown projection {projection!r}")
         self.memory_norm = MemoryNorm(output_size, memory_norm_scale) if memory_norm_scale else None
         self.num_memory_tokens = num_memory_tokens
+        self.first_position = first_position(backbone)
 
     @property
     def memory_embeddings(self) -> nn.Parameter:
@@ -126,7 +136,7 @@ class Compressor(nn.Module):
         embeds = torch.cat([tokens, extra], dim=1)
         mask = torch.cat([attention_mask, attention_mask.new_ones(n, extra.shape[1])], dim=1)
         # left padding: count positions from each row's first real token
-        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0) + self.first_position
         states = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).last_hidden_state
         memory = states[:, -self.num_appended:][:, :self.num_memory_tokens]
         memory = self.projection(memory)

@@ -114,3 +114,25 @@ def test_nlayers_compressor_runs_the_generators_first_layers(zoo, name):
                                         use_cache=False).last_hidden_state
     real = mask.bool()
     assert torch.allclose(got[real], want[real], atol=1e-5), (got[real] - want[real]).abs().max()
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta", "modernbert", "qwen2_05b"])
+def test_compressor_positions_follow_the_family(zoo, name):
+    """Real tokens are numbered from the family's first position, whatever the left padding: 0, except RoBERTa's
+    padding_idx + 1 (its own create_position_ids_from_input_ids); from inputs_embeds RoBERTa cannot infer it."""
+    from tests.model_zoo import compressor_type
+    model = family_model(zoo, "mistral", compressor_type=compressor_type(name), compressor_model_name=zoo[name],
+                         compressor_mlp_hidden_dim=64)
+    backbone = model.compressor.backbone
+    seen = {}
+
+    def grab(module, args, kwargs):
+        seen["positions"], seen["mask"] = kwargs["position_ids"], kwargs["attention_mask"]
+
+    hook = backbone.register_forward_pre_hook(grab, with_kwargs=True)
+    model.compress([r["query"] for r in rows()], [r["documents"] for r in rows()])
+    hook.remove()
+    pad = getattr(backbone.embeddings, "padding_idx", None) if name == "roberta" else None
+    first = 0 if pad is None else pad + 1
+    for positions, mask in zip(seen["positions"], seen["mask"].bool()):
+        assert positions[mask].tolist() == list(range(first, first + int(mask.sum())))
