@@ -136,3 +136,33 @@ def test_compressor_positions_follow_the_family(zoo, name):
     first = 0 if pad is None else pad + 1
     for positions, mask in zip(seen["positions"], seen["mask"].bool()):
         assert positions[mask].tolist() == list(range(first, first + int(mask.sum())))
+
+
+def test_tokenizer_longer_than_the_embedding_is_refused_before_loading(zoo, tmp_path):
+    """Special tokens added to a family's tokenizer without resize_token_embeddings: a clear error up front."""
+    import shutil
+    from transformers import AutoTokenizer
+    from scaledown import ScaleDownModel
+    from scaledown.errors import ConfigError
+    folder = tmp_path / "mistral_added"
+    shutil.copytree(zoo["mistral"], folder)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok.add_special_tokens({"additional_special_tokens": [f"<|tool_{i}|>" for i in range(20)]})
+    tok.save_pretrained(str(folder))
+    with pytest.raises(ConfigError, match=r"mistral_added.*embedding rows.*<\|tool_.*resize_token_embeddings"):
+        ScaleDownModel(tiny_config(generator_model_name=str(folder), compressor_type="n_layers",
+                                   num_compressor_layers=1))
+
+
+def test_fresh_parts_of_a_folder_model_do_not_depend_on_the_callers_rng(zoo):
+    """LoRA A, memory tokens and the RR head of a loaded (non-sentinel) generator come from config.seed, so every
+    backend and rank starts a run from the same weights, as for the tiny preset."""
+    states = []
+    for draw in (0, 5):
+        torch.manual_seed(123)
+        torch.randn(draw)                       # the caller's RNG in another state
+        model = family_model(zoo, "qwen2", enable_reranking=True)
+        states.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert states[0].keys() == states[1].keys()
+    for name in states[0]:
+        assert torch.equal(states[0][name], states[1][name]), name
