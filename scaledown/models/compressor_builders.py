@@ -80,8 +80,12 @@ def token_embedding_rms(generator: nn.Module) -> float:
         return float(weight.detach().float().pow(2).mean().sqrt()) * embedding_output_scale(embedding)
 
 
-def build_compressor(config: ScaleDownConfig, generator: nn.Module, backbone: nn.Module | None = None) -> Compressor:
-    """The compressor of `config.compressor_type`; `backbone` skips loading (from_pretrained passes it)."""
+def build_compressor(config: ScaleDownConfig, generator: nn.Module, backbone: nn.Module | None = None,
+                     seed: int | None = None) -> Compressor:
+    """The compressor of `config.compressor_type`; `backbone` skips loading (from_pretrained passes it).
+
+    seed: draw the fresh parts (memory tokens, heads, projection) from this seed, whatever building the backbone
+    consumed (under ZeRO-3 it is initialised partitioned)."""
     out_size = generator.get_input_embeddings().embedding_dim
     norm_scale = None
     if config.memory_norm:  # per-element RMS of the generator's token embeddings
@@ -102,6 +106,8 @@ def build_compressor(config: ScaleDownConfig, generator: nn.Module, backbone: nn
         projection = "mlp"
     else:  # validated by ScaleDownConfig
         raise ConfigError(f"unknown compressor_type {kind!r}")
+    if seed is not None:
+        torch.manual_seed(seed)
     return Compressor(backbone, config.num_memory_tokens, out_size, projection=projection,
                       mlp_hidden_size=config.compressor_mlp_hidden_dim, enable_reranking=config.enable_reranking,
                       memory_norm_scale=norm_scale)

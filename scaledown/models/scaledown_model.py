@@ -73,11 +73,14 @@ class ScaleDownModel(nn.Module):
                                          config.trust_remote_code, role="compressor")
         with torch.random.fork_rng(devices=[]):
             # the same random weights on every rank and every backend: the tiny sentinels, and for loaded models
-            # the fresh parts (LoRA A, memory tokens, heads)
+            # the fresh parts (LoRA A, memory tokens, heads), each drawn from its own seed after loading (the tiny
+            # sentinels keep their one stream: the README's measured figures were made with it)
             torch.manual_seed(config.seed)
-            self.generator = generator if generator is not None else build_generator(config)
+            fresh = None if random_init else config.seed
+            self.generator = generator if generator is not None else build_generator(config, seed=fresh)
             self.compressor = compressor if compressor is not None else build_compressor(
-                config, base_causal_lm(self.generator), backbone=compressor_backbone)
+                config, base_causal_lm(self.generator), backbone=compressor_backbone,
+                seed=None if fresh is None else fresh + 1)
         self.compressor_tokenizer = compressor_tokenizer
         self.inputs = InputBuilder(config, self.tokenizer, compressor_tokenizer)
         # the base generator's weights differ from its hub checkpoint (random init or warm-up): save them
