@@ -95,7 +95,8 @@ def check_hf_peft(zoo, cell, tmp_path, tmp_path_factory):
     final = trained(zoo, cell, tmp_path_factory)[2]
     ours = ScaleDownModel.from_pretrained(str(final)).eval()
     base_dir = final / "generator_base"
-    base = AutoModelForCausalLM.from_pretrained(str(base_dir) if base_dir.is_dir() else ours.config.generator_model_name)
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir) if base_dir.is_dir()
+                                                else ours.config.generator_model_name)
     theirs = PeftModel.from_pretrained(base, str(final / "generator_adapter")).eval()
     batch = ours.inputs.collate(probe_rows(), mode="text", with_answers=False)
     with torch.no_grad():
@@ -133,8 +134,8 @@ def check_nxd(zoo, cell, tmp_path, tmp_path_factory, pp=2):
     assert_same_tensors(final, tmp_path / "back")
 
 
-CHECKS = {"train": check_train, "warmup": check_warmup, "reload": check_reload, "hf_peft": check_hf_peft, "answer": check_answer,
-          "deepspeed": check_deepspeed, "nxd": check_nxd}
+CHECKS = {"train": check_train, "warmup": check_warmup, "reload": check_reload, "hf_peft": check_hf_peft,
+          "answer": check_answer, "deepspeed": check_deepspeed, "nxd": check_nxd}
 assert set(CHECKS) == set(PATHS)
 
 
