@@ -41,3 +41,10 @@ def subprocess_env():
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory):
+    """Every family of tests/model_zoo.py saved once per session: name -> local model folder."""
+    from tests.model_zoo import build_all
+    return build_all(str(tmp_path_factory.mktemp("zoo")))

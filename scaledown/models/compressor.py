@@ -9,6 +9,30 @@ from torch import nn
 from scaledown.models.sharded_weights import full_weights
 
 
+def embedding_output_scale(embedding: nn.Module) -> float:
+    """Factor the embedding module applies to its looked-up rows (1.0 for most families).
+
+    Gemma-2/3 in transformers 5 scale by sqrt(hidden) inside the embedding (`embed_scale`, a non-persistent
+    buffer, cast to the weight's dtype); vectors passed as `inputs_embeds` are not scaled again, so anything
+    spliced in must already be at that size (model_families.md section 2.5).
+    """
+    scale = getattr(embedding, "embed_scale", None)
+    if scale is None:
+        return 1.0
+    if torch.is_tensor(scale):
+        return float(scale.to(embedding.weight.dtype)) if scale.device.type != "meta" else 1.0
+    return float(scale)
+
+
+def first_position(backbone: nn.Module) -> int:
+    """Position id of a sequence's first token: padding_idx + 1 for RoBERTa-style absolute positions (their
+    position table reserves rows up to the pad id; RobertaEmbeddings.create_position_ids_from_input_ids), else 0.
+    From inputs_embeds such a model cannot see padding, so the compressor passes the ids itself."""
+    table = getattr(getattr(backbone, "embeddings", None), "position_embeddings", None)
+    pad = getattr(table, "padding_idx", None) if isinstance(table, nn.Embedding) else None
+    return 0 if pad is None else int(pad) + 1
+
+
 class MemoryNorm(nn.Module):
     """RMS-normalise memory embeddings and rescale them to the generator's token-embedding size.
 
@@ -63,9 +87,11 @@ class Compressor(nn.Module):
         if getattr(backbone.config, "use_cache", False):   # documents are read once: a KV cache only costs memory
             backbone.config.use_cache = False                # (and a cache object is what torch.fx cannot trace)
         hidden = backbone.config.hidden_size
-        embed = backbone.get_input_embeddings().weight
+        embedding = backbone.get_input_embeddings()
+        embed = embedding.weight
         with full_weights([embed]):
             std = float(embed.detach().float().std()) if embed.numel() and embed.device.type != "meta" else 0.02
+        std *= embedding_output_scale(embedding)  # the size of token inputs as the backbone's layers see them
         self.memory_tokens = MemoryTokens(num_memory_tokens, hidden, std, enable_reranking)
         self.rr_head = nn.Linear(hidden, 1) if enable_reranking else None
         if projection == "none":
@@ -84,6 +110,7 @@ class Compressor(nn.Module):
         # False: positions count from each row's first real token (left padding). True: 0..T-1 over every column,
         # padding included, as the released OSCAR models were trained (prompt_format="oscar", fixed-length inputs)
         self.absolute_positions = False
+        self.first_position = first_position(backbone)
 
     @property
     def memory_embeddings(self) -> nn.Parameter:
@@ -115,6 +142,7 @@ class Compressor(nn.Module):
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
         if self.absolute_positions:
             position_ids = torch.arange(mask.shape[1], device=mask.device).expand(n, -1)
+        position_ids = position_ids + self.first_position   # RoBERTa numbers positions from padding_idx + 1
         states = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).last_hidden_state
         memory = states[:, -self.num_appended:][:, :self.num_memory_tokens]
         memory = self.projection(memory)

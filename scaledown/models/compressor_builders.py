@@ -9,7 +9,7 @@ from torch import nn
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import ConfigError
 from scaledown.models import loading
-from scaledown.models.compressor import Compressor
+from scaledown.models.compressor import Compressor, embedding_output_scale
 from scaledown.models.generator import without_lora
 from scaledown.models.sharded_weights import full_weights
 
@@ -71,14 +71,20 @@ def nlayers_backbone_empty(generator_config, num_layers: int) -> nn.Module:
 
 @torch.no_grad()
 def token_embedding_rms(generator: nn.Module) -> float:
-    """Per-element RMS of the generator's token embeddings: the scale memory embeddings should start at."""
-    weight = generator.get_input_embeddings().weight
+    """Per-element RMS of the generator's token embeddings as its first decoder layer receives them (after the
+    family's own input scaling, e.g. Gemma's sqrt(hidden)): the scale memory embeddings should start at."""
+    embedding = generator.get_input_embeddings()
+    weight = embedding.weight
     with full_weights([weight]):
-        return float(weight.detach().float().pow(2).mean().sqrt())
+        return float(weight.detach().float().pow(2).mean().sqrt()) * embedding_output_scale(embedding)
 
 
-def build_compressor(config: ScaleDownConfig, generator: nn.Module, backbone: nn.Module | None = None) -> Compressor:
-    """The compressor of `config.compressor_type`; `backbone` skips loading (from_pretrained passes it)."""
+def build_compressor(config: ScaleDownConfig, generator: nn.Module, backbone: nn.Module | None = None,
+                     seed: int | None = None) -> Compressor:
+    """The compressor of `config.compressor_type`; `backbone` skips loading (from_pretrained passes it).
+
+    seed: draw the fresh parts (memory tokens, heads, projection) from this seed, whatever building the backbone
+    consumed (under ZeRO-3 it is initialised partitioned)."""
     out_size = generator.get_input_embeddings().embedding_dim
     norm_scale = None
     if config.memory_norm:  # per-element RMS of the generator's token embeddings
@@ -102,6 +108,8 @@ def build_compressor(config: ScaleDownConfig, generator: nn.Module, backbone: nn
     else:  # validated by ScaleDownConfig
         raise ConfigError(f"unknown compressor_type {kind!r}")
     projection = config.compressor_projection or projection   # a released N-layers model may carry an MLP
+    if seed is not None:
+        torch.manual_seed(seed)
     return Compressor(backbone, config.num_memory_tokens, out_size, projection=projection,
                       mlp_hidden_size=config.compressor_mlp_hidden_dim, enable_reranking=config.enable_reranking,
                       memory_norm_scale=norm_scale)

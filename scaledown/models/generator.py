@@ -17,13 +17,17 @@ def lora_config(config: ScaleDownConfig):
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
 
 
-def build_generator(config: ScaleDownConfig, base: nn.Module | None = None) -> nn.Module:
-    """Load (or take) the base causal LM, freeze it and wrap it with fresh LoRA adapters."""
+def build_generator(config: ScaleDownConfig, base: nn.Module | None = None, seed: int | None = None) -> nn.Module:
+    """Load (or take) the base causal LM, freeze it and wrap it with fresh LoRA adapters.
+
+    seed: draw the LoRA from this seed, whatever loading the base consumed (ZeRO-3 loads partitioned)."""
     from peft import get_peft_model
     if base is None:
         base = loading.load_causal_lm(config.generator_model_name, config.trust_remote_code)
     for p in base.parameters():
         p.requires_grad_(False)
+    if seed is not None:
+        torch.manual_seed(seed)
     return get_peft_model(base, lora_config(config))
 
 

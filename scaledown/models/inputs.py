@@ -80,15 +80,19 @@ class InputBuilder:
         if assistant is not None:
             messages.append({"role": "assistant", "content": assistant})
         if getattr(self.tokenizer, "chat_template", None):
+            system = (self.config.system_prompt or "").strip()
             try:
-                return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                text = self.tokenizer.apply_chat_template(messages, tokenize=False,
                                                           add_generation_prompt=assistant is None)
-            except Exception:  # templates without a system role (Mistral, Gemma): merge it into the user turn
-                if self.config.system_prompt:
-                    merged = [{"role": "user", "content": self.config.system_prompt + "\n\n" + user}] + messages[2:]
-                    return self.tokenizer.apply_chat_template(merged, tokenize=False,
-                                                              add_generation_prompt=assistant is None)
-                raise
+                if system in text:
+                    return text
+                # the template dropped the system message silently (Phi-3-mini): fold it in as below
+            except Exception:  # templates without a system role (Mistral v0.1, Gemma-2) raise on one
+                if not system:
+                    raise
+            # a family without a system role: fold it into the user turn, as Gemma-3's own template does
+            merged = [{"role": "user", "content": self.config.system_prompt + "\n\n" + user}] + messages[2:]
+            return self.tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=assistant is None)
         bos = self.tokenizer.bos_token or ""
         system = self.config.system_prompt + "\n\n" if self.config.system_prompt else ""
         text = f"{bos}{system}{user}\nAnswer:"

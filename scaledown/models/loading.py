@@ -46,6 +46,23 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     return tok
 
 
+def check_tokenizer_fits(tokenizer, name: str, trust_remote_code: bool = False, role: str = "generator") -> None:
+    """Refuse a tokenizer with more tokens than the model has embedding rows (special tokens added without
+    resize_token_embeddings): otherwise the first prompt holding one fails mid-run with an index error."""
+    if name in presets.TINY_MODELS or tokenizer is None:
+        return
+    config = model_config(name, trust_remote_code)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    rows = getattr(text, "vocab_size", None)
+    if rows is None or len(tokenizer) <= rows:
+        return
+    extra = [t for t, i in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]) if i >= rows][:3]
+    raise ConfigError(f"the {role} tokenizer of '{name}' has {len(tokenizer)} tokens but the model has {rows} "
+                      f"embedding rows: {', '.join(map(repr, extra))} have no embedding. Resize the model to its "
+                      f"tokenizer and save it first (model.resize_token_embeddings(len(tokenizer)); "
+                      f"model.save_pretrained(FOLDER)), or pass the tokenizer the model was saved with.")
+
+
 def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[torch.dtype] = None,
                    num_hidden_layers: Optional[int] = None):
     """A causal LM: tiny sentinels are built randomly from config (seeded by the caller); others load weights.

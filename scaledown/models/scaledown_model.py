@@ -63,17 +63,26 @@ class ScaleDownModel(nn.Module):
         super().__init__()
         self.config = config
         random_init = config.generator_model_name in presets.TINY_MODELS and generator is None
-        with torch.random.fork_rng(devices=[]):
-            if random_init:  # the same random weights on every rank and every backend
-                torch.manual_seed(config.seed)
-            self.generator = generator if generator is not None else build_generator(config)
-            self.compressor = compressor if compressor is not None else build_compressor(
-                config, base_causal_lm(self.generator), backbone=compressor_backbone)
         self.tokenizer = tokenizer or loading.load_tokenizer(config.tokenizer_name or config.generator_model_name,
                                                              config.trust_remote_code)
         if compressor_tokenizer is None and config.compressor_type != "n_layers":
             compressor_tokenizer = loading.load_tokenizer(config.resolved_compressor_model_name,
                                                           config.trust_remote_code)
+        if generator is None:  # before any weights load
+            loading.check_tokenizer_fits(self.tokenizer, config.generator_model_name, config.trust_remote_code)
+        if compressor is None and compressor_backbone is None and config.compressor_type != "n_layers":
+            loading.check_tokenizer_fits(compressor_tokenizer, config.resolved_compressor_model_name,
+                                         config.trust_remote_code, role="compressor")
+        with torch.random.fork_rng(devices=[]):
+            # the same random weights on every rank and every backend: the tiny sentinels, and for loaded models
+            # the fresh parts (LoRA A, memory tokens, heads), each drawn from its own seed after loading (the tiny
+            # sentinels keep their one stream: the README's measured figures were made with it)
+            torch.manual_seed(config.seed)
+            fresh = None if random_init else config.seed
+            self.generator = generator if generator is not None else build_generator(config, seed=fresh)
+            self.compressor = compressor if compressor is not None else build_compressor(
+                config, base_causal_lm(self.generator), backbone=compressor_backbone,
+                seed=None if fresh is None else fresh + 1)
         self.compressor_tokenizer = compressor_tokenizer
         check_vocabulary(self.tokenizer, self.generator.get_input_embeddings(),
                          config.tokenizer_name or config.generator_model_name, config.generator_model_name)

@@ -114,10 +114,12 @@ class ParallelPlan:
         if tp < 1:
             raise ConfigError(f"--tp {tp} is invalid: use 1 or more tensor-parallel ranks.")
         stacks = find_stacks(model)
+        _check_supported(model, stacks, tp)
         if pp > 1 and _tied_lm_head(model):
             raise ConfigError(f"--pp {pp}: the generator ties lm_head to its input embeddings, which live on the first "
                               f"and last pipeline stages; NxD cannot share one weight across stages. Use --pp 1, or "
-                              f"untie them (tie_word_embeddings=False) before training.")
+                              f"untie them (tie_word_embeddings=False) before training "
+                              f"(generator: {_family(base_causal_lm_of(model))}).")
         gen_geo = resolve_geometry("generator", *stacks.generator_geometry, tp, kv_replication)
         bb_geo = resolve_geometry("compressor", *stacks.backbone_geometry, tp,
                                   None if stacks.backbone_family == "modernbert" else kv_replication)
@@ -186,6 +188,50 @@ class ParallelPlan:
             out[name] = full
             notes += found
         return out, notes
+
+
+def base_causal_lm_of(model: nn.Module) -> nn.Module:
+    from scaledown.models.generator import base_causal_lm
+    return base_causal_lm(model.generator)
+
+
+def _family(module: nn.Module) -> str:
+    """'model_type, Class' of a transformers model, for messages."""
+    return f"{getattr(module.config, 'model_type', '?')}, {type(module).__name__}"
+
+
+def _check_supported(model: nn.Module, stacks: Stacks, tp: int) -> None:
+    """Refuse by name, before any weights load, what the rules cannot place (model_families.md section 4 (d)).
+
+    A backbone without a `layers` stack (BERT / RoBERTa encoders: encoder.layer.N) has nothing to cut into
+    pipeline stages. Under tp > 1, a Linear of a decoder layer that matches no rule is a fused projection
+    (Phi-3's qkv_proj / gate_up_proj): leaving it whole while o_proj / down_proj are row-parallel would give
+    wrong shapes, and a stride split cannot cut [q; k; v] of unequal GQA sizes.
+    """
+    backbone = model.get_submodule(stacks.backbone)
+    if not isinstance(getattr(backbone, "layers", None), nn.ModuleList):
+        raise ConfigError(
+            f"NxD cannot place the compressor backbone ({_family(backbone)}): its layers are not a `layers` stack "
+            f"like the decoder families' and ModernBERT's, which the pipeline cuts and tensor-parallel rules "
+            f"need. Use a ModernBERT model as --compressor_model_name, or --compressor_type causal_lm / n_layers; "
+            f"or train this compressor with DeepSpeed or on one process.")
+    if tp == 1:
+        return
+    for root, family, role in ((stacks.generator, "decoder", "generator"),
+                               (stacks.backbone, stacks.backbone_family, "compressor")):
+        stack = model.get_submodule(root)
+        unmatched = sorted({R.split_peft_path(path)[0] for path, m in stack.named_modules()
+                            if isinstance(m, nn.Linear) and path.startswith("layers.")
+                            and R.split_peft_path(path)[1] == "base"
+                            and R.match(R.split_peft_path(path)[0], family, None) is None})
+        if unmatched:
+            names = sorted({p.split(".", 2)[2] for p in unmatched})
+            owner = base_causal_lm_of(model) if role == "generator" else stack
+            raise ConfigError(
+                f"--tp {tp}: the {role} ({_family(owner)}) has projections NxD tensor parallelism cannot shard: "
+                f"{', '.join(names)} (fused: one matrix holds q, k and v, or gate and up). The plan shards separate "
+                f"q_proj / k_proj / v_proj and gate_proj / up_proj only. Use --tp 1 (--pp still splits the "
+                f"layers), or train this family with DeepSpeed or on one process.")
 
 
 def _tied_lm_head(model: nn.Module) -> bool:
