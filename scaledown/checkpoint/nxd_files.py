@@ -5,6 +5,9 @@
     <dir>/<tag>/done                                        "1" once every rank finished: the tag is complete
     <dir>/<tag>/model/dp_rank_00_tp_rank_TT_pp_rank_PP.pt   model shard: {name: local tensor}
     <dir>/<tag>/optim/dp_rank_00_tp_rank_TT_pp_rank_PP.pt   optimizer shard (torch state_dict), without ZeRO-1
+    <dir>/<tag>/optim/dp_rank_DD_tp_rank_TT_pp_rank_PP.pt   ZeRO-1: one per data-parallel rank, torch-xla's
+        ZeroRedundancyOptimizer.state_dict(): "param_groups", "state" {} , "base_state" {index: state of this
+        rank's dim-0 chunk, padded to a multiple of the DP size}, "shape_info" {index: local shape}
 
 xser (use_xser=True): X.pt is the same dict with torch_xla TensorReference(tid) in place of tensors,
 X.pt.tensors/tensor_<tid>.pt one tensor per file, X.pt.info.pt {tid: {dtype, shape, expert_model_parallel}}.
@@ -66,6 +69,22 @@ def list_shards(folder: str) -> dict[tuple[int, int], str]:
                                   f"shards) are not supported. Save the optimizer without ZeRO-1, or convert with "
                                   f"nxd_convert_zero_checkpoints --convert_to_full first.")
         found[(tp, pp)] = os.path.join(folder, name)
+    return found
+
+
+def list_optimizer_shards(folder: str) -> dict[tuple[int, int], dict[int, str]]:
+    """{(tp_rank, pp_rank): {dp_rank: file}} of an optim/ folder (ZeRO-1 writes one file per data-parallel rank)."""
+    found: dict[tuple[int, int], dict[int, str]] = {}
+    for name in sorted(os.listdir(folder)):
+        m = SHARD.match(name)
+        if m:
+            dp, tp, pp = map(int, m.groups())
+            found.setdefault((tp, pp), {})[dp] = os.path.join(folder, name)
+    for (tp, pp), by_dp in found.items():
+        if sorted(by_dp) != list(range(len(by_dp))):
+            missing = [shard_name(tp, pp, d) for d in range(max(by_dp) + 1) if d not in by_dp]
+            raise CheckpointError(f"{folder} lacks the ZeRO-1 optimizer files {', '.join(missing[:4])}: copy every "
+                                  f"data-parallel rank's file of the checkpoint.")
     return found
 
 
