@@ -80,9 +80,10 @@ def list_optimizer_shards(folder: str) -> dict[tuple[int, int], dict[int, str]]:
         if m:
             dp, tp, pp = map(int, m.groups())
             found.setdefault((tp, pp), {})[dp] = os.path.join(folder, name)
+    ranks = max((max(by_dp) + 1 for by_dp in found.values()), default=0)
     for (tp, pp), by_dp in found.items():
-        if sorted(by_dp) != list(range(len(by_dp))):
-            missing = [shard_name(tp, pp, d) for d in range(max(by_dp) + 1) if d not in by_dp]
+        missing = [shard_name(tp, pp, d) for d in range(ranks) if d not in by_dp]
+        if missing:
             raise CheckpointError(f"{folder} lacks the ZeRO-1 optimizer files {', '.join(missing[:4])}: copy every "
                                   f"data-parallel rank's file of the checkpoint.")
     return found
