@@ -291,7 +291,19 @@ class NeuronBackend(Backend):
     def generate(self, batch, documents_as: str) -> Optional[list[str]]:
         if self.config.pipeline_parallel_size > 1:
             return None   # no stage holds the whole model
-        return self._model.generate_from_batch(batch, documents_as, **self.generation_kwargs())
+        # the lm_head is vocabulary-parallel (gather_output=False): each rank's logits cover its slice of the
+        # vocabulary, so greedy decoding would pick another token on every rank (and stop at another step: a
+        # hang). While generating, the logits are all-gathered over the TP group (NxD mappings.py).
+        import importlib
+        gather = importlib.import_module("neuronx_distributed.parallel_layers.mappings")
+        gather = gather.gather_from_tensor_model_parallel_region
+        hooks = [self._model.get_submodule(path).register_forward_hook(lambda m, i, out: gather(out))
+                 for path, spec in self.plan.modules.items() if spec.loss == "parallel_cross_entropy"]
+        try:
+            return self._model.generate_from_batch(batch, documents_as, **self.generation_kwargs())
+        finally:
+            for hook in hooks:
+                hook.remove()
 
     # ---- host-side collectives ------------------------------------------------------------------------------
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:

@@ -48,3 +48,14 @@ def _copy_reducing_in(x, reduce_dtype):
 
 def reduce_from_tensor_model_parallel_region(x):
     return _Reduce.apply(x)
+
+
+def gather_from_tensor_model_parallel_region(input_, process_group=None):
+    """NxD mappings.py: all-gather along the last dimension over the TP group (forward only in the double: the
+    backend gathers vocabulary-sharded logits for generation, under no_grad)."""
+    tp = ps.get_tensor_model_parallel_size()
+    if tp == 1:
+        return input_
+    parts = [torch.empty_like(input_) for _ in range(tp)]
+    dist.all_gather(parts, input_.contiguous(), group=process_group or ps.get_tensor_model_parallel_group())
+    return torch.cat(parts, dim=-1)
