@@ -120,6 +120,19 @@ def test_converted_zero1_checkpoint_resumes_and_a_plain_one_is_refused(runs, sub
     assert "--zero1_dp 1" in refused.stderr and "Traceback" not in refused.stderr
 
 
+def test_init_from_an_nxd_checkpoint_builds_on_meta_and_computes_the_buffers(runs, subprocess_env_module):
+    """--init_from an NxD tag builds the model on the meta device; NxD's reinit replaces parameters only, so the
+    rotary inv_freq (in no checkpoint) must be computed by the backend: the step-0 evaluation of the started run
+    equals the final evaluation of the run that wrote the tag (same weights, same rows)."""
+    from scaledown.training.compare_runs import read_scalars
+    out = runs / "init_from"
+    run([sys.executable, RUNNER, *FLAGS, "--max_steps", "1", "--save_steps", "0", "--eval_max_examples", "0",
+         "--output_dir", str(out), "--init_from", str(runs / "neuron" / "checkpoints" / "step_0000004")],
+        subprocess_env_module)
+    started, source = read_scalars(out)["eval/loss"], read_scalars(runs / "neuron")["eval/loss"]
+    assert started[0] == pytest.approx(source[4], rel=1e-6)
+
+
 @pytest.mark.slow
 def test_two_tensor_parallel_ranks_in_bf16_with_kv_replication(runs, subprocess_env_module, tmp_path):
     """tp 2 on 2 ranks in bf16 (ZeRO-1's fp32 gradient-accumulation hook: gradients in main_grad, param.grad None)

@@ -127,8 +127,12 @@ class NeuronBackend(Backend):
             raise RuntimeError(f"NxD reports data-parallel size {ps.get_data_parallel_size()}, expected {self.dp_size}")
         tp_rank = ps.get_tensor_model_parallel_rank()
 
+        # a meta skeleton is built before NxD's init_on_device(meta) context: that context puts every parameter
+        # created inside it on meta, also the real 1-row stand-in the description builds the compressor with
+        prebuilt = self._skeleton() if meta else None
+
         def model_fn():
-            model = self._skeleton() if meta else build()
+            model = prebuilt if meta else build()
             model.static_shapes = True
             if cfg.use_bf16:
                 model.to(torch.bfloat16)
