@@ -149,3 +149,25 @@ def write_shard(obj: dict[str, Any], file: str, xser: bool) -> None:
         return value
     save_with_references(replace(obj), file)
     torch.save(info, file + ".info.pt")
+
+
+def check_optimizer_layout(tag_dir: str, zero1_dp: int | None) -> None:
+    """Before NxD loads a tag's optimizer into a run with ZeRO-1 over `zero1_dp` ranks (None: no ZeRO-1): a tag
+    written by `scaledown convert --to nxd` records its layout (scaledown_checkpoint.json "zero1_dp"), and a
+    mismatch is refused with the conversion that fits. NxD's ZeRO-1 load pops base_state from the rank's own
+    dp_rank file (a plain file fails with a bare KeyError); the plain load reads dp_rank_00. A training run's own
+    tags (no layout record) were written by the backend's save and carry its settings."""
+    from scaledown.checkpoint.description import METADATA_FILE, read_json
+    meta = read_json(os.path.join(tag_dir, METADATA_FILE))
+    if not meta or meta.get("layout") != "nxd":
+        return
+    written = meta.get("zero1_dp")
+    if written == zero1_dp:
+        return
+    have = f"ZeRO-1's layout for {written} data-parallel ranks" if written else "the plain (non-ZeRO-1) layout"
+    run = f"--zero1 true with {zero1_dp} data-parallel ranks" if zero1_dp else "--zero1 false"
+    fix = f"--zero1_dp {zero1_dp}" if zero1_dp else "without --zero1_dp"
+    raise CheckpointError(f"{tag_dir} holds its optimizer state in {have}, but this run ({run}) loads "
+                          f"{'one ZeRO-1 file per data-parallel rank' if zero1_dp else 'the plain layout'}. Convert "
+                          f"again with `scaledown convert --from nxd --to nxd SRC DST {fix}` (plus your --tp/--pp), "
+                          f"or run with --zero1 {'false' if zero1_dp else 'true'}.")

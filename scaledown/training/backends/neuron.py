@@ -347,7 +347,7 @@ class NeuronBackend(Backend):
         tag_dir = nxd_files.find_tag(path)
         saved_optimizer = os.path.isdir(os.path.join(tag_dir, "optim"))
         if optimizer and saved_optimizer:
-            self._check_optimizer_layout(tag_dir)
+            nxd_files.check_optimizer_layout(tag_dir, self.dp_size if self.config.zero1 else None)
         root, tag = os.path.split(os.path.normpath(tag_dir))
         try:
             content = self.stack.nxd.load_checkpoint(root, tag=tag, model=self.nxd_model,
@@ -365,25 +365,6 @@ class NeuronBackend(Backend):
                 step = int(ckpt.read_state(tag_dir).get("step", 0))   # converted tag: schedule from the step
             self._set_schedule_step(int(step or 0))
         return state
-
-    def _check_optimizer_layout(self, tag_dir: str) -> None:
-        """A tag written by `scaledown convert --to nxd` records its optimizer layout: NxD's ZeRO-1 load pops
-        base_state from this rank's own dp_rank file (a plain file fails with a bare KeyError), the plain load reads
-        dp_rank_00 without it. Refuse a mismatch with the conversion that fits, before NxD reads anything."""
-        from scaledown.checkpoint.description import METADATA_FILE, read_json
-        meta = read_json(os.path.join(tag_dir, METADATA_FILE))
-        if not meta or meta.get("layout") != "nxd":
-            return   # a training run's own tag: written by this backend's save_checkpoint
-        written = meta.get("zero1_dp")
-        wanted = self.dp_size if self.config.zero1 else None
-        if written != wanted:
-            have = f"ZeRO-1 layout for {written} data-parallel ranks" if written else "the plain (non-ZeRO-1) layout"
-            fix = f"--zero1_dp {self.dp_size}" if self.config.zero1 else "no --zero1_dp"
-            raise CheckpointError(f"{tag_dir} holds its optimizer state in {have}, but this run "
-                                  f"({'--zero1 true' if self.config.zero1 else '--zero1 false'}, {self.dp_size} "
-                                  f"data-parallel ranks) loads {'ZeRO-1 files per data-parallel rank' if wanted else 'the plain layout'}. "
-                                  f"Convert again with `scaledown convert --from nxd --to nxd ... {fix}`, or pass "
-                                  f"--zero1 {'false' if self.config.zero1 else 'true'}.")
 
     def export_pretrained(self, directory: str) -> None:
         """Full weights gathered on the logging rank (dp rank 0 shards, unsharded by the plan), saved there."""
