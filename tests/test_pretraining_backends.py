@@ -54,9 +54,9 @@ def test_zero3_two_ranks_pretrain_like_one_process(one_process, tmp_path):
 
 @pytest.mark.nxd_double
 def test_nxd_pretrain_like_one_process(one_process, tmp_path):
-    """The NxD defaults a user gets (ZeRO-1, activation checkpointing: NxD's reentrant one, under which the warm-up's
-    first layer reads frozen embeddings) in fp32, against the one-process run without recomputation (recomputing
-    is exact): bf16 is checked by tests/test_neuron_training.py, not at rtol 1e-5."""
+    """The NxD defaults a user gets (ZeRO-1, NxD's reentrant activation checkpointing) in fp32, against the
+    one-process run without recomputation (recomputing is exact): bf16 is checked by tests/test_neuron_training.py,
+    not at rtol 1e-5."""
     out = str(tmp_path / "nxd")
     runner = os.path.join(ROOT, "tests", "nxd_double", "run.py")
     from test_neuron_training import free_port

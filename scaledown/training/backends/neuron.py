@@ -160,8 +160,9 @@ class NeuronBackend(Backend):
 
     def enable_gradient_checkpointing(self) -> None:
         """NxD applies activation checkpointing to the decoder layers (activation_checkpoint_config) with torch-xla's
-        *reentrant* checkpoint: a layer whose inputs need no gradient (frozen embeddings read text, as in the
-        warm-up) would give its weights none. As transformers' enable_input_require_grads does, every token
+        *reentrant* checkpoint: a layer whose inputs need no gradient would give its weights none. No phase today
+        feeds one (the warm-up trains the embeddings; the others mix in memory vectors that need gradients), but
+        a frozen embedding reading text would; as transformers' enable_input_require_grads does, every token
         embedding's output is marked as needing a gradient, so the first checkpointed layer always gets one."""
         def needs_grad(module, inputs, output):
             if isinstance(output, torch.Tensor) and output.is_floating_point() and not output.requires_grad:
