@@ -139,6 +139,22 @@ def test_activation_checkpointing_is_reentrant(nxd):
     assert net.block._checkpoint_wrapped_module.linear.weight.grad is None
 
 
+def test_backend_passes_its_clip_norm_to_zero1(nxd, monkeypatch):
+    """The backend's side of the clip norm: under ZeRO-1 its --max_grad_norm reaches torch-xla's optimizer (NxD
+    would leave 1.0). A loss comparison cannot show this: Adam's update barely depends on a uniform gradient scale
+    (4 steps at 0.5 vs 1.0 differ by 2.5e-6 relative in the loss)."""
+    from scaledown import ScaleDownModel
+    from scaledown.training.backends.neuron import NeuronBackend
+    from conftest import tiny_config
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    cfg = tiny_config(zero1=True, use_bf16=False, max_grad_norm=0.5)
+    backend = NeuronBackend(cfg)
+    model = backend.build_model(lambda: ScaleDownModel(cfg))
+    backend.prepare(model.parameter_groups(), lambda step: 1.0, 1)
+    zero = backend.optimizer.optimizer
+    assert type(zero).__name__ == "NeuronZero1Optimizer" and zero.max_norm == 0.5
+
+
 def test_kv_groups_follow_nxd_arrange_kv_groups_and_the_backend_pairs_tp_ranks():
     """parallel_layers/parallel_state.py arrange_kv_groups (Trn1): global ranks i*tp + j stepping tp/m, which on
     Trn1's strided TP=4 groups pairs ranks of different TP groups; the backend's kv_replica_groups pairs the ranks
