@@ -184,8 +184,8 @@ def write_nxd(ckpt: FullCheckpoint, directory: str, tp: int = 1, pp: int = 1, kv
                     if zero1_dp is None:
                         F.write_shard(shard, os.path.join(tmp, "optim", name), xser)
                     for d in range(zero1_dp or 0):
-                        F.write_shard(_zero1_file(shard, d, zero1_dp), os.path.join(tmp, "optim", F.shard_name(t, p, d)),
-                                      xser)
+                        F.write_shard(_zero1_file(shard, d, zero1_dp),
+                                      os.path.join(tmp, "optim", F.shard_name(t, p, d)), xser)
         write_metadata(tmp, ckpt.description, {"layout": "nxd", "tp": tp, "pp": pp, "xser": xser, "zero1_dp": zero1_dp,
                                                "kv_replication": plan.kv_replication("generator"),
                                                "pipeline_cuts": plan.pipeline_cuts})
