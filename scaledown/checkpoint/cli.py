@@ -38,6 +38,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--kv_replication", "--kv-replication", type=int, default=None,
                    help="NxD kv_size_multiplier; default: the smallest factor making the KV heads divide --tp")
     p.add_argument("--xser", action="store_true", help="write NxD shards in torch-xla's xser layout (default off)")
+    p.add_argument("--zero1_dp", "--zero1-dp", type=int, default=None,
+                   help="nxd output: write the optimizer in NxD's ZeRO-1 layout, one file per data-parallel rank, for "
+                        "this many data-parallel ranks (what a --zero1 true run at that size loads); default: the "
+                        "plain layout of --zero1 false runs")
     p.add_argument("--merge_lora", "--merge-lora", action="store_true",
                    help="hf output: fold LoRA into the base weights (the adapter is kept as a no-op)")
     p.add_argument("--tag", help="checkpoint tag written under DST (default: step_N of a training checkpoint, "
@@ -58,7 +62,7 @@ def convert_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown co
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     result = convert(args.src_format, args.dst_format, args.src, args.dst, tp=args.tp, pp=args.pp,
                      kv_replication=args.kv_replication, xser=args.xser, merge_lora=args.merge_lora, tag=args.tag,
-                     src_tag=args.src_tag, config_file=args.config, log=say,
+                     src_tag=args.src_tag, zero1_dp=args.zero1_dp, config_file=args.config, log=say,
                      generator_path=args.generator_path, compressor_path=args.compressor_path)
     print(f"wrote {args.dst_format} checkpoint {result.path} ({', '.join(result.carried)})")
     for note in result.notes:

@@ -33,12 +33,12 @@ class ConversionResult:
 
 
 def _check_options(src_format: str, dst_format: str, tp: int, pp: int, kv_replication: Optional[int], xser: bool,
-                   merge_lora: bool, tag: Optional[str]) -> None:
+                   merge_lora: bool, tag: Optional[str], zero1_dp: Optional[int] = None) -> None:
     for flag, value in (("--from", src_format), ("--to", dst_format)):
         if value not in FORMATS:
             raise ConfigError(f"{flag} {value!r} is not one of {', '.join(FORMATS)}.")
     nxd_only = [name for name, used in (("--tp", tp != 1), ("--pp", pp != 1), ("--kv_replication", kv_replication),
-                                        ("--xser", xser)) if used]
+                                        ("--xser", xser), ("--zero1_dp", zero1_dp)) if used]
     if nxd_only and dst_format != "nxd":
         raise ConfigError(f"{', '.join(nxd_only)} only appl{'y' if len(nxd_only) > 1 else 'ies'} to --to nxd (the "
                           f"layout being written); "
@@ -49,6 +49,9 @@ def _check_options(src_format: str, dst_format: str, tp: int, pp: int, kv_replic
     if merge_lora and dst_format != "hf":
         raise ConfigError("--merge_lora only applies to --to hf: DeepSpeed and NxD checkpoints keep LoRA separate "
                           "so training can continue.")
+    if zero1_dp is not None and zero1_dp < 1:
+        raise ConfigError(f"--zero1_dp {zero1_dp}: give the data-parallel size of the run that will load the "
+                          f"checkpoint (world size / (tp x pp)), at least 1.")
 
 
 def _describe(src_format: str, src: str, src_tag: Optional[str], config_file: Optional[str]):
@@ -84,11 +87,11 @@ def convert(src_format: str, dst_format: str, src: str, dst: str, *, tp: int = 1
             kv_replication: Optional[int] = None, xser: bool = False, merge_lora: bool = False,
             tag: Optional[str] = None, src_tag: Optional[str] = None, config_file: Optional[str] = None,
             log: Optional[Callable[[str], None]] = None, generator_path: Optional[str] = None,
-            compressor_path: Optional[str] = None) -> ConversionResult:
+            compressor_path: Optional[str] = None, zero1_dp: Optional[int] = None) -> ConversionResult:
     """Convert SRC (format src_format) into DST (format dst_format); see the module docstring."""
     from scaledown.checkpoint.oscar_convert import check_oscar_options, convert_oscar
     log = log or (lambda message: None)
-    _check_options(src_format, dst_format, tp, pp, kv_replication, xser, merge_lora, tag)
+    _check_options(src_format, dst_format, tp, pp, kv_replication, xser, merge_lora, tag, zero1_dp)
     check_oscar_options(src_format, dst_format, generator_path, compressor_path)
     if "oscar" in (src_format, dst_format):
         return convert_oscar(src_format, dst_format, src, dst, generator_path, compressor_path, log)
@@ -101,7 +104,7 @@ def convert(src_format: str, dst_format: str, src: str, dst: str, *, tp: int = 1
     log(f"reading {src_format} checkpoint {src}")
     ckpt = _read(src_format, src, src_tag, config_file)
     log(f"writing {dst_format} checkpoint {dst}")
-    path = _write(ckpt, dst_format, dst, tp, pp, kv_replication, xser, merge_lora, tag)
+    path = _write(ckpt, dst_format, dst, tp, pp, kv_replication, xser, merge_lora, tag, zero1_dp)
     carried = ["weights"]
     if ckpt.optimizer and ckpt.optimizer.moments and dst_format != "hf":
         carried.append(f"Adam moments and step ({ckpt.optimizer.step})")
@@ -122,13 +125,13 @@ def _read(fmt: str, src: str, src_tag: Optional[str], config_file: Optional[str]
 
 
 def _write(ckpt, fmt: str, dst: str, tp: int, pp: int, kv_replication: Optional[int], xser: bool, merge_lora: bool,
-           tag: Optional[str]) -> str:
+           tag: Optional[str], zero1_dp: Optional[int] = None) -> str:
     if fmt == "hf":
         from scaledown.checkpoint.hf_format import write_hf
         write_hf(ckpt, dst, merge_lora=merge_lora)
         return dst
     if fmt == "nxd":
         from scaledown.checkpoint.nxd_format import write_nxd
-        return write_nxd(ckpt, dst, tp=tp, pp=pp, kv_replication=kv_replication, xser=xser, tag=tag)
+        return write_nxd(ckpt, dst, tp=tp, pp=pp, kv_replication=kv_replication, xser=xser, tag=tag, zero1_dp=zero1_dp)
     from scaledown.checkpoint.deepspeed_write import write_deepspeed
     return write_deepspeed(ckpt, dst, tag=tag)

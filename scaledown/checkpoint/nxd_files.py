@@ -5,6 +5,9 @@
     <dir>/<tag>/done                                        "1" once every rank finished: the tag is complete
     <dir>/<tag>/model/dp_rank_00_tp_rank_TT_pp_rank_PP.pt   model shard: {name: local tensor}
     <dir>/<tag>/optim/dp_rank_00_tp_rank_TT_pp_rank_PP.pt   optimizer shard (torch state_dict), without ZeRO-1
+    <dir>/<tag>/optim/dp_rank_DD_tp_rank_TT_pp_rank_PP.pt   ZeRO-1: one per data-parallel rank, torch-xla's
+        ZeroRedundancyOptimizer.state_dict(): "param_groups", "state" {} , "base_state" {index: state of this
+        rank's dim-0 chunk, padded to a multiple of the DP size}, "shape_info" {index: local shape}
 
 xser (use_xser=True): X.pt is the same dict with torch_xla TensorReference(tid) in place of tensors,
 X.pt.tensors/tensor_<tid>.pt one tensor per file, X.pt.info.pt {tid: {dtype, shape, expert_model_parallel}}.
@@ -69,6 +72,23 @@ def list_shards(folder: str) -> dict[tuple[int, int], str]:
     return found
 
 
+def list_optimizer_shards(folder: str) -> dict[tuple[int, int], dict[int, str]]:
+    """{(tp_rank, pp_rank): {dp_rank: file}} of an optim/ folder (ZeRO-1 writes one file per data-parallel rank)."""
+    found: dict[tuple[int, int], dict[int, str]] = {}
+    for name in sorted(os.listdir(folder)):
+        m = SHARD.match(name)
+        if m:
+            dp, tp, pp = map(int, m.groups())
+            found.setdefault((tp, pp), {})[dp] = os.path.join(folder, name)
+    ranks = max((max(by_dp) + 1 for by_dp in found.values()), default=0)
+    for (tp, pp), by_dp in found.items():
+        missing = [shard_name(tp, pp, d) for d in range(ranks) if d not in by_dp]
+        if missing:
+            raise CheckpointError(f"{folder} lacks the ZeRO-1 optimizer files {', '.join(missing[:4])}: copy every "
+                                  f"data-parallel rank's file of the checkpoint.")
+    return found
+
+
 def grid_of(shards: dict[tuple[int, int], str], folder: str) -> tuple[int, int]:
     """(tp, pp) of a complete shard grid, or an error naming the missing or extra shards."""
     if not shards:
@@ -129,3 +149,25 @@ def write_shard(obj: dict[str, Any], file: str, xser: bool) -> None:
         return value
     save_with_references(replace(obj), file)
     torch.save(info, file + ".info.pt")
+
+
+def check_optimizer_layout(tag_dir: str, zero1_dp: int | None) -> None:
+    """Before NxD loads a tag's optimizer into a run with ZeRO-1 over `zero1_dp` ranks (None: no ZeRO-1): a tag
+    written by `scaledown convert --to nxd` records its layout (scaledown_checkpoint.json "zero1_dp"), and a
+    mismatch is refused with the conversion that fits. NxD's ZeRO-1 load pops base_state from the rank's own
+    dp_rank file (a plain file fails with a bare KeyError); the plain load reads dp_rank_00. A training run's own
+    tags (no layout record) were written by the backend's save and carry its settings."""
+    from scaledown.checkpoint.description import METADATA_FILE, read_json
+    meta = read_json(os.path.join(tag_dir, METADATA_FILE))
+    if not meta or meta.get("layout") != "nxd":
+        return
+    written = meta.get("zero1_dp")
+    if written == zero1_dp:
+        return
+    have = f"ZeRO-1's layout for {written} data-parallel ranks" if written else "the plain (non-ZeRO-1) layout"
+    run = f"--zero1 true with {zero1_dp} data-parallel ranks" if zero1_dp else "--zero1 false"
+    fix = f"--zero1_dp {zero1_dp}" if zero1_dp else "without --zero1_dp"
+    raise CheckpointError(f"{tag_dir} holds its optimizer state in {have}, but this run ({run}) loads "
+                          f"{'one ZeRO-1 file per data-parallel rank' if zero1_dp else 'the plain layout'}. Convert "
+                          f"again with `scaledown convert --from nxd --to nxd SRC DST {fix}` (plus your --tp/--pp), "
+                          f"or run with --zero1 {'false' if zero1_dp else 'true'}.")

@@ -7,7 +7,9 @@ carry "name", the hyper-parameters and "param_names" (torch records them when th
 (name, parameter) pairs); state[i] holds "step", "exp_avg", "exp_avg_sq" at the parameter's local shape.
 The contract for the NxD backend: build the optimizer from ScaleDownModel.parameter_groups() (or the
 warm-up groups), each group restricted to this rank's stage, as (name, parameter) pairs in named_parameters()
-order. Shards without param_names, or ZeRO-1 shards, carry weights only (the tool says so).
+order. Shards without param_names carry weights only (the tool says so). ZeRO-1 runs write one optimizer file
+per data-parallel rank in torch-xla's ZeroRedundancyOptimizer layout (nxd_files.py): the reader joins the
+ranks' dim-0 chunks, and write_nxd(zero1_dp=D) writes that layout for D ranks.
 """
 from __future__ import annotations
 
@@ -87,7 +89,8 @@ def _read_optimizer(plan: ParallelPlan, tag_dir: str, tp: int, pp: int, notes: l
     folder = os.path.join(tag_dir, "optim")
     if not os.path.isdir(folder):
         return None
-    files = F.list_shards(folder)
+    by_rank = F.list_optimizer_shards(folder)
+    files = {key: ranks[0] for key, ranks in by_rank.items()}
     if F.grid_of(files, folder) != (tp, pp):
         raise CheckpointError(f"{folder} has optimizer shards for another tp/pp grid than {tag_dir}/model "
                               f"(tp={tp}, pp={pp}). The folder mixes two checkpoints.")
@@ -96,6 +99,12 @@ def _read_optimizer(plan: ParallelPlan, tag_dir: str, tp: int, pp: int, notes: l
     groups: dict[str, dict[str, Any]] = {}
     for (t, p), file in files.items():
         sd = F.read_shard(file)
+        if "base_state" in sd:
+            sd = _join_zero1([sd] + [F.read_shard(by_rank[(t, p)][d]) for d in range(1, len(by_rank[(t, p)]))], file)
+        elif len(by_rank[(t, p)]) > 1:
+            raise CheckpointError(f"{folder} holds optimizer files for {len(by_rank[(t, p)])} data-parallel ranks of "
+                                  f"tp={t}, pp={p}, but {file} is not in ZeRO-1's layout (no base_state): the folder "
+                                  f"mixes two checkpoints.")
         if "state" not in sd or "param_groups" not in sd:
             notes.append(f"{file} is not a plain torch optimizer state (ZeRO-1?): Adam moments not converted")
             return None
@@ -130,10 +139,29 @@ def _read_optimizer(plan: ParallelPlan, tag_dir: str, tp: int, pp: int, notes: l
     return OptimizerState(moments, max(steps) if steps else 0, list(groups.values()))
 
 
+def _join_zero1(ranks: list[dict[str, Any]], file: str) -> dict[str, Any]:
+    """A plain torch optimizer dict from every data-parallel rank's ZeRO-1 file of one (tp, pp) shard: each
+    moment is the ranks' dim-0 chunks concatenated and cut to shape_info (torch-xla pads to the DP size)."""
+    first = ranks[0]
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for index, shape in first["shape_info"].items():
+        if index not in first["base_state"]:
+            continue
+        try:
+            entry = {k: torch.cat([r["base_state"][index][k] for r in ranks])[:shape[0]].reshape(shape)
+                     for k in ADAM_MOMENTS}
+        except (KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{file} and its other data-parallel ranks' files do not form one ZeRO-1 optimizer "
+                                  f"state ({exc}): the folder mixes checkpoints or a file is damaged.")
+        state[index] = {"step": first["base_state"][index]["step"], **entry}
+    return {"state": state, "param_groups": first["param_groups"]}
+
+
 # ---- writing ---------------------------------------------------------------------------------------
 def write_nxd(ckpt: FullCheckpoint, directory: str, tp: int = 1, pp: int = 1, kv_replication: Optional[int] = None,
-              xser: bool = False, tag: Optional[str] = None) -> str:
-    """Write <directory>/<tag>/ (model shards, optimizer shards when moments exist, markers); returns its path."""
+              xser: bool = False, tag: Optional[str] = None, zero1_dp: Optional[int] = None) -> str:
+    """Write <directory>/<tag>/ (model shards, optimizer shards when moments exist, markers); returns its path.
+    zero1_dp=D: the optimizer in ZeRO-1's layout for D data-parallel ranks (files dp_rank_00 .. D-1)."""
     from scaledown.models.serialization import commit_directory
     from scaledown.training.checkpoint_dirs import tag_for
     plan = plan_for(ckpt, tp, pp, kv_replication)      # every divisibility error comes before any write
@@ -152,8 +180,13 @@ def write_nxd(ckpt: FullCheckpoint, directory: str, tp: int = 1, pp: int = 1, kv
                 name = F.shard_name(t, p)
                 F.write_shard(plan.local_state_dict(ckpt.weights, t, p), os.path.join(tmp, "model", name), xser)
                 if ckpt.optimizer:
-                    F.write_shard(_optimizer_shard(plan, ckpt.optimizer, t, p), os.path.join(tmp, "optim", name), xser)
-        write_metadata(tmp, ckpt.description, {"layout": "nxd", "tp": tp, "pp": pp, "xser": xser,
+                    shard = _optimizer_shard(plan, ckpt.optimizer, t, p)
+                    if zero1_dp is None:
+                        F.write_shard(shard, os.path.join(tmp, "optim", name), xser)
+                    for d in range(zero1_dp or 0):
+                        F.write_shard(_zero1_file(shard, d, zero1_dp),
+                                      os.path.join(tmp, "optim", F.shard_name(t, p, d)), xser)
+        write_metadata(tmp, ckpt.description, {"layout": "nxd", "tp": tp, "pp": pp, "xser": xser, "zero1_dp": zero1_dp,
                                                "kv_replication": plan.kv_replication("generator"),
                                                "pipeline_cuts": plan.pipeline_cuts})
         if state:
@@ -180,3 +213,16 @@ def _optimizer_shard(plan: ParallelPlan, opt: OptimizerState, tp_rank: int, pp_r
                             **{k: plan.shard(name, opt.moments[name][k], tp_rank) for k in ADAM_MOMENTS}}
         groups.append({**{k: v for k, v in group.items() if k != "params"}, "param_names": names, "params": indices})
     return {"state": state, "param_groups": groups}
+
+
+def _zero1_file(shard: dict[str, Any], dp_rank: int, dp: int) -> dict[str, Any]:
+    """torch-xla ZeroRedundancyOptimizer.state_dict() of data-parallel rank `dp_rank` for a plain shard: each
+    moment padded on dim 0 to a multiple of `dp` and cut into dp chunks (zero_redundancy_optimizer.py _shard_tensor)."""
+    def chunk(tensor: torch.Tensor) -> torch.Tensor:
+        missing = -tensor.shape[0] % dp
+        if missing:
+            tensor = torch.cat([tensor, tensor.new_zeros((missing,) + tuple(tensor.shape[1:]))])
+        return tensor.float().chunk(dp)[dp_rank].clone()
+    base = {i: {"step": s["step"], **{k: chunk(s[k]) for k in ADAM_MOMENTS}} for i, s in shard["state"].items()}
+    shapes = {i: next(iter(s[k] for k in ADAM_MOMENTS)).shape for i, s in shard["state"].items()}
+    return {"state": {}, "param_groups": shard["param_groups"], "base_state": base, "shape_info": shapes}

@@ -9,7 +9,13 @@ shared/reference/neuronx_distributed.md; behaviour is the part the backend relie
   stage per pipeline rank, non-local weights frozen; run_train runs every stage on its own rank and moves
   activations forward and their gradients back over gloo (pipeline/model.py says how it differs from 1F1B);
 - save_checkpoint / load_checkpoint write and read NxD's trainer format (markers, dp/tp/pp shard names,
-  xser through the converter's own writer), with num_kept_ckpts.
+  xser through the converter's own writer), with num_kept_ckpts;
+- as strict as NxD 0.17 / torch-xla 2.9 where the backend depends on it (read from neuronx-distributed v2.28.0 and
+  torch-xla v2.9.0; each module names its source file): ZeRO-1 is torch-xla's ZeroRedundancyOptimizer as NxD
+  configures it (fp32 shards, the gradient-accumulation hook leaving gradients in main_grad, clipping at 1.0
+  unless max_norm is passed, base_state state dicts), reinit replaces parameters only, activation checkpointing
+  is reentrant, parallel layers reduce in fp32, ParallelEmbedding keeps a local padding_idx, arrange_kv_groups
+  is NxD's, NxDPPModel keeps its first call's inter-stage shapes and reduces DP gradients unless told not to.
 
 Use: `from nxd_double import install; install()` before importing scaledown.training.backends.neuron
 (tests/nxd_double/run.py does it for launched processes).

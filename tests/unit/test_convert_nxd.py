@@ -140,6 +140,41 @@ def test_optimizer_moments_reshard_between_nxd_layouts(hf, tmp_path):
     assert sd["param_groups"][0]["param_names"] and all("exp_avg" in s for s in sd["state"].values())
 
 
+def test_zero1_optimizer_layout_per_data_parallel_rank(hf, tmp_path):
+    """--zero1_dp D writes torch-xla's ZeroRedundancyOptimizer state_dict per data-parallel rank (base_state of each
+    rank's dim-0 chunk, padded to a multiple of D, shape_info, no plain state), which NxD's ZeRO-1 load reads; the
+    reader joins the ranks back into the same moments. D = 3 divides dim 0 of no weight here: every tensor is padded."""
+    from scaledown.checkpoint.full import OptimizerState
+    from scaledown.checkpoint.hf_format import read_hf
+    from scaledown.checkpoint.nxd_format import read_nxd, write_nxd
+    folder, _ = hf
+    ckpt = read_hf(str(folder))
+    groups = ckpt.description.trainable_groups()
+    gen = torch.Generator().manual_seed(4)
+    moments = {n: {"exp_avg": torch.randn(ckpt.weights[n].shape, generator=gen),
+                   "exp_avg_sq": torch.rand(ckpt.weights[n].shape, generator=gen)} for n in groups}
+    ckpt.optimizer = OptimizerState(moments, 7, [{"name": g, "lr": 1e-3, "params": [
+        n for n in groups if groups[n] == g]} for g in ("generator", "compressor")])
+    write_nxd(ckpt, str(tmp_path / "z"), tp=2, pp=2, zero1_dp=3)
+    optim = tmp_path / "z" / "pretrained_weight" / "optim"
+    assert len(os.listdir(optim)) == 2 * 2 * 3
+    files = [torch.load(str(optim / f"dp_rank_{d:02d}_tp_rank_01_pp_rank_01.pt"), weights_only=True) for d in range(3)]
+    for sd in files:
+        assert sd["state"] == {} and set(sd) == {"state", "param_groups", "base_state", "shape_info"}
+        assert "param_names" in sd["param_groups"][0]
+    for index, shape in files[0]["shape_info"].items():
+        chunks = [f["base_state"][index]["exp_avg"] for f in files]
+        assert len({c.shape for c in chunks}) == 1 and sum(c.shape[0] for c in chunks) == -(-shape[0] // 3) * 3
+    back = read_nxd(str(tmp_path / "z"))
+    assert back.optimizer.step == 7
+    for name, values in moments.items():
+        for key, tensor in values.items():
+            assert torch.equal(back.optimizer.moments[name][key], tensor), name
+    os.remove(optim / "dp_rank_02_tp_rank_00_pp_rank_00.pt")
+    with pytest.raises(CheckpointError, match="lacks the ZeRO-1 optimizer files dp_rank_02_tp_rank_00_pp_rank_00.pt"):
+        read_nxd(str(tmp_path / "z"))
+
+
 def test_errors_before_writing(hf, tmp_path):
     folder, _ = hf
     nxd = str(tmp_path / "nxd")

@@ -8,9 +8,12 @@
   meta device when weights come from a checkpoint) and applies the shared plan from outside
   (neuron_parallelize.py). PP > 1 wraps the compressor + generator (PipelineModule) in NxDPPModel with
   auto_partition over the decoder layers; its cuts equal plan.pipeline_cuts.
-* Steps: `train_step` pads the step's micro-batches to one bucketed shape, feeds them through MpDeviceLoader
-  (TP) or NxDPPModel.run_train (PP), steps the NxDOptimizer (DP all-reduce or ZeRO-1, clipping) and reads
-  the losses and grad norm in an xm.add_step_closure after xm.mark_step: nothing forces a graph sync mid-step.
+* Steps: `train_step` pads the step's micro-batches to the run's static shapes (neuron_batches.StaticShapes:
+  from the configured lengths, so NxDPPModel's traced inter-stage shapes hold for every call, evaluation
+  included), feeds them through MpDeviceLoader (TP) or NxDPPModel.run_train (PP), sums KV-replica gradients
+  where NxD leaves them (param.grad, or main_grad under ZeRO-1 + bf16's accumulation hook), steps the
+  NxDOptimizer (DP all-reduce or ZeRO-1, clipping at --max_grad_norm) and reads the losses and grad norm in an
+  xm.add_step_closure after xm.mark_step: nothing forces a graph sync mid-step.
 * Checkpoints: nxd.save_checkpoint / load_checkpoint (trainer format, xser, num_kept_ckpts) into
   OUTPUT_DIR/checkpoints/step_N with the loop's client state as user_content; a tag converted by
   `scaledown convert --to nxd` (no user_content) loads weights and, when present, optimizer state.
@@ -30,8 +33,9 @@ from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
 from scaledown.training import checkpoint_dirs as ckpt
 from scaledown.training.backends import neuron_batches as nb
 from scaledown.training.backends.base import Backend
-from scaledown.training.backends.neuron_config import nxd_config_kwargs, resolve_microbatches
-from scaledown.training.backends.neuron_parallelize import (apply_plan, layer_classes, vocab_parallel_token_hits,
+from scaledown.training.backends.neuron_config import nxd_config_kwargs, refuse_unsupported, resolve_microbatches
+from scaledown.training.backends.neuron_parallelize import (apply_plan, kv_replica_groups, layer_classes,
+                                                            materialise_buffers, vocab_parallel_token_hits,
                                                             vocab_parallel_token_loss)
 from scaledown.training.backends.neuron_stack import load_stack
 from scaledown.training.backends.neuron_trace import leaf_module_names, tracer_class
@@ -72,6 +76,7 @@ class NeuronBackend(Backend):
         self.dp_size = self.grid.dp
         self.batch_plan = plan_batches(config.batch_size, config.micro_batch_size, self.dp_size)
         self.num_microbatches = resolve_microbatches(config, self.batch_plan)
+        refuse_unsupported(config, self.batch_plan, self.num_microbatches)
         if config.pipeline_parallel_size > 1 and config.generator_warmup_ratio > 0:
             raise ConfigError("generator_warmup_ratio > 0 with --pipeline_parallel_size > 1: the warm-up reads documents "
                               "as text (another traced graph) and recopies generator layers into the compressor across "
@@ -84,6 +89,7 @@ class NeuronBackend(Backend):
         self.optimizer = None
         self.plan = None
         self._kv_shared: dict[str, int] = {}
+        self._shapes: dict[tuple, nb.StaticShapes] = {}
         self._base_lrs: dict[str, float] = {}
         self._lr_lambda: Callable[[int], float] = lambda step: 1.0
         self._schedule_step = 0
@@ -112,7 +118,7 @@ class NeuronBackend(Backend):
         meta = self.weights_from is not None
         self.nxd_config = stack.nxd.neuronx_distributed_config(**nxd_config_kwargs(
             cfg, layer_classes=layer_classes(skeleton, plan), num_microbatches=self.num_microbatches,
-            meta_device_init=meta, param_init_fn=_zero_init,
+            meta_device_init=meta, param_init_fn=_init_on_host,
             leaf_module_names=leaf_module_names(skeleton, plan.layer_names),
             tracer_cls=tracer_class(stack.pipeline_trace.TorchTracerWrapper)))
         ps = stack.parallel_state
@@ -121,8 +127,12 @@ class NeuronBackend(Backend):
             raise RuntimeError(f"NxD reports data-parallel size {ps.get_data_parallel_size()}, expected {self.dp_size}")
         tp_rank = ps.get_tensor_model_parallel_rank()
 
+        # a meta skeleton is built before NxD's init_on_device(meta) context: that context puts every parameter
+        # created inside it on meta, also the real 1-row stand-in the description builds the compressor with
+        prebuilt = self._skeleton() if meta else None
+
         def model_fn():
-            model = self._skeleton() if meta else build()
+            model = prebuilt if meta else build()
             model.static_shapes = True
             if cfg.use_bf16:
                 model.to(torch.bfloat16)
@@ -136,8 +146,8 @@ class NeuronBackend(Backend):
             return nb.PipelineModule(model) if cfg.pipeline_parallel_size > 1 else model
 
         self.nxd_model = stack.nxd.initialize_parallel_model(self.nxd_config, model_fn)
-        if self._kv_shared:
-            ps.initialize_kv_group(max(self._kv_shared.values()))
+        self._kv_groups = kv_replica_groups(ps.get_tensor_model_parallel_replica_groups(),
+                                            set(self._kv_shared.values()))
         if meta:
             self._load(self.weights_from, optimizer=False)
         return self._model
@@ -149,9 +159,24 @@ class NeuronBackend(Backend):
             raise RuntimeError("NeuronBackend.setup got another model than the one build_model returned")
 
     def enable_gradient_checkpointing(self) -> None:
-        """NxD applies activation checkpointing to the decoder layers (activation_checkpoint_config)."""
+        """NxD applies activation checkpointing to the decoder layers (activation_checkpoint_config) with torch-xla's
+        *reentrant* checkpoint: a layer whose inputs need no gradient would give its weights none. No phase today
+        feeds one (the warm-up trains the embeddings; the others mix in memory vectors that need gradients), but
+        a frozen embedding reading text would; as transformers' enable_input_require_grads does, every token
+        embedding's output is marked as needing a gradient, so the first checkpointed layer always gets one."""
+        def needs_grad(module, inputs, output):
+            if isinstance(output, torch.Tensor) and output.is_floating_point() and not output.requires_grad:
+                output.requires_grad_(True)
+        embeddings = (torch.nn.Embedding, getattr(self.stack.layers, "ParallelEmbedding", torch.nn.Embedding))
+        for module in self._model.modules():
+            if isinstance(module, embeddings):
+                module.register_forward_hook(needs_grad)
 
     def collate_options(self, max_documents: int) -> dict[str, Any]:
+        """Documents per row fixed per run (static shapes): under PP one count for training and evaluation."""
+        cfg = self.config
+        if cfg.pipeline_parallel_size > 1:
+            return {"pad_documents_to": max(max_documents, cfg.num_documents_train, cfg.num_documents_eval)}
         return {"pad_documents_to": max_documents}
 
     # ---- optimizer and schedule ------------------------------------------------------------------------
@@ -159,16 +184,22 @@ class NeuronBackend(Backend):
         cfg = self.config
         local = {id(p) for _, p in self.nxd_model.named_parameters()}   # this pipeline stage's parameters
         names = {id(p): n.replace("_checkpoint_wrapped_module.", "") for n, p in self._model.named_parameters()}
-        groups = []
+        groups, extra = [], {}
+        if cfg.zero1 and cfg.max_grad_norm > 0:
+            # NxD builds its zero1_configs without optimizer_config["max_grad_norm"] (trainer/trainer.py), so
+            # torch-xla's ZeroRedundancyOptimizer would clip at its default 1.0: pass ours through its **defaults
+            extra["max_norm"] = float(cfg.max_grad_norm)
         for group in param_groups:
             params = [p for p in group["params"] if id(p) in local]
-            if params:  # named parameters: optimizer shards record param_names (the converters read them)
-                groups.append({"name": group["name"], "lr": group["lr"],
-                               "params": params if cfg.zero1 else [(names[id(p)], p) for p in params]})
+            # every group, also one without parameters on this stage: the converters write every group to every
+            # stage's file (optimizer loads match groups by position); named parameters: shards record
+            # param_names, which the converters read
+            groups.append({"name": group["name"], "lr": group["lr"], "params": [(names[id(p)], p) for p in params],
+                           **({} if params else {"param_names": []})})   # torch: names in every group or none
         self._base_lrs = {g["name"]: g["lr"] for g in param_groups}
         self.optimizer = self.stack.nxd.initialize_parallel_optimizer(
             self.nxd_config, torch.optim.AdamW, groups, lr=param_groups[0]["lr"],
-            betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
+            betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay, **extra)
         self._lr_lambda = lr_lambda
         self._set_schedule_step(0)
 
@@ -185,13 +216,21 @@ class NeuronBackend(Backend):
     def to_device(self, batch):
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    def _padded(self, batches):
-        inputs = self._model.inputs
-        return nb.pad_to_buckets(batches, inputs.pad_id, inputs.compressor_pad_id)
+    def _padded(self, batches, documents_as: str, evaluation: bool = False):
+        """Batches at the run's static shapes for this documents mode and document count (under PP, evaluation
+        batches also get the pipeline micro-batch's rows)."""
+        documents = batches[0]["document_mask"].shape[1]
+        rows = None
+        if evaluation and self.config.pipeline_parallel_size > 1:
+            rows = self.batch_plan.global_batch // self.dp_size // self.num_microbatches
+        key = (documents_as, documents, rows)
+        if key not in self._shapes:
+            self._shapes[key] = nb.StaticShapes.for_inputs(self._model.inputs, documents, documents_as, rows)
+        return self._shapes[key].pad(batches)
 
     def train_step(self, batches, documents_as: str):
         xm, n = self.stack.xm, len(batches)
-        batches = self._padded(batches)
+        batches = self._padded(batches, documents_as)
         if self.config.pipeline_parallel_size > 1:
             loss = self.nxd_model.run_train(**nb.concatenate(batches))
             sums = torch.stack([loss * n, loss * n, torch.zeros_like(loss)]).float()
@@ -215,15 +254,18 @@ class NeuronBackend(Backend):
                       "grad_norm": None if grad_norm is None else float(grad_norm.detach().cpu().reshape(-1)[0])}
 
     def _reduce_kv_replica_grads(self) -> None:
-        """KV heads copied over tensor-parallel ranks (kv_replication > 1) are one weight: sum their gradients."""
-        if not self._kv_shared:
-            return
-        import torch.distributed as dist
-        group = self.stack.parallel_state.get_kv_shared_group()
-        for path in self._kv_shared:
+        """KV heads copied over tensor-parallel ranks (kv_replication > 1) are one weight: sum their gradients over
+        the ranks holding the same heads, one replica-group all-reduce per replication factor (the compressor and
+        the generator may differ). The gradient is where NxD leaves it: param.grad, or main_grad when ZeRO-1's
+        accumulation hook (bf16: use_fp32_grad_acc) moved it there and set param.grad = None."""
+        by_factor: dict[int, list[torch.Tensor]] = {}
+        for path, factor in self._kv_shared.items():
             for param in self._model.get_submodule(path).parameters():
-                if param.grad is not None:
-                    dist.all_reduce(param.grad, group=group)
+                grad = param.grad if param.grad is not None else getattr(param, "main_grad", None)
+                if grad is not None and param.requires_grad:
+                    by_factor.setdefault(factor, []).append(grad)
+        for factor, grads in sorted(by_factor.items()):
+            self.stack.xm.all_reduce(self.stack.xm.REDUCE_SUM, grads, groups=self._kv_groups[factor])
 
     def forward_backward(self, batch, documents_as: str, loss_scale: float) -> ScaleDownOutput:
         raise NotImplementedError("the NxD backend runs whole steps (train_step)")
@@ -234,7 +276,7 @@ class NeuronBackend(Backend):
     # ---- evaluation ----------------------------------------------------------------------------------------
     def eval_forward(self, batch, documents_as: str) -> ScaleDownOutput:
         cpu = {k: v.cpu() for k, v in batch.items()}
-        padded = self._padded([cpu])[0]
+        padded = self._padded([cpu], documents_as, evaluation=True)[0]
         if self.config.pipeline_parallel_size == 1:
             return self.nxd_model(self.to_device(padded), documents_as=documents_as)
         # the traced pipeline returns only the mean of its micro-batch losses (ce + lambda * rerank): every micro-batch
@@ -254,7 +296,19 @@ class NeuronBackend(Backend):
     def generate(self, batch, documents_as: str) -> Optional[list[str]]:
         if self.config.pipeline_parallel_size > 1:
             return None   # no stage holds the whole model
-        return self._model.generate_from_batch(batch, documents_as, **self.generation_kwargs())
+        # the lm_head is vocabulary-parallel (gather_output=False): each rank's logits cover its slice of the
+        # vocabulary, so greedy decoding would pick another token on every rank (and stop at another step: a
+        # hang). While generating, the logits are all-gathered over the TP group (NxD mappings.py).
+        import importlib
+        gather = importlib.import_module("neuronx_distributed.parallel_layers.mappings")
+        gather = gather.gather_from_tensor_model_parallel_region
+        hooks = [self._model.get_submodule(path).register_forward_hook(lambda m, i, out: gather(out))
+                 for path, spec in self.plan.modules.items() if spec.loss == "parallel_cross_entropy"]
+        try:
+            return self._model.generate_from_batch(batch, documents_as, **self.generation_kwargs())
+        finally:
+            for hook in hooks:
+                hook.remove()
 
     # ---- host-side collectives ------------------------------------------------------------------------------
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
@@ -293,6 +347,8 @@ class NeuronBackend(Backend):
         from scaledown.checkpoint import nxd_files
         tag_dir = nxd_files.find_tag(path)
         saved_optimizer = os.path.isdir(os.path.join(tag_dir, "optim"))
+        if optimizer and saved_optimizer:
+            nxd_files.check_optimizer_layout(tag_dir, self.dp_size if self.config.zero1 else None)
         root, tag = os.path.split(os.path.normpath(tag_dir))
         try:
             content = self.stack.nxd.load_checkpoint(root, tag=tag, model=self.nxd_model,
@@ -332,7 +388,11 @@ class NeuronBackend(Backend):
         self.barrier()
 
 
-def _zero_init(module: torch.nn.Module, device: torch.device) -> None:
-    """param_init_fn for meta-device builds: cheap placeholders, overwritten by the checkpoint that follows."""
+def _init_on_host(module: torch.nn.Module, device: torch.device) -> None:
+    """param_init_fn for meta-device builds (NxD reinit_model calls it per module after replacing the parameters
+    only): zero placeholders for the parameters, overwritten by the checkpoint that follows, and the module's
+    buffers still on the meta device computed for real (neuron_parallelize.materialise_buffers: rotary inv_freq
+    is not in any checkpoint; NxD would otherwise fail moving it to the device)."""
     for param in module.parameters(recurse=False):
         param.data.zero_()
+    materialise_buffers(module, device)

@@ -24,6 +24,25 @@ def resolve_microbatches(config: ScaleDownConfig, plan: BatchPlan) -> int:
     return count
 
 
+def refuse_unsupported(config: ScaleDownConfig, plan: BatchPlan, num_microbatches: int) -> None:
+    """Settings the NxD path cannot run correctly, refused before anything is built."""
+    if config.sequence_parallel:
+        raise ConfigError("--sequence_parallel is not supported by the NxD backend: NxD's sequence-parallel layers "
+                          "split activations along dimension 0 (sequence-first [S, B, H] layouts), while the "
+                          "transformers compressor and generator run batch-first [B, S, H], so NxD would split the "
+                          "batch, and the norms between the parallel layers would need sequence-parallel gradient "
+                          "reductions. Use --sequence_parallel false: tensor parallelism still shards every "
+                          "attention and MLP weight.")
+    if config.pipeline_parallel_size > 1:
+        rows = plan.global_batch // plan.dp_size // num_microbatches
+        if plan.micro_batch > rows:
+            raise ConfigError(f"--num_microbatches {num_microbatches} makes pipeline micro-batches of {rows} rows, "
+                              f"but evaluation runs batches of --micro_batch_size {plan.micro_batch}, and NxD keeps "
+                              f"one micro-batch shape for the whole run. Use --num_microbatches "
+                              f"{plan.global_batch // plan.dp_size // plan.micro_batch} or a --micro_batch_size of "
+                              f"at most {rows}.")
+
+
 def mixed_precision(config: ScaleDownConfig) -> dict[str, bool]:
     """fp32 master weights and gradient accumulation come with ZeRO-1 under bf16 (NxD refuses them without ZeRO-1)."""
     master = bool(config.zero1 and config.use_bf16)
@@ -61,6 +80,9 @@ def nxd_config_kwargs(config: ScaleDownConfig, *, layer_classes: Sequence[type],
             "input_names": list(PIPELINE_INPUTS),
             "auto_partition": True,                  # cuts by create_partitions: the plan's stage rule
             "broadcast_and_average_loss": True,      # every rank logs the same DP-averaged loss
+            # the NxDOptimizer reduces data-parallel gradients (or ZeRO-1 does): without this flag NxDPPModel's
+            # _reduce_grads_task would all-reduce them a second time (pipeline/model.py)
+            "use_optimizer_wrapper": True,
             "return_loss_on_cpu": False,             # read in a step closure, not mid-graph
             "use_zero1_optimizer": bool(config.zero1),
             "leaf_module_cls": list(leaf_module_names),

@@ -58,6 +58,41 @@ def apply_plan(model: nn.Module, plan: ParallelPlan, layers: ModuleType, tp_rank
     return kv_shared
 
 
+def kv_replica_groups(tp_groups: list[list[int]], factors: set[int]) -> dict[int, list[list[int]]]:
+    """{factor m: replica groups}: in every TP group (global ranks, in TP-rank order, as NxD built them) the
+    ranks whose TP ranks differ by tp / m hold the same KV heads (heads.kv_slots). NxD's own arrange_kv_groups
+    writes global ranks i*tp + j instead, which differs where TP groups are strided (Trn1 TP=4), and keeps one
+    size per process: so the backend makes its groups itself."""
+    out = {}
+    for m in factors:
+        stride = len(tp_groups[0]) // m
+        out[m] = [[group[i + j * stride] for j in range(m)] for group in tp_groups for i in range(stride)]
+    return out
+
+
+def materialise_buffers(module: nn.Module, device: torch.device) -> None:
+    """Compute the buffers `module` still has on the meta device (its own, not its children's) on `device`.
+
+    A model built on the meta device has meta buffers too, and non-persistent ones (rotary `inv_freq`) are in no
+    checkpoint. They are computed by constructing the same class again from the module's config (transformers'
+    rotary embeddings take `config`); a module holding weights or without a config cannot be rebuilt this way
+    and raises, naming it, rather than training with made-up values."""
+    meta = [name for name, buf in module._buffers.items() if buf is not None and buf.device.type == "meta"]
+    if not meta:
+        return
+    config = getattr(module, "config", None)
+    if config is None or any(True for _ in module.parameters(recurse=False)):
+        raise RuntimeError(f"{type(module).__name__} has buffers {meta} on the meta device and cannot be rebuilt from "
+                           f"a config: build the model with --init_from pointing at a Hugging Face folder instead.")
+    with torch.device(device):
+        fresh = type(module)(config=config)
+    for name in meta:
+        module._buffers[name] = fresh._buffers[name].to(device)
+    for name, value in vars(module).items():   # tensors kept as plain attributes (original_inv_freq)
+        if isinstance(value, torch.Tensor) and value.device.type == "meta":
+            setattr(module, name, getattr(fresh, name).to(device))
+
+
 def vocab_parallel_token_loss(parallel_layers: ModuleType) -> Callable:
     """A ScaleDownModel.token_loss over vocabulary-sharded logits: NxD's parallel_cross_entropy, -100 masked.
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import parallel_state as ps
-from .mappings import copy_to_tensor_model_parallel_region, reduce_from_tensor_model_parallel_region
+from .mappings import _copy_reducing_in, reduce_from_tensor_model_parallel_region
 
 
 def _mark(param: nn.Parameter, partition_dim: int, stride: int) -> None:
@@ -27,6 +27,7 @@ class ColumnParallelLinear(nn.Module):
             raise NotImplementedError("the double implements gather_output=False without sequence parallelism")
         tp = ps.get_tensor_model_parallel_size()
         self.input_size, self.output_size, self.gather_output = input_size, output_size, gather_output
+        self.reduce_dtype = reduce_dtype if reduce_dtype is not None else dtype
         self.weight = nn.Parameter(torch.empty(output_size // tp, input_size, dtype=dtype, device=device))
         _mark(self.weight, 0, stride)
         self.bias = None
@@ -35,7 +36,7 @@ class ColumnParallelLinear(nn.Module):
             _mark(self.bias, 0, stride)
 
     def forward(self, x):
-        return F.linear(copy_to_tensor_model_parallel_region(x), self.weight, self.bias)
+        return F.linear(_copy_reducing_in(x, self.reduce_dtype), self.weight, self.bias)
 
 
 class RowParallelLinear(nn.Module):
@@ -48,12 +49,14 @@ class RowParallelLinear(nn.Module):
             raise NotImplementedError("the double implements input_is_parallel=True without sequence parallelism")
         tp = ps.get_tensor_model_parallel_size()
         self.input_size, self.output_size = input_size, output_size
+        self.reduce_dtype = reduce_dtype if reduce_dtype is not None else dtype
         self.weight = nn.Parameter(torch.empty(output_size, input_size // tp, dtype=dtype, device=device))
         _mark(self.weight, 1, stride)
         self.bias = nn.Parameter(torch.zeros(output_size, dtype=dtype, device=device)) if bias else None
 
     def forward(self, x):
-        out = reduce_from_tensor_model_parallel_region(F.linear(x, self.weight))
+        partial = F.linear(x, self.weight)      # _rpl_maybe_reduce_output: all-reduce in reduce_dtype (fp32)
+        out = reduce_from_tensor_model_parallel_region(partial.to(self.reduce_dtype)).to(partial.dtype)
         return out if self.bias is None else out + self.bias
 
 
@@ -68,13 +71,15 @@ class ParallelEmbedding(nn.Module):
         if num_embeddings % tp:
             raise ValueError(f"num_embeddings {num_embeddings} is not divisible by tensor parallel size {tp}")
         per_rank = num_embeddings // tp
-        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.start, self.end = rank * per_rank, (rank + 1) * per_rank
+        # NxD layers.py: "only pad idx when it is in range", as this rank's local row (0 counts as no padding_idx)
+        self.padding_idx = padding_idx - self.start if padding_idx and self.start <= padding_idx < self.end else None
         self.weight = nn.Parameter(torch.empty(per_rank, embedding_dim, dtype=dtype, device=device))
         _mark(self.weight, 0, 1)
 
     def forward(self, ids):
         inside = (ids >= self.start) & (ids < self.end)
-        local = (ids - self.start).clamp(0, self.end - self.start - 1)
-        out = F.embedding(local, self.weight) * inside.unsqueeze(-1).to(self.weight.dtype)
+        local = (ids - self.start) * inside.long()     # ids of other ranks read local row 0, then masked
+        out = F.embedding(local, self.weight, self.padding_idx) * inside.unsqueeze(-1).to(self.weight.dtype)
         return reduce_from_tensor_model_parallel_region(out)

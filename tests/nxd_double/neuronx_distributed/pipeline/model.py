@@ -8,6 +8,11 @@ run_train really runs the stages on their own ranks: inputs (CPU tensors) are sp
 every micro-batch goes forward through the stages, a stage's outputs travel to the ranks of the stages that
 use them (gloo broadcast over the PP group), and backward runs stage by stage in reverse, each stage's input
 gradients travelling back to the stage that produced them. The last stage backpropagates loss / num_microbatches.
+As in NxD, the first call fixes the inter-stage tensor shapes (shape_traced: later calls send no metadata and
+receive into buffers of the traced shapes, pipeline/comm.py): a later call whose stage outputs have another
+shape or dtype raises here (on hardware: wrong-sized receives, a crash or a hang). Without use_zero1_optimizer
+and use_optimizer_wrapper, the data-parallel gradients are averaged after backward (_reduce_grads_task), as NxD
+does, so an NxDOptimizer that reduces them too reduces them twice.
 Differences from NxD, none of which changes the arithmetic: all forwards of a step run before all backwards
 (GPipe order instead of 1F1B: the same gradient sums, in the same micro-batch order), transfers are broadcasts to
 the whole PP group instead of send/recv to the neighbour, and only virtual_pipeline_size=1 is implemented.
@@ -57,6 +62,11 @@ class NxDPPModel(torch.nn.Module):
         self.num_microbatches = num_microbatches
         self.output_loss_value_spec = output_loss_value_spec
         self.broadcast_and_average_loss = broadcast_and_average_loss
+        self.use_zero1_optimizer, self.use_optimizer_wrapper = use_zero1_optimizer, use_optimizer_wrapper
+        self.shape_traced = False
+        self._traced_metas: list = []          # (shape, dtype) of every inter-stage tensor, in transfer order
+        self._transfer = 0
+        self.dp_reductions = 0                 # read by tests: _reduce_grads_task all-reduces run
         self.return_loss_on_cpu = return_loss_on_cpu
         self.pipeline_parallel_size = ps.get_pipeline_model_parallel_size()
         self.pipeline_parallel_rank = ps.get_pipeline_model_parallel_rank()
@@ -176,12 +186,27 @@ class NxDPPModel(torch.nn.Module):
                                f"{self.num_microbatches}")
         step = size // self.num_microbatches
         micro = [{k: v[i * step:(i + 1) * step] for k, v in kwargs.items()} for i in range(self.num_microbatches)]
-        runs = [self._forward(mb) for mb in micro]
+        runs = []
+        for mb in micro:
+            self._transfer = 0                 # every micro-batch repeats the traced transfers, in order
+            runs.append(self._forward(mb))
+            self.shape_traced = True
         if train:
             for losses_and_links in runs:
                 self._backward(*losses_and_links)
+            self._reduce_grads()
         losses = [loss for loss, _ in runs]
         return self._process_loss(losses)
+
+    def _reduce_grads(self):
+        """_reduce_grads_task: average DP gradients unless ZeRO-1 or the optimizer wrapper does it."""
+        if self.use_zero1_optimizer or self.use_optimizer_wrapper or ps.get_data_parallel_size() == 1:
+            return
+        self.dp_reductions += 1
+        for p in self.local_parameters():
+            if p.requires_grad and p.grad is not None:
+                p.grad.div_(ps.get_data_parallel_size())
+                dist.all_reduce(p.grad, group=ps.get_data_parallel_group())
 
     def _stage_of(self, node) -> Optional[int]:
         if node.op == "call_module":
@@ -242,6 +267,15 @@ class NxDPPModel(torch.nn.Module):
         header = [(spec, [_TensorMeta(v) if isinstance(v, torch.Tensor) else v for v in flat]) if mine else None]
         dist.broadcast_object_list(header, src=src, group=group)
         spec, metas = header[0]
+        shapes = [(m.shape, m.dtype) for m in metas if isinstance(m, _TensorMeta)]
+        if not self.shape_traced:
+            self._traced_metas.append(shapes)
+        elif self._transfer >= len(self._traced_metas) or self._traced_metas[self._transfer] != shapes:
+            traced = self._traced_metas[self._transfer] if self._transfer < len(self._traced_metas) else "nothing"
+            raise RuntimeError(f"pipeline stage {stage} sends {shapes} where the first call traced {traced}: NxDPPModel "
+                               f"keeps the traced inter-stage shapes (shape_traced) and receives into buffers of those "
+                               f"shapes; every run_train / run_eval call must feed inputs of one shape")
+        self._transfer += 1
         out = []
         for i, meta in enumerate(metas):
             if not isinstance(meta, _TensorMeta):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from functools import partial
 from typing import Optional
 
 import torch
@@ -9,6 +11,7 @@ import torch.distributed as dist
 
 from neuronx_distributed.parallel_layers import parallel_state as ps
 from neuronx_distributed.pipeline import NxDPPModel
+from torch_xla.core import xla_model as xm
 
 
 def neuronx_distributed_config(tensor_parallel_size=1, pipeline_parallel_size=1, expert_parallel_size=1,
@@ -82,43 +85,91 @@ class NxDModel(torch.nn.Module):
         return self.module.load_state_dict(state_dict, strict=strict)
 
 
+@contextmanager
+def _parameters_on_meta():
+    """NxD utils/model_utils.py::init_on_device(meta, include_buffers=False): parameters are created on the meta
+    device, buffers where the model code puts them (a model that builds itself on meta keeps meta buffers)."""
+    register = torch.nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        register(module, name, param)
+        if param is not None:
+            kwargs = dict(module._parameters[name].__dict__)
+            module._parameters[name] = type(param)(module._parameters[name].to("meta"), param.requires_grad)
+            module._parameters[name].__dict__.update(kwargs)
+    torch.nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def reinit_model(model, device, param_init_fn) -> None:
+    """NxD utils/model_utils.py::reinit_model: every module's *parameters* replaced by empty ones on `device`
+    (parallel attributes kept), then param_init_fn(module, device). Buffers are left as they are."""
+    with torch.no_grad():
+        for module in model.modules():
+            for key, param in list(module._parameters.items()):
+                if param is None:
+                    continue
+                fresh = torch.nn.Parameter(torch.empty_like(param, device=device), param.requires_grad)
+                fresh.__dict__.update(param.__dict__)      # preserve_parallel_attributes
+                module._parameters[key] = fresh
+            param_init_fn(module, device)
+
+
 def initialize_parallel_model(nxd_config, model_fn, include_buffers: bool = False, *model_args, **model_kwargs):
     if not ps.model_parallel_is_initialized():
         ps.initialize_model_parallel(nxd_config["tensor_parallel_size"], nxd_config["pipeline_parallel_size"])
     init = nxd_config["model_init_config"]
+    param_init_fn = init.get("param_init_fn")
     if init["meta_device_init"]:
-        with torch.device("meta"):
+        with _parameters_on_meta():
             model = model_fn(*model_args, **model_kwargs)
     else:
         model = model_fn(*model_args, **model_kwargs)
-    base = model
-    if nxd_config["pipeline_parallel_size"] > 1:
-        model = NxDPPModel(model, **{**nxd_config["pipeline_config"], "param_init_fn": init.get("param_init_fn"),
+    pp_enabled = nxd_config["pipeline_parallel_size"] > 1
+    if pp_enabled:
+        model = NxDPPModel(model, **{**nxd_config["pipeline_config"], "param_init_fn": param_init_fn,
                                      "use_model_wrapper": True})
-    if init["meta_device_init"]:   # get_model_sequential: materialise on the host, param_init_fn, move
-        with torch.no_grad():
-            for module in base.modules():
-                for name, param in list(module.named_parameters(recurse=False)):
-                    if param.device.type == "meta":
-                        fresh = torch.nn.Parameter(torch.empty_like(param, device="cpu"),
-                                                   requires_grad=param.requires_grad)
-                        fresh.__dict__.update(param.__dict__)   # keep tensor_model_parallel & co
-                        setattr(module, name, fresh)
-                for name, buffer in list(module.named_buffers(recurse=False)):
-                    if buffer is not None and buffer.device.type == "meta":
-                        module._buffers[name] = torch.zeros_like(buffer, device="cpu")
-                init["param_init_fn"](module, torch.device("cpu"))
+    # get_model_sequential: (PP: this stage's modules only) reinit with param_init_fn, then model.to(device). A
+    # buffer still on the meta device fails the move ("Cannot copy out of meta tensor"), as .to(xla) does.
+    for module in (model.local_stage_modules if pp_enabled else [model]):
+        if param_init_fn is not None:
+            reinit_model(module, torch.device("cpu"), param_init_fn)
+        module.to(xm.xla_device())
     nxd_model = NxDModel(model, nxd_config)
     classes = nxd_config["activation_checkpoint_config"]
     if classes is not None:
         if classes == "full":
-            raise RuntimeError('`activation_checkpoint_config` "full" is only supported for huggingface transformers '
-                               'or nxdt models.')
+            if not pp_enabled:
+                raise RuntimeError('`activation_checkpoint_config` "full" is only supported for huggingface '
+                                   'transformers or nxdt models.')
+            classes = [model.transformer_layer_cls]
         classes = tuple(classes if isinstance(classes, (list, tuple)) else [classes])
         assert classes and all(issubclass(c, torch.nn.Module) for c in classes)
-        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
         apply_activation_checkpointing(nxd_model, check_fn=lambda m: isinstance(m, classes))
     return nxd_model
+
+
+def apply_activation_checkpointing(model, check_fn=lambda _: True) -> None:
+    """NxD utils/activation_checkpoint.py: wraps the matching modules in NxDCheckpointWrapper with torch-xla's
+    checkpoint, use_reentrant=True (torch_xla/utils/checkpoint.py is torch's reentrant CheckpointFunction): a
+    checkpointed module whose tensor inputs need no gradient returns an output without grad_fn, so its weights
+    get no gradient. Under PP only the local stage modules are wrapped, at the transformer layer class."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (CheckpointImpl,
+                                                                             apply_activation_checkpointing as wrap)
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+    from torch.utils.checkpoint import checkpoint
+    wrapper = partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.REENTRANT,
+                      checkpoint_fn=partial(checkpoint, use_reentrant=True))
+    if isinstance(model.module, NxDPPModel):
+        layer = model.module.transformer_layer_cls
+        check_fn, roots = (lambda m: isinstance(m, layer)), model.module.local_stage_modules
+    else:
+        roots = [model.module]
+    for root in roots:
+        wrap(root, checkpoint_wrapper_fn=wrapper, check_fn=check_fn)
 
 
 def _grad_norm(params: list, dp_reduce: bool) -> torch.Tensor:
@@ -138,8 +189,8 @@ def _grad_norm(params: list, dp_reduce: bool) -> torch.Tensor:
 
 
 class NxDOptimizer(torch.optim.Optimizer):
-    """Without ZeRO-1: DP gradient all-reduce (each grad / DP), clipping, inner step. The double's ZeRO-1 does the same
-    arithmetic without sharding the states (files are still written per data-parallel rank)."""
+    """Without ZeRO-1: DP gradient all-reduce (each grad / DP), clipping, inner step. With ZeRO-1 the inner optimizer
+    is NeuronZero1Optimizer (sharded states, its own reduce-scatter, clipping and grad norm)."""
 
     def __init__(self, optimizer, nxd_config):
         self.optimizer = optimizer
@@ -173,27 +224,54 @@ class NxDOptimizer(torch.optim.Optimizer):
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def step(self, closure=None):
+        """NxD trainer/optimizer.py: without ZeRO-1 the DP all-reduce (bucket_allreduce_gradients: grad / dp, sum) of
+        param.grad or, where a hook moved it, main_grad, then clipping; ZeRO-1 reduces, clips and steps itself."""
         config = self.nxd_config["optimizer_config"]
-        dp = ps.get_data_parallel_size()
-        for p in self.params:
-            if p.grad is not None and dp > 1:
-                p.grad.div_(dp)
-                dist.all_reduce(p.grad, group=ps.get_data_parallel_group())
-        if config["grad_clipping"]:
-            norm = _grad_norm(self.params, dp_reduce=False)
-            coeff = config["max_grad_norm"] / (norm + 1.0e-6)
-            for p in self.params:
-                if p.grad is not None:
-                    p.grad.mul_(torch.where(coeff < 1, coeff, torch.ones_like(coeff)).to(p.grad.dtype))
-            self._grad_norm = norm
-        return self.optimizer.step(closure=closure)
+        if not config["zero_one_enabled"]:
+            dp = ps.get_data_parallel_size()
+            for grad in _fetch_gradients(self.params):
+                if dp > 1:
+                    grad.div_(dp)
+                    dist.all_reduce(grad, group=ps.get_data_parallel_group())
+            if config["grad_clipping"]:
+                norm = _grad_norm(self.params, dp_reduce=False)
+                coeff = config["max_grad_norm"] / (norm + 1.0e-6)
+                for p in self.params:
+                    if p.grad is not None:
+                        p.grad.mul_(torch.where(coeff < 1, coeff, torch.ones_like(coeff)).to(p.grad.dtype))
+                self._grad_norm = norm
+        result = self.optimizer.step(closure=closure)
+        if config["zero_one_enabled"]:
+            self._grad_norm = self.optimizer.grad_norm
+        return result
+
+
+def _fetch_gradients(params) -> list:
+    return [p.grad.data if p.grad is not None else p.main_grad.data for p in params
+            if p.grad is not None or hasattr(p, "main_grad")]
 
 
 def initialize_parallel_optimizer(nxd_config, optimizer_class, parameters, **defaults):
+    """NxD trainer/trainer.py::initialize_optimizer_from_class: ZeRO-1 builds NeuronZero1Optimizer with NxD's
+    zero1_configs (grad_clipping, sharding and norm groups, the grad-accumulation hook and higher-precision
+    collectives under use_fp32_grad_acc) and the caller's **defaults, so a max_norm the caller passes reaches
+    torch-xla's ZeroRedundancyOptimizer; optimizer_config["max_grad_norm"] is not passed (its default 1.0 applies)."""
     mixed = nxd_config["mixed_precision_config"]
-    if not nxd_config["optimizer_config"]["zero_one_enabled"]:
+    config = nxd_config["optimizer_config"]
+    if config["zero_one_enabled"]:
+        from neuronx_distributed.optimizer import NeuronZero1Optimizer
+        zero1 = {"grad_clipping": config["grad_clipping"], "pin_layout": False,
+                 "sharding_groups": ps.get_data_parallel_replica_groups(),
+                 "grad_norm_groups": ps.get_tensor_model_parallel_replica_groups()}
+        if mixed["use_fp32_grad_acc"]:
+            zero1.update({"use_grad_acc_hook": True, "higher_cc_precision": True})
+        zero1["save_master_weights"] = bool(mixed["use_master_weights_in_ckpt"])
+        defaults.pop("decoupled_weight_decay", None)
+        optimizer = NeuronZero1Optimizer(parameters, optimizer_class, **zero1, **defaults)
+    else:
         if mixed["use_master_weights"]:
             raise RuntimeError("ZeRO-1 optimizer is not enabled, while `use_master_weights` is True.")
         if mixed["use_fp32_grad_acc"] or mixed["use_master_weights_in_ckpt"]:
             raise RuntimeError("Non Zero-1 optimizer does not support `use_fp32_grad_acc` of `use_master_weights_in_ckpt`.")
-    return NxDOptimizer(optimizer_class(parameters, **defaults), nxd_config)
+        optimizer = optimizer_class(parameters, **defaults)
+    return NxDOptimizer(optimizer, nxd_config)

@@ -54,6 +54,8 @@ def _group_of(groups):
     if not groups:
         return None
     from neuronx_distributed.parallel_layers import parallel_state
+    groups = [list(g) for g in groups]
+    parallel_state.groups_for_replica_groups(groups)
     return parallel_state.group_for_ranks(next(g for g in groups if _ordinal() in g))
 
 

@@ -1,0 +1,86 @@
+# NxD backend rules that need no NxD (issue 14): static shapes, NxD config flags, refusals, meta-built buffers.
+import pytest
+import torch
+
+from conftest import tiny_config
+from scaledown.errors import ConfigError
+from scaledown.training.backends import neuron_batches as nb
+from scaledown.training.backends.neuron_config import nxd_config_kwargs, refuse_unsupported
+from scaledown.training.batching import plan_batches
+
+
+def _rows(n, seed, long=False):
+    from scaledown.data.synthetic import generate_examples
+    rows = generate_examples(n, seed=seed)
+    if long:   # every field longer than its configured maximum: collate truncates to the maxima
+        for row in rows:
+            row["query"] = " ".join(["word"] * 200)
+            row["documents"] = [" ".join(["text"] * 300)] * 5
+            row["answer"] = " ".join(["answer"] * 50)
+    return rows
+
+
+def test_static_shapes_come_from_the_config_not_the_batch():
+    """NxDPPModel keeps its first call's inter-stage shapes (pipeline/model.py shape_traced): every batch of a run,
+    short or at every configured maximum, QA or pretraining, pads to one shape."""
+    from scaledown import ScaleDownModel
+    model = ScaleDownModel(tiny_config())
+    inputs = model.inputs
+    shapes = nb.StaticShapes.for_inputs(inputs, 3, "memory")
+    batches = [inputs.collate(_rows(4, 1), max_documents=3, pad_documents_to=3),
+               inputs.collate(_rows(2, 2, long=True), max_documents=3, pad_documents_to=3)]
+    long_chunk = " ".join(["text"] * 300)      # pretraining: the chunk is the target (up to doc_max_length + 1)
+    chunks = [{"documents": [long_chunk], "task": task, "answer": long_chunk} for task in ("autoencode", "continuation")]
+    batches.append(inputs.collate_pretraining(chunks, max_documents=3, pad_documents_to=3))
+    padded = shapes.pad(batches)
+    for key in ("input_ids", "labels", "compressor_input_ids", "document_mask"):
+        assert len({tuple(b[key].shape[1:]) for b in padded}) == 1, key
+    assert padded[1]["input_ids"].shape[1] == shapes.generator and shapes.generator % nb.TOKEN_BUCKET == 0
+    # the longest batch fits without truncation and loses no label
+    assert int((padded[1]["labels"] != -100).sum()) == int((batches[1]["labels"] != -100).sum())
+    # pipeline evaluation: rows padded to the micro-batch, the extra rows count nothing
+    rows = nb.StaticShapes.for_inputs(inputs, 3, "memory", rows=4).pad([batches[1]])[0]
+    assert rows["input_ids"].shape[0] == 4 and not rows["reranking_mask"][2:].any()
+    assert (rows["labels"][2:] == -100).all()
+    out, ref = model(rows), model(shapes.pad([batches[1]])[0])
+    assert float(out.ce_loss) == pytest.approx(float(ref.ce_loss), rel=1e-6)
+    assert float(out.rerank_loss) == pytest.approx(float(ref.rerank_loss), rel=1e-6)
+
+
+def test_pipeline_config_leaves_dp_reduction_to_the_optimizer():
+    """NxDPPModel._reduce_grads_task all-reduces DP gradients unless use_zero1_optimizer or use_optimizer_wrapper;
+    the NxDOptimizer reduces them too, so the backend sets use_optimizer_wrapper."""
+    cfg = tiny_config(pipeline_parallel_size=2, zero1=False)
+    kwargs = nxd_config_kwargs(cfg, layer_classes=[torch.nn.Linear], num_microbatches=2, meta_device_init=False)
+    assert kwargs["pipeline_config"]["use_optimizer_wrapper"] is True
+
+
+def test_sequence_parallel_is_refused_with_the_reason():
+    cfg = tiny_config(tensor_parallel_size=2, sequence_parallel=True)
+    with pytest.raises(ConfigError, match=r"--sequence_parallel .* dimension 0 .* batch-first"):
+        refuse_unsupported(cfg, plan_batches(8, 4, 1), 2)
+
+
+def test_pipeline_microbatches_smaller_than_evaluation_batches_are_refused():
+    cfg = tiny_config(pipeline_parallel_size=2, num_microbatches=4)
+    with pytest.raises(ConfigError, match=r"--num_microbatches 4 makes pipeline micro-batches of 2 rows"):
+        refuse_unsupported(cfg, plan_batches(8, 4, 1), 4)
+
+
+def test_meta_built_rotary_buffers_are_computed():
+    """A model built from a description is on the meta device, rotary inv_freq included, and no checkpoint holds
+    it: the backend's param_init_fn computes it (NxD's reinit_model replaces parameters only)."""
+    from scaledown import ScaleDownModel
+    from scaledown.checkpoint.description import ModelDescription
+    from scaledown.training.backends.neuron import _init_on_host
+    cfg = tiny_config()
+    skeleton = ModelDescription.from_config(cfg).skeleton()
+    real = ScaleDownModel(cfg)
+    for module in skeleton.modules():
+        _init_on_host(module, torch.device("cpu"))
+    found = dict(skeleton.named_buffers())
+    for name, buffer in real.named_buffers():
+        assert found[name].device.type == "cpu", name
+        if "inv_freq" in name:
+            assert torch.equal(found[name], buffer), name
+    assert any("inv_freq" in name for name in found)
