@@ -193,10 +193,12 @@ def native_model(folders: dict[str, str]):
     torch.manual_seed(0)
     model = ScaleDownModel(config).eval()
     gen = torch.Generator().manual_seed(5)
-    with torch.no_grad():   # a trained-looking adapter (peft starts B at zero)
-        for name, p in sorted(model.generator.named_parameters()):
-            if "lora_B" in name:
+    with torch.no_grad():   # every fresh part drawn here, so the golden export does not follow ScaleDown's init
+        for name, p in sorted(model.named_parameters()):
+            if "lora_" in name:   # a trained-looking adapter (peft starts B at zero)
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+            elif name.startswith("compressor.") and not name.startswith("compressor.backbone."):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
     return model
 
 
