@@ -40,6 +40,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                                  "else pretrained_weight for nxd, global_stepN for deepspeed)")
     p.add_argument("--src_tag", "--src-tag", help="tag to read when SRC is a checkpoint dir (default: newest)")
     p.add_argument("--config", help="ScaleDownConfig (YAML/JSON) of a checkpoint that does not record its model")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what DST already holds (hf: the folder; nxd / deepspeed: DST/TAG); without it an "
+                        "existing destination is an error and nothing is written")
+    p.add_argument("--trust_remote_code", "--trust-remote-code", action="store_true",
+                   help="let the models this conversion loads run their own code (custom generator architectures); "
+                        "a trust_remote_code value saved in SRC is ignored")
     return p
 
 
@@ -49,7 +55,8 @@ def convert_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown co
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     result = convert(args.src_format, args.dst_format, args.src, args.dst, tp=args.tp, pp=args.pp,
                      kv_replication=args.kv_replication, xser=args.xser, merge_lora=args.merge_lora, tag=args.tag,
-                     src_tag=args.src_tag, config_file=args.config, log=say)
+                     src_tag=args.src_tag, config_file=args.config, log=say,
+                     trust_remote_code=args.trust_remote_code, overwrite=args.overwrite)
     print(f"wrote {args.dst_format} checkpoint {result.path} ({', '.join(result.carried)})")
     for note in result.notes:
         print(f"note: {note}")
