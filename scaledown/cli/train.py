@@ -167,7 +167,9 @@ def run_training(config, args, backend_factory: Optional[Callable] = None, prog:
             before, after = result.eval_before.get(tag, 0.0), result.eval_after.get(tag, 0.0)
             print(f"held-out {what}, {len(evaluation)} examples: before {before:.3f} -> after {after:.3f}", flush=True)
     backend.close()
-    return 143 if result.interrupted else 0
+    if not result.interrupted:
+        return 0
+    return 130 if trainer.stopped_by == "SIGINT" else 143   # the shell's codes for Ctrl-C and SIGTERM
 
 
 def default_backend(config):

@@ -327,6 +327,11 @@ class ScaleDownTrainer:
             signal.signal(sig, previous)
         self._previous_handlers = {}
 
+    @property
+    def stopped_by(self) -> Optional[str]:
+        """'SIGTERM' or 'SIGINT' when a signal stopped the run (after saving a checkpoint), else None."""
+        return self._stop
+
     def _stop_everywhere(self) -> bool:
         return self._any_rank(self._stop is not None)
 
