@@ -109,12 +109,25 @@ def is_disk_full(error: Optional[BaseException]) -> bool:
     return False
 
 
+def _torch_write_failed(error: Optional[BaseException]) -> bool:
+    """torch's archive writer reports a failed write only as 'unexpected pos' / 'file write failed'."""
+    text = str(error or "")
+    return "unexpected pos" in text or "file write failed" in text
+
+
+def _free_bytes(path: str) -> float:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return float("inf")
+
+
 def save_failed(root: str, tag: str, error: Optional[BaseException]) -> CheckpointError:
     """One paragraph for a checkpoint that could not be written: why (the disk is full?) and what is still there."""
     path = os.path.join(root, tag)
     if error is None:
         why = "another rank could not write its part (its message says why)"
-    elif is_disk_full(error):
+    elif is_disk_full(error) or (_torch_write_failed(error) and _free_bytes(root) < 64 * 2**20):
         try:
             free = f" ({shutil.disk_usage(root).free / 2**20:.1f} MiB free there now)"
         except OSError:

@@ -7,41 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import RUN, stopped_at_4
 from scaledown.cli.train import main as train_main
 from scaledown.data.synthetic import generate_examples
-
-# a small run on the user's own rows: 6 steps of 4 rows, a checkpoint every 2 steps
-RUN = ["--preset", "tiny", "--batch_size", "4", "--max_steps", "6", "--save_steps", "2", "--generator_warmup_ratio",
-       "0", "--eval_max_examples", "0", "--logging_steps", "2", "--gradient_checkpointing", "false"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rows")
-    mine = root / "mine.jsonl"
-    mine.write_text("".join(json.dumps(r) + "\n" for r in generate_examples(32, seed=5)))
-    other = root / "other.jsonl"
-    other.write_text("".join(json.dumps(r) + "\n" for r in generate_examples(32, seed=6)))
-    return mine, other
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, data):
-    """A finished 6-step run on mine.jsonl (checkpoints 2, 4, 6 and final/)."""
-    out = tmp_path_factory.mktemp("finished") / "D"
-    assert train_main([*RUN, "--train_data", str(data[0]), "--output_dir", str(out)]) == 0
-    return out
-
-
-def stopped_at_4(finished, tmp_path):
-    """A copy of the run as if it had stopped after saving step 4."""
-    out = tmp_path / "D"
-    shutil.copytree(finished, out)
-    shutil.rmtree(out / "checkpoints" / "step_0000006")
-    shutil.rmtree(out / "final")
-    (out / "train_summary.json").unlink()
-    (out / "checkpoints" / "latest").write_text("step_0000004")
-    return out
 
 
 def weights(folder):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -119,10 +120,10 @@ class LocalBackend(Backend):
         try:
             state = {k: v.detach().contiguous().cpu() for k, v in checkpoint_state_dict(self._model).items()}
             save_file(state, os.path.join(tmp, MODEL_FILE), metadata={"format": "pt"})
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "scaler": self.scaler.state_dict() if self.scaler else None},
-                       os.path.join(tmp, OPTIMIZER_FILE))
-            torch.save(client_state, os.path.join(tmp, CLIENT_FILE))
+            _torch_save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                         "scaler": self.scaler.state_dict() if self.scaler else None},
+                        os.path.join(tmp, OPTIMIZER_FILE))
+            _torch_save(client_state, os.path.join(tmp, CLIENT_FILE))
             final = os.path.join(root, tag)
             if os.path.exists(final):
                 shutil.rmtree(final)
@@ -175,6 +176,15 @@ class LocalBackend(Backend):
 
     def peak_flops(self) -> Optional[float]:
         return cuda_peak_flops() if self.device.type == "cuda" else None
+
+
+def _torch_save(obj: Any, path: str) -> None:
+    """torch.save through a buffer: a full disk then fails with OSError ENOSPC (torch's own writer says only
+    'unexpected pos')."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with open(path, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 def _guarded(load, file: str):
