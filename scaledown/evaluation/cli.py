@@ -36,8 +36,12 @@ def build_parser(prog: str) -> FriendlyParser:
     add("retriever_model", help="SPLADE model (default naver/splade-v3; tiny: offline random)")
     add("index_dir", help="where the passage store and index are kept and reused (default OUTPUT/index)")
     add("skip_bad_rows", action="store_true", help="skip and count malformed corpus rows instead of stopping")
-    add("trust_remote_code", action="store_true", help="let hub models (judge, SPLADE) run their own code")
+    add("trust_remote_code", action="store_true", help="let the models this command loads (the evaluated model's "
+                                                        "generator, judge, SPLADE) run their own code; a value saved "
+                                                        "in the model folder is ignored")
     add("output", required=True, help="output folder")
+    add("overwrite", action="store_true", help="replace the results an earlier evaluation wrote to --output "
+                                               "(its retrieval index is reused either way)")
     add("baselines", action="store_true", help="also evaluate uncompressed RAG and no-documents with the same generator")
     add("num_documents", type=int, help="documents per query (default: the model's num_documents_eval, OSCAR: 10)")
     add("max_examples", type=int, help="evaluate only the first N rows of each dataset")
@@ -119,6 +123,19 @@ def _print_systems(name: str, metrics: dict) -> None:
         print(f"  {system:<14}" + "".join(f"{m[k]:>16.4f}" if k in m else f"{'':>16}" for k in keys))
 
 
+RESULT_FILES = ("metrics.json", "predictions.jsonl", "table.md", "benchmarks.json")
+
+
+def check_results_destination(output: str, overwrite: bool) -> None:
+    """Results of an earlier evaluation in --output (top level or one folder per benchmark) need --overwrite."""
+    from scaledown.destination import check_destination
+    names = list(RESULT_FILES)
+    if os.path.isdir(output):
+        names += [os.path.join(d, f) for d in sorted(os.listdir(output)) if os.path.isdir(os.path.join(output, d))
+                  for f in RESULT_FILES[:2]]
+    check_destination(output, overwrite, "--output", contents=names)
+
+
 def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval") -> int:
     args = build_parser(prog).parse_args(argv)
     from scaledown.models.serialization import read_saved_config
@@ -127,8 +144,9 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ConfigError(f"--{flag} must be a positive integer, got {value}.")
+    check_results_destination(args.output, args.overwrite)
     # everything cheap first: the model's config, the data, retrieval; then the weights
-    _, _, saved_config = read_saved_config(args.model)
+    _, _, saved_config = read_saved_config(args.model, trust_remote_code=args.trust_remote_code)
     num_documents = args.num_documents or saved_config.num_documents_eval
     datasets = collect_datasets(args)
     missing = [name for name, _, rows in datasets if any(not r.get("documents") for r in rows)]
@@ -155,7 +173,7 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
     from scaledown.models import ScaleDownModel
     from scaledown.training.backends.local import resolve_device
     device = resolve_device(args.device)
-    model = ScaleDownModel.from_pretrained(args.model).to(device).eval()
+    model = ScaleDownModel.from_pretrained(args.model, trust_remote_code=args.trust_remote_code).to(device).eval()
     autocast = _autocast(device)
     judge = None
     if args.judge:
