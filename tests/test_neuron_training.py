@@ -76,6 +76,21 @@ def test_resume_continues_the_losses_exactly(runs, subprocess_env_module):
         assert again[step] == pytest.approx(first[step], rel=1e-6, abs=0)
 
 
+def test_damaged_xser_tensor_file_names_it_and_the_previous_checkpoint(runs, subprocess_env_module, tmp_path):
+    import shutil
+    out = tmp_path / "damaged"
+    shutil.copytree(runs / "neuron" / "checkpoints", out / "checkpoints")
+    tensors = out / "checkpoints" / "step_0000004" / "model" / "dp_rank_00_tp_rank_00_pp_rank_00.pt.tensors"
+    victim = tensors / sorted(os.listdir(tensors))[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    proc = subprocess.run([sys.executable, RUNNER, *FLAGS, "--zero1", "false", "--output_dir", str(out),
+                           "--resume_from", "auto"], cwd=ROOT, env=subprocess_env_module, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"error: {victim} is damaged or truncated" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"The previous complete checkpoint is {out / 'checkpoints' / 'step_0000002'}" in proc.stderr
+
+
 def test_converter_reads_the_backend_checkpoint_and_its_output_resumes(runs, subprocess_env_module, tmp_path):
     """scaledown convert reads what the backend wrote (xser, Adam moments), and the NxD backend resumes its output."""
     from scaledown.checkpoint.nxd_format import read_nxd

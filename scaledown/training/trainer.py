@@ -117,6 +117,12 @@ class ScaleDownTrainer:
 
     # ---- main loop -------------------------------------------------------------------------------
     def train(self) -> TrainResult:
+        try:
+            return self._train()
+        finally:
+            self._restore_signals()
+
+    def _train(self) -> TrainResult:
         cfg, be = self.config, self.backend
         be.setup(self.model)
         if cfg.gradient_checkpointing:
@@ -140,8 +146,9 @@ class ScaleDownTrainer:
         log = RunLogger(cfg.output_dir, be.is_main, total, start, progress=self.progress)
         if resume_path:
             client = be.load_checkpoint(resume_path)
-            if not self.run_record.get("changed_settings"):
-                self.run_record["changed_settings"] = list(state.get("changed_settings", []))
+            for key in ("run_inputs", "data_files", "changed_settings"):   # the API keeps the run's record
+                if key not in self.run_record and key in state:
+                    self.run_record[key] = state[key]
             _set_rng(client.get("rng"))
             log.write(f"resumed from {resume_path} at step {start}/{total}")
         else:
@@ -192,7 +199,6 @@ class ScaleDownTrainer:
                 be.export_pretrained(result.final_dir)
                 log.write(f"saved the model to {result.final_dir}")
         log.close()
-        self._restore_signals()
         return result
 
     def _train_step(self, step: int, phase: Phase, order: GlobalBatchOrder) -> torch.Tensor:
@@ -269,7 +275,10 @@ class ScaleDownTrainer:
             try:
                 ckpt.write_state(path, state)
             except OSError as exc:
-                self._failed_save(root, tag, exc)
+                error = exc
+        if self._any_rank(error is not None):
+            self._failed_save(root, tag, error)
+        if be.is_main:
             ckpt.mark_latest(root, tag)
             ckpt.prune(root, self.config.save_total_limit, protect=path)
         be.barrier()

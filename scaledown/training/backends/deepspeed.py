@@ -214,8 +214,9 @@ class DeepSpeedBackend(Backend):
 
     def checkpoint_files(self, path: str) -> list[str]:
         from scaledown.checkpoint.deepspeed_engine import is_universal
-        if is_universal(path):
-            return []
+        if is_universal(path):   # every rank reads every parameter's files
+            return sorted(os.path.join(root, name) for root, _, names in os.walk(os.path.join(path, "zero"))
+                          for name in names if name.endswith(".pt"))
         model = (f"zero_pp_rank_{self.dp_rank}_mp_rank_00_model_states.pt" if self.stage == 3
                  else "mp_rank_00_model_states.pt")
         optim = [n for n in sorted(os.listdir(path)) if n.endswith(f"zero_pp_rank_{self.dp_rank}_mp_rank_00_optim_states.pt")]
