@@ -91,7 +91,7 @@ def train_config(args):
                           "settings that define it); drop it for a new run.")
     explicit = explicit_settings(args)
     given = {k: getattr(args, k) for k in RUN_INPUTS if getattr(args, k, None) is not None}
-    output_dir = explicit.get("output_dir", ScaleDownConfig.output_dir)
+    output_dir = explicit.get("output_dir") or resume.run_dir_of(args.resume_from) or ScaleDownConfig.output_dir
     path = resume.locate(args.resume_from, output_dir)
     changes: list = []
     if path:

@@ -67,6 +67,18 @@ def locate(resume_from: Optional[str], output_dir: str) -> Optional[str]:
     return path
 
 
+def run_dir_of(resume_from: Optional[str]) -> Optional[str]:
+    """The run folder (--output_dir) a --resume_from path belongs to: D for D/checkpoints/step_N or D itself."""
+    if not resume_from or resume_from == "auto":
+        return None
+    path = os.path.normpath(resume_from)
+    if os.path.basename(os.path.dirname(path)) == "checkpoints":
+        return os.path.dirname(os.path.dirname(path))
+    if os.path.isdir(ckpt.checkpoints_root(path)):
+        return path
+    return None
+
+
 def read_state(path: str) -> dict[str, Any]:
     """trainer_state.json of a checkpoint; a damaged one raises CheckpointError naming what to do."""
     file = os.path.join(path, ckpt.STATE_FILE)
@@ -146,6 +158,8 @@ def resume_run(path: str, explicit: dict[str, Any], explicit_inputs: dict[str, A
     values = {k: v for k, v in recorded.items() if k in known}
     saved_remote = values.pop("trust_remote_code", False)
     values.update({k: v for k, v in explicit.items() if field_meta(k, "resume") != "command"})
+    if "output_dir" not in explicit and run_dir_of(path):   # the run continues in its own folder
+        values["output_dir"] = run_dir_of(path)
     values["trust_remote_code"] = bool(explicit.get("trust_remote_code", False))
     if saved_remote and not values["trust_remote_code"]:
         notes.append("note: the checkpoint records trust_remote_code=true; ignored (remote code runs only when this "

@@ -22,7 +22,7 @@ MODEL_CODE = '''
 import os
 open(os.environ["SCALEDOWN_MARKER"], "w").write("remote code ran")
 from transformers import MistralForCausalLM
-from configuration_marker import MarkerConfig
+from .configuration_marker import MarkerConfig
 
 
 class MarkerForCausalLM(MistralForCausalLM):
