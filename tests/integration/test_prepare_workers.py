@@ -1,6 +1,7 @@
 # Data pipeline across processes: 2 torchrun ranks or 2 local workers (one killed, then resumed) write the rows of 1.
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,10 +76,15 @@ def test_killed_worker_resumes_without_redoing_or_duplicating_rows(inputs, tmp_p
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 2 and "was killed by SIGKILL" in stderr and "rerun the same command" in stderr
     assert not out.exists()
-    if other_worker == "not_started":
+    if other_worker == "not_started":   # worker 1 killed while building its index part, before any block
         for name in os.listdir(work):
             if name.startswith("shard-00001-of-00002"):
                 os.remove(work / name)
+        index = work / "index" / "splade-tiny"
+        (index / "index.json").unlink(missing_ok=True)
+        shutil.rmtree(index / "part-00001")
+        (index / ".part-00001.tmp-killed").mkdir()   # what atomic_directory leaves behind
+        (index / ".part-00001.tmp-killed" / "postings.npy").write_bytes(b"half")
     # a worker that never wrote its progress file has done nothing (the product reads it the same way)
     done_before = sum(read_progress(str(work), r, 2)["rows"] for r in (0, 1))
     assert 0 < done_before < len(reference)
