@@ -37,6 +37,7 @@ RUN_INPUTS = {
 }
 DATA_FILE_INPUTS = ("train_data", "eval_data", "pretrain_data", "pretrain_eval_data")
 
+
 def _f(default: Any, help: str, *, section: str, resume: str, **kw) -> Any:
     """A dataclass field whose help text is the documentation, the CLI --help and the YAML comment.
 
