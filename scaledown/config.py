@@ -21,20 +21,38 @@ DEVICE_TYPES = ("auto", "cpu", "gpu", "cuda", "trainium")
 STAGES = ("finetune", "pretrain")
 DEFAULT_OUTPUT_DIR = "outputs/scaledown"   # train.py replaces it by outputs/<run name> (cli/train.py run_name)
 PRETRAIN_GENERATOR_MODES = ("frozen", "lora")
-# Fields that define the model's architecture and weights (a saved model keeps them; a checkpoint must match them).
-MODEL_FIELDS = frozenset({"compressor_type", "num_compressor_layers", "compressor_model_name", "num_memory_tokens",
-                          "compression_rate", "doc_max_length", "generator_model_name", "tokenizer_name",
-                          "enable_reranking", "memory_norm", "compressor_mlp_hidden_dim", "lora_r", "lora_alpha",
-                          "lora_target_modules", "compressor_projection", "prompt_format"})
 PROMPT_FORMATS = ("scaledown", "oscar")
 PROJECTIONS = ("none", "linear", "mlp")
+SECTIONS = ("model", "data", "optim", "parallel", "run")
+# What a resumed run does with a setting given on its command that differs from the checkpoint's (training/resume.py):
+RESUME_KINDS = {
+    "architecture": "refused before anything loads (the checkpoint's weights have another shape)",
+    "run": "refused unless --allow_changed_settings is given; then listed and recorded in the run",
+    "free": "taken from the command (parallel layout, micro-batch, backend, logging, eval cadence, output)",
+    "command": "never taken from a saved file: only this command's value counts (trust_remote_code)",
+}
+
+# The run's inputs besides these settings (train flags, cli/args.py): recorded with every checkpoint and resumed like a
+# setting. name -> (section, resume kind). Data files are compared by content (training/resume.py fingerprints them).
+RUN_INPUTS = {
+    "train_data": ("data", "run"), "eval_data": ("data", "run"), "pretrain_data": ("data", "run"),
+    "pretrain_eval_data": ("data", "run"), "num_train_examples": ("data", "run"),
+    "num_eval_examples": ("data", "run"), "skip_bad_rows": ("data", "run"),
+}
+DATA_FILE_INPUTS = ("train_data", "eval_data", "pretrain_data", "pretrain_eval_data")
 
 
-def _f(default: Any, help: str, **kw) -> Any:
-    """A dataclass field whose help text is the documentation, the CLI --help and the YAML comment."""
+def _f(default: Any, help: str, *, section: str, resume: str, **kw) -> Any:
+    """A dataclass field whose help text is the documentation, the CLI --help and the YAML comment.
+
+    `section`: one of SECTIONS; `resume`: one of RESUME_KINDS. Other keywords: neuron_layout (a
+    neuron_configs/*.json layout may set it), compressor_reuse (a reused compressor brings it).
+    """
+    assert section in SECTIONS and resume in RESUME_KINDS, (section, resume)
+    metadata = {"help": help, "section": section, "resume": resume, **kw}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -47,115 +65,180 @@ class ScaleDownConfig:
 
     # ---- preset ---------------------------------------------------------------------------
     preset: Optional[str] = _f(None, "Named preset applied to fields left at their default: 'tiny' "
-                                     "(offline random Mistral-shaped model, CPU) or None.")
+                                     "(offline random Mistral-shaped model, CPU) or None.",
+                                     section="run", resume="architecture")
     # ---- compressor -----------------------------------------------------------------------
     compressor_type: str = _f("n_layers", "Compressor family: 'n_layers' (first N generator layers, "
                                           "OSCAR-N-Layers), 'modernbert' (bidirectional encoder + projection), "
-                                          "'causal_lm' (separate small causal LM + 2-layer MLP, OSCAR-llama).")
-    num_compressor_layers: int = _f(8, "Decoder layers copied from the generator for 'n_layers' (OSCAR: 5, 8 or 10).")
+                                          "'causal_lm' (separate small causal LM + 2-layer MLP, OSCAR-llama).",
+                                          section="model", resume="architecture", compressor_reuse=True)
+    num_compressor_layers: int = _f(8, "Decoder layers copied from the generator for 'n_layers' (OSCAR: 5, 8 or 10).",
+                                       section="model", resume="architecture")
     compressor_model_name: Optional[str] = _f(None, "Hub name or path of the separate compressor for 'modernbert' / "
                                                     "'causal_lm'. None: answerdotai/ModernBERT-base or "
-                                                    "meta-llama/Llama-3.2-1B-Instruct.")
+                                                    "meta-llama/Llama-3.2-1B-Instruct.",
+                                                    section="model", resume="architecture", compressor_reuse=True)
     compressor_mlp_hidden_dim: int = _f(8096, "Hidden width of the 2-layer ReLU MLP mapping a separate compressor "
-                                              "into the generator's space (OSCAR prints 8096).")
+                                              "into the generator's space (OSCAR prints 8096).",
+                                              section="model", resume="architecture", compressor_reuse=True)
     num_memory_tokens: Optional[int] = _f(None, "Memory embeddings per document. None: doc_max_length // "
-                                                "compression_rate (OSCAR: 128 // 16 = 8).")
+                                                "compression_rate (OSCAR: 128 // 16 = 8).",
+                                                section="model", resume="architecture", compressor_reuse=True)
     compression_rate: Optional[int] = _f(None, "Document tokens per memory embedding. None: 16, or "
-                                               "doc_max_length // num_memory_tokens when that is given.")
+                                               "doc_max_length // num_memory_tokens when that is given.",
+                                               section="model", resume="architecture")
     doc_max_length: int = _f(128, "Document tokens fed to the compressor; longer documents are truncated "
-                                  "(or chunked, see long_documents). OSCAR: 128.")
-    query_max_length: int = _f(64, "Query tokens kept for the compressor and the generator prompt (BERGEN: 64).")
-    answer_max_length: int = _f(128, "Answer tokens trained on; the teacher wrote at most 128.")
+                                  "(or chunked, see long_documents). OSCAR: 128.",
+                                  section="model", resume="architecture")
+    query_max_length: int = _f(64, "Query tokens kept for the compressor and the generator prompt (BERGEN: 64).",
+                                   section="data", resume="run")
+    answer_max_length: int = _f(128, "Answer tokens trained on; the teacher wrote at most 128.",
+                                     section="data", resume="run")
     long_documents: str = _f("truncate", "What to do with documents longer than doc_max_length: 'truncate' or "
-                                         "'chunk' (split into several documents of doc_max_length tokens).")
+                                         "'chunk' (split into several documents of doc_max_length tokens).",
+                                         section="data", resume="run")
     memory_norm: bool = _f(False, "Rescale memory embeddings with a learned RMS norm initialised to the generator's "
-                                  "token-embedding scale (helps small models trained from scratch).")
+                                  "token-embedding scale (helps small models trained from scratch).",
+                                  section="model", resume="architecture", compressor_reuse=True)
     compressor_projection: Optional[str] = _f(None, "Map from compressor states to the generator's embeddings: 'none', "
                                                     "'linear' or 'mlp'. None: the family's (n_layers: none, "
                                                     "modernbert: linear, causal_lm: mlp); released OSCAR N-layers "
-                                                    "models may carry an MLP (compr_use_mlp).")
+                                                    "models may carry an MLP (compr_use_mlp).",
+                                              section="model", resume="architecture")
     # ---- generator ------------------------------------------------------------------------
     generator_model_name: str = _f("mistralai/Mistral-7B-Instruct-v0.2",
-                                   "Generator causal LM (hub name or local path); OSCAR: Mistral-7B-Instruct-v0.2.")
-    tokenizer_name: Optional[str] = _f(None, "Tokenizer of the generator; None: the generator's.")
+                                   "Generator causal LM (hub name or local path); OSCAR: Mistral-7B-Instruct-v0.2.",
+                                   section="model", resume="architecture")
+    tokenizer_name: Optional[str] = _f(None, "Tokenizer of the generator; None: the generator's.",
+                                             section="model", resume="architecture")
     system_prompt: Optional[str] = _f(OSCAR_SYSTEM_PROMPT, "System message of the generator prompt "
-                                                           "(OSCAR Fig. 14); None or '' for none.")
-    trust_remote_code: bool = _f(False, "Allow hub models to run their own code. Off unless you trust the repo.")
-    lora_r: int = _f(16, "LoRA rank of the generator adapters (OSCAR: 16).")
-    lora_alpha: int = _f(32, "LoRA alpha (OSCAR: 32 = 2r).")
-    lora_dropout: float = _f(0.1, "LoRA dropout (OSCAR: 0.1).")
+                                                           "(OSCAR Fig. 14); None or '' for none.",
+                                                           section="data", resume="run")
+    trust_remote_code: bool = _f(False, "Allow hub models to run their own code. Off unless you trust the repo.",
+                                        section="model", resume="command")
+    lora_r: int = _f(16, "LoRA rank of the generator adapters (OSCAR: 16).",
+                         section="model", resume="architecture")
+    lora_alpha: int = _f(32, "LoRA alpha (OSCAR: 32 = 2r).",
+                             section="model", resume="architecture")
+    lora_dropout: float = _f(0.1, "LoRA dropout (OSCAR: 0.1).",
+                                  section="optim", resume="run")
     lora_target_modules: str = _f("all-linear", "Generator modules given LoRA adapters; 'all-linear' "
-                                                "(OSCAR) or a comma-separated list of module names.")
+                                                "(OSCAR) or a comma-separated list of module names.",
+                                                section="model", resume="architecture")
     generator_warmup_ratio: float = _f(0.0, "Fraction of the run's steps that first fine-tune the whole generator on "
                                             "uncompressed documents, before compression training; for generators "
-                                            "that cannot yet do RAG (the tiny random preset: 0.25). 0 for LLMs.")
-    learning_rate_generator_warmup: float = _f(1e-3, "Learning rate of the generator warm-up stage.")
+                                            "that cannot yet do RAG (the tiny random preset: 0.25). 0 for LLMs.",
+                                            section="optim", resume="run")
+    learning_rate_generator_warmup: float = _f(1e-3, "Learning rate of the generator warm-up stage.",
+                                                     section="optim", resume="run")
     prompt_format: str = _f("scaledown", "Input formats of compressor and generator: 'scaledown' (this project's) or "
                                          "'oscar' (NAVER's released models, token for token: pair-encoded compressor "
                                          "input, <MEM>/<SEP> placeholders, the released system prompt; set when a "
-                                         "released OSCAR folder is loaded). See scaledown/models/oscar_prompt.py.")
+                                         "released OSCAR folder is loaded). See scaledown/models/oscar_prompt.py.",
+                            section="model", resume="architecture")
     # ---- reranking ------------------------------------------------------------------------
     enable_reranking: bool = _f(False, "Add the RR token and a dense head that scores each document, "
-                                       "distilled from reranking_scores (OSCAR §3).")
-    reranking_loss_weight: float = _f(0.05, "lambda of lambda * MSE(score, teacher score) (OSCAR: 0.05).")
+                                       "distilled from reranking_scores (OSCAR §3).",
+                                       section="model", resume="architecture")
+    reranking_loss_weight: float = _f(0.05, "lambda of lambda * MSE(score, teacher score) (OSCAR: 0.05).",
+                                            section="optim", resume="run")
     # ---- data -----------------------------------------------------------------------------
-    num_documents_train: int = _f(5, "Documents per query kept in training (OSCAR: top-5).")
-    num_documents_eval: int = _f(10, "Documents per query kept in evaluation (OSCAR: top-10).")
+    num_documents_train: int = _f(5, "Documents per query kept in training (OSCAR: top-5).",
+                                     section="data", resume="run")
+    num_documents_eval: int = _f(10, "Documents per query kept in evaluation (OSCAR: top-10).",
+                                     section="data", resume="free")
     # ---- optimisation ---------------------------------------------------------------------
-    batch_size: int = _f(128, "Global batch: examples per optimizer step over all ranks (OSCAR: 128).")
+    batch_size: int = _f(128, "Global batch: examples per optimizer step over all ranks (OSCAR: 128).",
+                              section="optim", resume="run")
     micro_batch_size: Optional[int] = _f(None, "Examples per rank per forward pass; accumulation = batch_size / "
-                                               "(micro_batch_size x data-parallel ranks). None: min(batch_size, 8) / ranks.")
-    learning_rate_generator: float = _f(1e-4, "Learning rate of the generator's LoRA adapters (OSCAR: 1e-4).")
-    learning_rate_compressor_nlayers: float = _f(5e-5, "Learning rate of the 'n_layers' compressor (OSCAR: 5e-5).")
-    learning_rate_compressor_llama: float = _f(1e-4, "Learning rate of the 'causal_lm' compressor and MLP (OSCAR: 1e-4).")
-    learning_rate_compressor_modernbert: float = _f(1e-4, "Learning rate of the 'modernbert' compressor and projection.")
-    weight_decay: float = _f(0.1, "AdamW weight decay (OSCAR: 0.1).")
-    adam_beta1: float = _f(0.9, "AdamW beta1 (first-moment decay).")
-    adam_beta2: float = _f(0.999, "AdamW beta2 (second-moment decay).")
-    adam_epsilon: float = _f(1e-8, "AdamW epsilon (denominator floor).")
-    warmup_ratio: float = _f(0.05, "Fraction of steps with linear learning-rate warmup (OSCAR: 0.05).")
-    lr_scheduler: str = _f("linear", "Learning-rate decay after warmup: 'linear' (OSCAR), 'cosine' or 'constant'.")
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm (OSCAR: 1.0); 0 disables clipping.")
-    num_epochs: float = _f(1.0, "Passes over the training data (OSCAR: 1); ignored when max_steps > 0.")
-    max_steps: int = _f(-1, "Optimizer steps to run; -1: num_epochs over the data.")
-    gradient_checkpointing: bool = _f(True, "Recompute activations in backward to save memory.")
-    use_bf16: bool = _f(True, "bfloat16 autocast where the device supports it.")
-    use_fp16: bool = _f(False, "float16 autocast with loss scaling (GPUs without bf16).")
-    seed: int = _f(42, "Random seed for weights, data order and dropout.")
+                                               "(micro_batch_size x data-parallel ranks). None: min(batch_size, 8) / ranks.",
+                                               section="parallel", resume="free")
+    learning_rate_generator: float = _f(1e-4, "Learning rate of the generator's LoRA adapters (OSCAR: 1e-4).",
+                                              section="optim", resume="run")
+    learning_rate_compressor_nlayers: float = _f(5e-5, "Learning rate of the 'n_layers' compressor (OSCAR: 5e-5).",
+                                                       section="optim", resume="run")
+    learning_rate_compressor_llama: float = _f(1e-4, "Learning rate of the 'causal_lm' compressor and MLP (OSCAR: 1e-4).",
+                                                     section="optim", resume="run")
+    learning_rate_compressor_modernbert: float = _f(1e-4, "Learning rate of the 'modernbert' compressor and projection.",
+                                                          section="optim", resume="run")
+    weight_decay: float = _f(0.1, "AdamW weight decay (OSCAR: 0.1).",
+                                  section="optim", resume="run")
+    adam_beta1: float = _f(0.9, "AdamW beta1 (first-moment decay).",
+                                section="optim", resume="run")
+    adam_beta2: float = _f(0.999, "AdamW beta2 (second-moment decay).",
+                                  section="optim", resume="run")
+    adam_epsilon: float = _f(1e-8, "AdamW epsilon (denominator floor).",
+                                   section="optim", resume="run")
+    warmup_ratio: float = _f(0.05, "Fraction of steps with linear learning-rate warmup (OSCAR: 0.05).",
+                                   section="optim", resume="run")
+    lr_scheduler: str = _f("linear", "Learning-rate decay after warmup: 'linear' (OSCAR), 'cosine' or 'constant'.",
+                                     section="optim", resume="run")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (OSCAR: 1.0); 0 disables clipping.",
+                                   section="optim", resume="run")
+    num_epochs: float = _f(1.0, "Passes over the training data (OSCAR: 1); ignored when max_steps > 0.",
+                                section="optim", resume="run")
+    max_steps: int = _f(-1, "Optimizer steps to run; -1: num_epochs over the data.",
+                            section="optim", resume="run")
+    gradient_checkpointing: bool = _f(True, "Recompute activations in backward to save memory.",
+                                            section="parallel", resume="free")
+    use_bf16: bool = _f(True, "bfloat16 autocast where the device supports it.",
+                              section="optim", resume="run")
+    use_fp16: bool = _f(False, "float16 autocast with loss scaling (GPUs without bf16).",
+                               section="optim", resume="run")
+    seed: int = _f(42, "Random seed for weights, data order and dropout.",
+                       section="run", resume="run")
     shuffle_data: bool = _f(True, "Shuffle the training rows every epoch; false keeps their order (curricula, "
-                                  "such as the built-in synthetic data).")
+                                  "such as the built-in synthetic data).",
+                                  section="data", resume="run")
     # ---- parallelism (NeuronX Distributed backend; neuron_configs/*.json set them by layout) --------------
     tensor_parallel_size: int = _f(1, "NxD tensor-parallel degree (--tp): must divide the ranks, the attention heads, "
-                                      "the MLP width and the vocabulary. Trn1: 8 or 32 per node.")
+                                      "the MLP width and the vocabulary. Trn1: 8 or 32 per node.",
+                                      section="parallel", resume="free", neuron_layout=True)
     pipeline_parallel_size: int = _f(1, "NxD pipeline-parallel degree (--pp): the compressor's and generator's decoder "
-                                        "layers are split into this many stages (NxD auto-partition).")
+                                        "layers are split into this many stages (NxD auto-partition).",
+                                        section="parallel", resume="free", neuron_layout=True)
     num_microbatches: Optional[int] = _f(None, "Pipeline micro-batches per optimizer step on each data-parallel rank; "
                                                "None: the accumulation steps (batch_size / micro_batch_size / DP). "
-                                               "Must divide the per-rank batch.")
+                                               "Must divide the per-rank batch.",
+                                               section="parallel", resume="free", neuron_layout=True)
     zero1: bool = _f(True, "NxD ZeRO-1: shard optimizer states over data-parallel ranks (fp32 master weights "
-                           "under bf16).")
-    sequence_parallel: bool = _f(False, "NxD sequence parallelism for norms and dropout (needs tensor_parallel_size > 1).")
+                           "under bf16).",
+                           section="parallel", resume="free", neuron_layout=True)
+    sequence_parallel: bool = _f(False, "NxD sequence parallelism for norms and dropout (needs tensor_parallel_size > 1).",
+                                        section="parallel", resume="free", neuron_layout=True)
     kv_replication: Optional[int] = _f(None, "NxD kv_size_multiplier: copies of each key/value head so they cover the "
-                                             "tensor-parallel ranks; None: the smallest valid factor.")
+                                             "tensor-parallel ranks; None: the smallest valid factor.",
+                                             section="parallel", resume="free", neuron_layout=True)
     # ---- run ------------------------------------------------------------------------------
     stage: str = _f("finetune", "'finetune' (distillation on query/documents/answer rows) or 'pretrain' "
-                                "(compressor auto-encoding + continuation on plain text).")
+                                "(compressor auto-encoding + continuation on plain text).",
+                                section="run", resume="run")
     pretrain_autoencoding_ratio: float = _f(0.5, "Stage pretrain: share of examples that are auto-encoding (the "
                                                  "generator reproduces the compressed chunk); the rest are "
-                                                 "continuation (it writes the text that follows). OSCAR/PISCO: 0.5.")
+                                                 "continuation (it writes the text that follows). OSCAR/PISCO: 0.5.",
+                                                 section="data", resume="run")
     pretrain_generator: str = _f("frozen", "Stage pretrain: what of the generator trains beside the compressor: "
                                            "'frozen' (nothing: the compressor learns to feed the plain generator, so "
                                            "it can be reused with a fresh LoRA) or 'lora' (its LoRA adapters too, "
-                                           "as COCOM does).")
-    device_type: str = _f("auto", "'auto' (GPU if present, else CPU), 'gpu', 'cpu' or 'trainium'.")
+                                           "as COCOM does).",
+                                           section="optim", resume="run")
+    device_type: str = _f("auto", "'auto' (GPU if present, else CPU), 'gpu', 'cpu' or 'trainium'.",
+                                  section="parallel", resume="free")
     output_dir: str = _f(DEFAULT_OUTPUT_DIR, "Run folder: final/ (Hugging Face), checkpoints/, runs/ (TensorBoard). "
-                                             "Unset on the command line: outputs/<run name> (the data file's name).")
-    logging_steps: int = _f(10, "Optimizer steps between TensorBoard/console logs.")
-    eval_steps: int = _f(0, "Optimizer steps between evaluations on the eval set; 0: only at the end.")
-    save_steps: int = _f(500, "Optimizer steps between checkpoints; 0: only at the end.")
-    save_total_limit: int = _f(3, "Checkpoints kept; older ones are deleted once a newer one is complete.")
-    eval_max_examples: int = _f(200, "Eval examples scored by generation at each evaluation.")
-    max_new_tokens: int = _f(32, "Tokens generated per answer in evaluation.")
+                                             "Unset on the command line: outputs/<run name> (the data file's name).",
+                                          section="run", resume="free")
+    logging_steps: int = _f(10, "Optimizer steps between TensorBoard/console logs.",
+                                section="run", resume="free")
+    eval_steps: int = _f(0, "Optimizer steps between evaluations on the eval set; 0: only at the end.",
+                            section="run", resume="free")
+    save_steps: int = _f(500, "Optimizer steps between checkpoints; 0: only at the end.",
+                              section="run", resume="free")
+    save_total_limit: int = _f(3, "Checkpoints kept; older ones are deleted once a newer one is complete.",
+                                  section="run", resume="free")
+    eval_max_examples: int = _f(200, "Eval examples scored by generation at each evaluation.",
+                                     section="run", resume="free")
+    max_new_tokens: int = _f(32, "Tokens generated per answer in evaluation.",
+                                 section="run", resume="free")
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -334,6 +417,36 @@ class ScaleDownConfig:
         if self.compressor_type == "n_layers":
             return self.tokenizer_name or self.generator_model_name
         return self.resolved_compressor_model_name
+
+
+def fields_where(**wanted: Any) -> tuple[str, ...]:
+    """Names of the ScaleDownConfig fields whose metadata has all the `wanted` values, in field order."""
+    return tuple(f.name for f in fields(ScaleDownConfig)
+                 if all(f.metadata.get(key) == value for key, value in wanted.items()))
+
+
+def field_meta(name: str, key: str) -> Any:
+    return next(f.metadata.get(key) for f in fields(ScaleDownConfig) if f.name == name)
+
+
+# Fields that define the model's architecture and weights (a saved model keeps them; a checkpoint must match them).
+MODEL_FIELDS = frozenset(fields_where(section="model", resume="architecture"))
+
+
+def config_from_saved(values: dict[str, Any], source: str, trust_remote_code: bool = False) -> ScaleDownConfig:
+    """A config read back from a saved file (a model folder, a checkpoint, a converter's metadata).
+
+    A saved `trust_remote_code: true` is ignored, with a note: remote code runs only when the caller asks on this
+    command or call (`--trust_remote_code`, `from_pretrained(..., trust_remote_code=True)`). Settings this version
+    does not know are dropped; the saved values are already resolved, so the preset is not applied again.
+    """
+    values = {k: v for k, v in values.items() if k in ScaleDownConfig.field_names() and k != "preset"}
+    if values.pop("trust_remote_code", False) and not trust_remote_code:
+        import warnings
+        warnings.warn(f"{source} records trust_remote_code=true; ignored. Remote code runs only when you pass "
+                      f"--trust_remote_code (or trust_remote_code=True) yourself.", UserWarning, stacklevel=2)
+    values["trust_remote_code"] = bool(trust_remote_code)
+    return ScaleDownConfig.from_dict(values, source=source)
 
 
 def read_config_file(path: str) -> dict[str, Any]:

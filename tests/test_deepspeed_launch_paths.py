@@ -112,7 +112,7 @@ def test_killed_rank_ends_the_job_then_resume_continues(tmp_path):
     last = int(done[-1].split("_")[1])
     resume_log = str(tmp_path / "resume.log")
     args[args.index("--max_steps") + 1] = str(last + 1)
-    proc = run("torchrun", 2, [*args, "--resume_from", "auto"], _env(), resume_log)
+    proc = run("torchrun", 2, [*args, "--resume_from", "auto", "--allow_changed_settings"], _env(), resume_log)
     assert proc.returncode == 0, log_tail(resume_log)
     assert f"resumed from {os.path.join(out, 'checkpoints', done[-1])}" in log_tail(resume_log, 100_000)
     assert os.path.isfile(os.path.join(out, "checkpoints", f"step_{last + 1:07d}", "trainer_state.json"))

@@ -98,6 +98,25 @@ def test_torchrun_resume_equals_uninterrupted(zero3_run, tmp_path):
     assert_halved(os.path.join(out, "checkpoints", "step_0000006"))
 
 
+def test_damaged_file_of_one_rank_stops_both_ranks_naming_it(zero3_run, tmp_path):
+    """Rank 1's optimizer partition of the newest checkpoint is truncated: both ranks stop at once (no hang in a
+    collective), with one paragraph naming the file and the previous complete checkpoint."""
+    out = str(tmp_path / "damaged")
+    shutil.copytree(os.path.join(zero3_run["out"], "checkpoints"), os.path.join(out, "checkpoints"))
+    victim = os.path.join(out, "checkpoints", "step_0000006", "zero_pp_rank_1_mp_rank_00_optim_states.pt")
+    with open(victim, "r+b") as f:
+        f.truncate(os.path.getsize(victim) // 2)
+    args = list(zero3_run["args"])
+    args[args.index("--output_dir") + 1] = out
+    log = str(tmp_path / "damaged.log")
+    proc = run("torchrun", 2, [*args, "--resume_from", "auto"], _env(), log)
+    text = log_tail(log, 100_000)
+    assert proc.returncode != 0
+    assert f"error: {victim} is damaged or truncated" in text, text[-3000:]
+    assert f"The previous complete checkpoint is {os.path.join(out, 'checkpoints', 'step_0000003')}" in text
+    assert "another rank found a damaged file" in text   # rank 0, whose own files are fine
+
+
 def test_checkpoint_layout_and_zero_to_fp32_equals_export(zero3_run, tmp_path):
     root = os.path.join(zero3_run["out"], "checkpoints")
     with open(os.path.join(root, "latest")) as f:

@@ -96,6 +96,21 @@ def test_zero1_resume_continues_the_losses_exactly(runs, subprocess_env_module):
         assert again[step] == pytest.approx(first[step], rel=1e-6, abs=0)
 
 
+def test_damaged_xser_tensor_file_names_it_and_the_previous_checkpoint(runs, subprocess_env_module, tmp_path):
+    import shutil
+    out = tmp_path / "damaged"
+    shutil.copytree(runs / "neuron" / "checkpoints", out / "checkpoints")
+    tensors = out / "checkpoints" / "step_0000004" / "model" / "dp_rank_00_tp_rank_00_pp_rank_00.pt.tensors"
+    victim = tensors / sorted(os.listdir(tensors))[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    proc = subprocess.run([sys.executable, RUNNER, *FLAGS, "--output_dir", str(out),
+                           "--resume_from", "auto"], cwd=ROOT, env=subprocess_env_module, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"error: {victim} is damaged or truncated" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"The previous complete checkpoint is {out / 'checkpoints' / 'step_0000002'}" in proc.stderr
+
+
 def test_converted_zero1_checkpoint_resumes_and_a_plain_one_is_refused(runs, subprocess_env_module, tmp_path):
     """scaledown convert reads the ZeRO-1 checkpoint (base_state per data-parallel rank joined into Adam moments);
     written back with --zero1_dp 1 the NxD backend resumes it under ZeRO-1; the plain layout is refused, naming

@@ -53,6 +53,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         "decoder_model_name (--from oscar) / the model's generator_model_name (--to oscar)")
     p.add_argument("--compressor_path", "--compressor-path",
                    help="--from oscar: local folder of the compressor's base model, instead of compr_model_name")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what DST already holds (hf: the folder; nxd / deepspeed: DST/TAG); without it an "
+                        "existing destination is an error and nothing is written")
+    p.add_argument("--trust_remote_code", "--trust-remote-code", action="store_true",
+                   help="let the models this conversion loads run their own code (custom generator architectures); "
+                        "a trust_remote_code value saved in SRC is ignored")
     return p
 
 
@@ -63,7 +69,8 @@ def convert_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown co
     result = convert(args.src_format, args.dst_format, args.src, args.dst, tp=args.tp, pp=args.pp,
                      kv_replication=args.kv_replication, xser=args.xser, merge_lora=args.merge_lora, tag=args.tag,
                      src_tag=args.src_tag, zero1_dp=args.zero1_dp, config_file=args.config, log=say,
-                     generator_path=args.generator_path, compressor_path=args.compressor_path)
+                     generator_path=args.generator_path, compressor_path=args.compressor_path,
+                     trust_remote_code=args.trust_remote_code, overwrite=args.overwrite)
     print(f"wrote {args.dst_format} checkpoint {result.path} ({', '.join(result.carried)})")
     for note in result.notes:
         print(f"note: {note}")

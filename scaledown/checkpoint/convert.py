@@ -54,21 +54,22 @@ def _check_options(src_format: str, dst_format: str, tp: int, pp: int, kv_replic
                           f"checkpoint (world size / (tp x pp)), at least 1.")
 
 
-def _describe(src_format: str, src: str, src_tag: Optional[str], config_file: Optional[str]):
+def _describe(src_format: str, src: str, src_tag: Optional[str], config_file: Optional[str], trust_remote_code: bool):
     """The source's model description, cheaply (no tensors read)."""
     from scaledown.checkpoint import deepspeed_read, nxd_files
     _refuse_one_process_checkpoint(src)
     from scaledown.checkpoint.description import ModelDescription, describe_checkpoint
     from scaledown.checkpoint.hf_format import describe_folder
     if src_format == "hf":
-        directory, description = describe_folder(src)
+        directory, description = describe_folder(src, trust_remote_code)
         if config_file:
             from scaledown.config import ScaleDownConfig
-            description.check_same(ModelDescription.from_config(ScaleDownConfig.from_file(config_file)),
+            given = ScaleDownConfig.from_file(config_file, trust_remote_code=trust_remote_code)
+            description.check_same(ModelDescription.from_config(given),
                                    directory, f"--config {config_file}")
         return description
     tag_dir = (nxd_files.find_tag if src_format == "nxd" else deepspeed_read.find_tag)(src, src_tag)
-    return describe_checkpoint(tag_dir, config_file, src_format)[0]
+    return describe_checkpoint(tag_dir, config_file, src_format, trust_remote_code)[0]
 
 
 def _refuse_one_process_checkpoint(src: str) -> None:
@@ -87,24 +88,32 @@ def convert(src_format: str, dst_format: str, src: str, dst: str, *, tp: int = 1
             kv_replication: Optional[int] = None, xser: bool = False, merge_lora: bool = False,
             tag: Optional[str] = None, src_tag: Optional[str] = None, config_file: Optional[str] = None,
             log: Optional[Callable[[str], None]] = None, generator_path: Optional[str] = None,
-            compressor_path: Optional[str] = None, zero1_dp: Optional[int] = None) -> ConversionResult:
-    """Convert SRC (format src_format) into DST (format dst_format); see the module docstring."""
+            compressor_path: Optional[str] = None, zero1_dp: Optional[int] = None, trust_remote_code: bool = False,
+            overwrite: bool = False) -> ConversionResult:
+    """Convert SRC (format src_format) into DST (format dst_format); see the module docstring.
+
+    `trust_remote_code`: let the models this conversion loads run their own code (a value saved in SRC is ignored).
+    `overwrite`: replace what DST already holds (otherwise ConfigError before anything is read).
+    """
     from scaledown.checkpoint.oscar_convert import check_oscar_options, convert_oscar
     log = log or (lambda message: None)
     _check_options(src_format, dst_format, tp, pp, kv_replication, xser, merge_lora, tag, zero1_dp)
     check_oscar_options(src_format, dst_format, generator_path, compressor_path)
     if "oscar" in (src_format, dst_format):
+        from scaledown.destination import check_destination
+        check_destination(dst, overwrite, "DST")
         return convert_oscar(src_format, dst_format, src, dst, generator_path, compressor_path, log)
     if os.path.abspath(src) == os.path.abspath(dst) and src_format == dst_format and not tag:
         raise ConfigError(f"SRC and DST are the same folder ({src}); write to another folder (or another --tag).")
-    description = _describe(src_format, src, src_tag, config_file)
+    _check_destination(src_format, dst_format, src, src_tag, dst, tag, overwrite)
+    description = _describe(src_format, src, src_tag, config_file, trust_remote_code)
     if dst_format == "nxd":  # tp / pp / heads problems surface before any tensor is read
         from scaledown.parallel import ParallelPlan
         ParallelPlan.for_model(description.skeleton(), tp=tp, pp=pp, kv_replication=kv_replication)
     log(f"reading {src_format} checkpoint {src}")
-    ckpt = _read(src_format, src, src_tag, config_file)
+    ckpt = _read(src_format, src, src_tag, config_file, trust_remote_code)
     log(f"writing {dst_format} checkpoint {dst}")
-    path = _write(ckpt, dst_format, dst, tp, pp, kv_replication, xser, merge_lora, tag, zero1_dp)
+    path = _write(ckpt, dst_format, dst, tp, pp, kv_replication, xser, merge_lora, tag, zero1_dp, overwrite)
     carried = ["weights"]
     if ckpt.optimizer and ckpt.optimizer.moments and dst_format != "hf":
         carried.append(f"Adam moments and step ({ckpt.optimizer.step})")
@@ -113,25 +122,37 @@ def convert(src_format: str, dst_format: str, src: str, dst: str, *, tp: int = 1
     return ConversionResult(path, carried, list(dict.fromkeys(ckpt.notes)))
 
 
-def _read(fmt: str, src: str, src_tag: Optional[str], config_file: Optional[str]):
+def _read(fmt: str, src: str, src_tag: Optional[str], config_file: Optional[str], trust_remote_code: bool):
     if fmt == "hf":
         from scaledown.checkpoint.hf_format import read_hf
-        return read_hf(src)
+        return read_hf(src, trust_remote_code)
     if fmt == "nxd":
         from scaledown.checkpoint.nxd_format import read_nxd
-        return read_nxd(src, src_tag, config_file)
+        return read_nxd(src, src_tag, config_file, trust_remote_code)
     from scaledown.checkpoint.deepspeed_read import read_deepspeed
-    return read_deepspeed(src, src_tag, config_file)
+    return read_deepspeed(src, src_tag, config_file, trust_remote_code)
+
+
+def _check_destination(src_format: str, dst_format: str, src: str, src_tag: Optional[str], dst: str,
+                       tag: Optional[str], overwrite: bool) -> None:
+    """Refuse, before anything is read, to replace what DST holds: the whole folder for hf, DST/TAG for nxd and
+    deepspeed (a default tag comes from the source's step and is checked again by the writer)."""
+    from scaledown.destination import check_destination
+    if dst_format == "hf":
+        check_destination(dst, overwrite, "DST")
+    elif tag:
+        check_destination(os.path.join(dst, tag), overwrite, "DST/--tag")
 
 
 def _write(ckpt, fmt: str, dst: str, tp: int, pp: int, kv_replication: Optional[int], xser: bool, merge_lora: bool,
-           tag: Optional[str], zero1_dp: Optional[int] = None) -> str:
+           tag: Optional[str], zero1_dp: Optional[int] = None, overwrite: bool = False) -> str:
     if fmt == "hf":
         from scaledown.checkpoint.hf_format import write_hf
         write_hf(ckpt, dst, merge_lora=merge_lora)
         return dst
     if fmt == "nxd":
         from scaledown.checkpoint.nxd_format import write_nxd
-        return write_nxd(ckpt, dst, tp=tp, pp=pp, kv_replication=kv_replication, xser=xser, tag=tag, zero1_dp=zero1_dp)
+        return write_nxd(ckpt, dst, tp=tp, pp=pp, kv_replication=kv_replication, xser=xser, tag=tag, zero1_dp=zero1_dp,
+                         overwrite=overwrite)
     from scaledown.checkpoint.deepspeed_write import write_deepspeed
-    return write_deepspeed(ckpt, dst, tag=tag)
+    return write_deepspeed(ckpt, dst, tag=tag, overwrite=overwrite)

@@ -58,9 +58,10 @@ def _is_tag(path: str) -> bool:
         MODEL_FILE.match(n) for n in os.listdir(path)))
 
 
-def read_deepspeed(path: str, tag: Optional[str] = None, config_file: Optional[str] = None) -> FullCheckpoint:
+def read_deepspeed(path: str, tag: Optional[str] = None, config_file: Optional[str] = None,
+                   trust_remote_code: bool = False) -> FullCheckpoint:
     tag_dir = find_tag(path, tag)
-    description, _ = describe_checkpoint(tag_dir, config_file, "DeepSpeed")
+    description, _ = describe_checkpoint(tag_dir, config_file, "DeepSpeed", trust_remote_code)
     state = read_json(os.path.join(tag_dir, TRAINER_STATE_FILE))
     ckpt = FullCheckpoint(description, {}, source=tag_dir, trainer_state=state)
     if os.path.isdir(os.path.join(tag_dir, "zero")):

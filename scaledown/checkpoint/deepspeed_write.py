@@ -46,7 +46,7 @@ def _common(groups: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: groups[0][k] for k in keys if all(g[k] == groups[0][k] for g in groups)}
 
 
-def write_deepspeed(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = None) -> str:
+def write_deepspeed(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = None, overwrite: bool = False) -> str:
     from scaledown.models.serialization import commit_directory
     from scaledown.training.checkpoint_dirs import tag_for
     ckpt.complete_weights()
@@ -54,6 +54,8 @@ def write_deepspeed(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = N
     step = ckpt.optimizer.step if ckpt.optimizer else 0
     state = ckpt.trainer_state
     tag = tag or (tag_for(int(state["step"])) if state and "step" in state else f"global_step{step}")
+    from scaledown.destination import check_destination
+    check_destination(os.path.join(directory, tag), overwrite, "the checkpoint tag")
     moments = ckpt.optimizer.moments if ckpt.optimizer else {}
     trainable = [n for g in groups for n in g["params"]]
     trainable_set = set(trainable)

@@ -51,8 +51,8 @@ class ModelDescription:
         return cls(config, generator.to_dict(), backbone.to_dict())
 
     @classmethod
-    def from_json(cls, values: dict, source: str) -> "ModelDescription":
-        config = config_from_dict(values["config"], source)
+    def from_json(cls, values: dict, source: str, trust_remote_code: bool = False) -> "ModelDescription":
+        config = config_from_dict(values["config"], source, trust_remote_code)
         return cls(config, values["generator_config"], values["compressor_config"])
 
     def to_json(self) -> dict:
@@ -117,9 +117,10 @@ class _EmbeddingStandIn:
         return self.embedding
 
 
-def config_from_dict(values: dict, source: str) -> ScaleDownConfig:
-    values = {k: v for k, v in values.items() if k in ScaleDownConfig.field_names() and k != "preset"}
-    return ScaleDownConfig.from_dict(values, source=source)
+def config_from_dict(values: dict, source: str, trust_remote_code: bool = False) -> ScaleDownConfig:
+    """A config recorded in a checkpoint; its trust_remote_code is ignored (config.config_from_saved)."""
+    from scaledown.config import config_from_saved
+    return config_from_saved(values, source, trust_remote_code)
 
 
 def read_json(path: str) -> Optional[dict]:
@@ -138,7 +139,8 @@ def write_metadata(directory: str, description: ModelDescription, layout: dict[s
         json.dump({"format": FORMAT, **layout, **description.to_json()}, f, indent=2, sort_keys=True)
 
 
-def describe_checkpoint(directory: str, config_file: Optional[str], what: str) -> tuple[ModelDescription, dict]:
+def describe_checkpoint(directory: str, config_file: Optional[str], what: str, trust_remote_code: bool = False
+                        ) -> tuple[ModelDescription, dict]:
     """Description of a backend checkpoint folder: its metadata, else trainer_state.json, else --config.
 
     Returns (description, metadata dict or {}). --config must agree with what the folder records.
@@ -146,15 +148,17 @@ def describe_checkpoint(directory: str, config_file: Optional[str], what: str) -
     meta = read_json(os.path.join(directory, METADATA_FILE)) or {}
     given = None
     if config_file:
-        given = ModelDescription.from_config(ScaleDownConfig.from_file(config_file))
+        # the command's trust_remote_code wins over the file's
+        given = ModelDescription.from_config(ScaleDownConfig.from_file(config_file, trust_remote_code=trust_remote_code))
     if meta.get("config"):
-        found = ModelDescription.from_json(meta, os.path.join(directory, METADATA_FILE))
+        found = ModelDescription.from_json(meta, os.path.join(directory, METADATA_FILE), trust_remote_code)
         if given is not None:
             found.check_same(given, os.path.join(directory, METADATA_FILE), f"--config {config_file}")
         return found, meta
     state = read_json(os.path.join(directory, TRAINER_STATE_FILE))
     if state and state.get("config"):
-        found = ModelDescription.from_config(config_from_dict(state["config"], os.path.join(directory, TRAINER_STATE_FILE)))
+        found = ModelDescription.from_config(config_from_dict(state["config"], os.path.join(directory, TRAINER_STATE_FILE),
+                                                              trust_remote_code))
         if given is not None:
             found.check_same(given, os.path.join(directory, TRAINER_STATE_FILE), f"--config {config_file}")
         return found, meta

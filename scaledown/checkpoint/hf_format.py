@@ -31,10 +31,10 @@ def _base_prefix(model) -> str:
     return next(name for name, m in model.named_modules() if m is lm) + "."
 
 
-def describe_folder(directory: str) -> tuple[str, ModelDescription]:
+def describe_folder(directory: str, trust_remote_code: bool = False) -> tuple[str, ModelDescription]:
     from scaledown.models import loading
     from scaledown.models.serialization import read_saved_config
-    directory, _, config = read_saved_config(directory)
+    directory, _, config = read_saved_config(directory, trust_remote_code=trust_remote_code)
     base_config = read_json(os.path.join(directory, "generator_base", "config.json"))
     if base_config is None:
         base_config = loading.model_config(config.generator_model_name, config.trust_remote_code).to_dict()
@@ -45,10 +45,10 @@ def describe_folder(directory: str) -> tuple[str, ModelDescription]:
     return directory, ModelDescription(config, base_config, compressor_config)
 
 
-def read_hf(path: str) -> FullCheckpoint:
+def read_hf(path: str, trust_remote_code: bool = False) -> FullCheckpoint:
     from safetensors.torch import load_file
     from scaledown.models.generator import without_lora
-    directory, description = describe_folder(path)
+    directory, description = describe_folder(path, trust_remote_code)
     model = description.skeleton()
     names = list(model.state_dict())
     prefix = _base_prefix(model)

@@ -36,9 +36,10 @@ def plan_for(ckpt_or_description, tp: int, pp: int, kv_replication: Optional[int
 
 
 # ---- reading ---------------------------------------------------------------------------------------
-def read_nxd(path: str, tag: Optional[str] = None, config_file: Optional[str] = None) -> FullCheckpoint:
+def read_nxd(path: str, tag: Optional[str] = None, config_file: Optional[str] = None,
+             trust_remote_code: bool = False) -> FullCheckpoint:
     tag_dir = F.find_tag(path, tag)
-    description, meta = describe_checkpoint(tag_dir, config_file, "NxD")
+    description, meta = describe_checkpoint(tag_dir, config_file, "NxD", trust_remote_code)
     model_dir = os.path.join(tag_dir, "model")
     files = F.list_shards(model_dir)
     tp, pp = F.grid_of(files, model_dir)
@@ -159,7 +160,8 @@ def _join_zero1(ranks: list[dict[str, Any]], file: str) -> dict[str, Any]:
 
 # ---- writing ---------------------------------------------------------------------------------------
 def write_nxd(ckpt: FullCheckpoint, directory: str, tp: int = 1, pp: int = 1, kv_replication: Optional[int] = None,
-              xser: bool = False, tag: Optional[str] = None, zero1_dp: Optional[int] = None) -> str:
+              xser: bool = False, tag: Optional[str] = None, zero1_dp: Optional[int] = None,
+              overwrite: bool = False) -> str:
     """Write <directory>/<tag>/ (model shards, optimizer shards when moments exist, markers); returns its path.
     zero1_dp=D: the optimizer in ZeRO-1's layout for D data-parallel ranks (files dp_rank_00 .. D-1)."""
     from scaledown.models.serialization import commit_directory
@@ -168,6 +170,8 @@ def write_nxd(ckpt: FullCheckpoint, directory: str, tp: int = 1, pp: int = 1, kv
     ckpt.complete_weights()
     state = ckpt.trainer_state
     tag = tag or (tag_for(int(state["step"])) if state and "step" in state else DEFAULT_TAG)
+    from scaledown.destination import check_destination
+    check_destination(os.path.join(directory, tag), overwrite, "the checkpoint tag")
     os.makedirs(directory, exist_ok=True)
     final = os.path.join(directory, tag)
     tmp = os.path.join(directory, f".{tag}.tmp-{os.getpid()}")

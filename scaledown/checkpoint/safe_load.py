@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -71,6 +71,34 @@ def load_file(path: str) -> Any:
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"{path} could not be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
                               f"The file is damaged or truncated; copy it again or use an older checkpoint.") from None
+
+
+def problem_with(path: str) -> Optional[str]:
+    """Why a checkpoint file cannot be read (None: it can), cheaply: the safetensors header and sizes, a torch file's
+    archive and pickle (tensors memory-mapped, not read; the allow-list above applies), or a JSON file's text."""
+    if not os.path.lexists(path):
+        return "is missing"
+    if not os.path.isfile(path):
+        return "is not a file"
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+            with safe_open(path, framework="pt") as f:
+                f.keys()
+        elif path.endswith(".json"):
+            import json
+            with open(path) as f:
+                json.load(f)
+        else:
+            with torch.serialization.safe_globals(ALLOWED_FOREIGN):
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"holds objects that are not on the allow-list of checkpoint contents ({first[:160]})"
+    except Exception as exc:  # safetensors, zip, JSON and OS errors all mean the same here: unreadable
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"is damaged or truncated ({type(exc).__name__}: {first[:160]})"
+    return None
 
 
 # ---- writing xser reference files without torch_xla ----------------------------------------------------

@@ -86,7 +86,15 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                      "with the tiny preset.")
     run.add_argument("--eval_data", "--eval-data", help="Held-out rows for evaluation (same format).")
     run.add_argument("--resume_from", "--resume-from", help="'auto' (newest complete checkpoint of "
-                     "--output_dir) or a checkpoint / run folder.")
+                     "--output_dir; a new run when there is none) or a checkpoint / run folder. The run continues "
+                     "with the settings and data recorded in the checkpoint; flags may change only free settings "
+                     "(parallel layout, micro-batch, backend, logging, eval cadence, output).")
+    run.add_argument("--allow_changed_settings", "--allow-changed-settings", action="store_true",
+                     help="With --resume_from: accept flags that change settings defining the run (data, objective, "
+                          "schedule, global batch, seed); they are printed and recorded in trainer_state.json.")
+    run.add_argument("--overwrite_output_dir", "--overwrite-output-dir", action="store_true",
+                     help="Start a new run in an --output_dir that holds another run (final/, checkpoints, "
+                          "train_summary.json): the previous run's files are deleted first.")
     run.add_argument("--init_from", "--init-from", help="Start from a saved ScaleDown model folder "
                      "(e.g. a pretraining run's OUTPUT_DIR/final).")
     run.add_argument("--init_compressor_from", "--init-compressor-from", metavar="DIR",
@@ -104,7 +112,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no_progress", "--no-progress", action="store_true",
                      help="No progress bar (console lines every logging_steps remain). Bars are also off when "
                           "stderr is not a terminal (SLURM, nohup, `> run.log`) or SCALEDOWN_NO_PROGRESS is set.")
-    run.add_argument("--skip_bad_rows", "--skip-bad-rows", action="store_true",
+    run.add_argument("--skip_bad_rows", "--skip-bad-rows", action="store_true", default=None,
                      help="--stage pretrain: skip and count malformed corpus lines instead of stopping at the first.")
     run.add_argument("--neuron_config", "--neuron-config", metavar="PATH",
                      help="Trainium layout JSON (neuron_configs/tp8_pp1.json ...): parallel degrees, processes per "
@@ -112,7 +120,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--num_train_examples", "--num-train-examples", type=int, default=None,
                      help="Built-in synthetic data only: training rows to draw (default: one fresh row per "
                           "example seen, batch_size x steps).")
-    run.add_argument("--num_eval_examples", "--num-eval-examples", type=int, default=500,
+    run.add_argument("--num_eval_examples", "--num-eval-examples", type=int, default=None,
                      help="Built-in synthetic data only: held-out rows for the before/after accuracy (default 500).")
 
 
@@ -125,21 +133,28 @@ def build_parser(prog: str, description: str) -> FriendlyParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace, default_preset: Optional[str] = None,
-                     base: Optional[dict[str, Any]] = None, user_data: bool = False) -> ScaleDownConfig:
-    """defaults < preset < base (e.g. a reused compressor's architecture) < --neuron_config layout < --config file
-    < flags. Run flags held in the --config file (train_data, ...) are not settings: see apply_config_run_flags.
-    user_data: the run reads the user's files, so a preset's synthetic-task schedule and lengths do not apply."""
+def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ScaleDownConfig values this command sets itself: --neuron_config layout < --config file < flags.
+    Run flags held in the --config file (train_data, ...) are not settings: see apply_config_run_flags."""
     fields = set(ScaleDownConfig.field_names())
-    flags = {k: v for k, v in vars(args).items() if k in fields}
-    values: dict[str, Any] = dict(base or {})
+    values: dict[str, Any] = {}
     if getattr(args, "neuron_config", None):
         from scaledown.training.neuron_layout import NeuronLayout
         values.update(NeuronLayout.from_file(args.neuron_config).config_values())
     if getattr(args, "config", None):
         run_keys = set(vars(args)) - fields
         values.update({k: v for k, v in read_config_file(args.config).items() if k not in run_keys})
-    values.update(flags)
+    values.update({k: v for k, v in vars(args).items() if k in fields})
+    return values
+
+
+def config_from_args(args: argparse.Namespace, default_preset: Optional[str] = None,
+                     base: Optional[dict[str, Any]] = None, user_data: bool = False) -> ScaleDownConfig:
+    """defaults < preset < base (e.g. a reused compressor's architecture) < --neuron_config layout < --config file
+    < flags. user_data: the run reads the user's files, so a preset's synthetic-task schedule and lengths do not
+    apply."""
+    values: dict[str, Any] = dict(base or {})
+    values.update(explicit_settings(args))
     if "preset" not in values and default_preset and "generator_model_name" not in values:
         values["preset"] = default_preset
     return ScaleDownConfig.from_dict(values, source=getattr(args, "config", None) or "command line",
@@ -173,4 +188,5 @@ def parse(parser: FriendlyParser, argv: Optional[Sequence[str]]) -> argparse.Nam
     return parser.parse_args(argv)
 
 
-__all__ = ["FriendlyParser", "build_parser", "config_from_args", "parse", "str2bool", "ConfigError"]
+__all__ = ["FriendlyParser", "build_parser", "config_from_args", "explicit_settings", "parse", "str2bool",
+           "ConfigError"]

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Callable, Optional, Sequence
 
-from scaledown.cli.args import build_parser, config_from_args
+from scaledown.cli.args import build_parser, config_from_args, explicit_settings
 from scaledown.cli.errors import run_cli
 from scaledown.config import DEFAULT_OUTPUT_DIR
 
@@ -76,12 +76,54 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py",
             from scaledown.cli.train_neuron import neuron_main
             return neuron_main(tokens, prog)
     args = parser.parse_args(tokens)
-    return run_training(train_config(args), args, backend_factory)
+    return run_training(train_config(args), args, backend_factory, prog=prog)
 
 
 def train_config(args):
-    """The run's config from the train flags (every launcher): the tiny preset without data files; a compressor
-    reused with --init_compressor_from brings its architecture, unless flags or --config say otherwise."""
+    """The run's config from the train flags (every launcher), before anything heavy loads.
+
+    A resumed run (--resume_from) takes its settings and data from the checkpoint (training/resume.py decides what a
+    flag may change). A new run: the tiny preset without data files; a compressor reused with --init_compressor_from
+    brings its architecture, unless flags or --config say otherwise; an --output_dir holding another run is refused
+    unless --overwrite_output_dir. Sets args.<data flags> to the run's inputs and args.run_record / args.resume_path.
+    """
+    from scaledown.config import RUN_INPUTS
+    from scaledown.errors import ConfigError
+    from scaledown.training import resume, run_folder
+
+    if args.resume_from is not None and args.overwrite_output_dir:
+        raise ConfigError("--resume_from continues a run and --overwrite_output_dir starts one over; pass one of them.")
+    if args.allow_changed_settings and args.resume_from is None:
+        raise ConfigError("--allow_changed_settings only applies with --resume_from (it lets a resumed run change "
+                          "settings that define it); drop it for a new run.")
+    explicit = explicit_settings(args)
+    given = {k: getattr(args, k) for k in RUN_INPUTS if getattr(args, k, None) is not None}
+    output_dir = (explicit.get("output_dir") or resume.run_dir_of(args.resume_from)
+                  or os.path.join("outputs", run_name(explicit.get("stage", "finetune"), explicit.get("preset"), args)))
+    path = resume.locate(args.resume_from, output_dir)
+    changes: list = []
+    if path:
+        resumed = resume.resume_run(path, explicit, given, args.allow_changed_settings,
+                                    fresh=lambda: _new_run_config(args))
+        config, inputs = resumed.config, resumed.inputs
+        changes = list(resumed.state.get("changed_settings", []))
+        changes += [{"step": resumed.state["step"], **c} for c in resumed.changes]
+        if os.environ.get("RANK", "0") == "0":
+            for note in resumed.notes:
+                print(note, flush=True)
+    else:
+        config = _new_run_config(args)
+        inputs = {k: given.get(k, resume.RUN_INPUT_DEFAULTS.get(k)) for k in RUN_INPUTS}
+        if not getattr(args, "dry_run", False):
+            run_folder.check_new_run(config.output_dir, args.overwrite_output_dir)
+    for name, value in inputs.items():
+        setattr(args, name, value)
+    args.resume_path = path
+    args.run_record = resume.run_record(inputs, changes)
+    return config
+
+
+def _new_run_config(args):
     base = None
     if args.init_compressor_from:
         from scaledown.models.compressor_reuse import read_saved_compressor
@@ -94,24 +136,35 @@ def train_config(args):
                        "built-in synthetic task); set them with flags if you want others.", config.preset,
                        ", ".join(f"{k}={getattr(config, k)}" for k in SYNTHETIC_TASK_FIELDS))
     if config.output_dir == DEFAULT_OUTPUT_DIR:   # not chosen: one folder per run name, never ./checkpoints/checkpoints
-        config.output_dir = os.path.join("outputs", run_name(config, args))
+        config.output_dir = os.path.join("outputs", run_name(config.stage, config.preset, args))
     return config
 
 
-def run_name(config, args) -> str:
+def run_name(stage: str, preset, args) -> str:
     """Default run folder name under ./outputs: the data file's name ('mine' for mine.jsonl), or 'tiny-synthetic'
     / 'pretrain-synthetic' for the built-in data; pretraining runs start with 'pretrain-'."""
-    source = args.pretrain_data if config.stage == "pretrain" else args.train_data
+    source = args.pretrain_data if stage == "pretrain" else args.train_data
     if source:
         name = os.path.basename(os.path.normpath(source))
         for suffix in (".gz", ".jsonl", ".json", ".parquet"):
             name = name[:-len(suffix)] if name.endswith(suffix) else name
     else:
-        name = f"{config.preset or 'default'}-synthetic"
-    return f"pretrain-{name}" if config.stage == "pretrain" else name
+        name = f"{preset or 'tiny'}-synthetic"   # no data files: the tiny preset's built-in task
+    return f"pretrain-{name}" if stage == "pretrain" else name
 
 
-def run_training(config, args, backend_factory: Optional[Callable] = None) -> int:
+def resume_command(prog: str, config, backend, launcher_flags: Sequence[str] = ()) -> str:
+    """The command that continues this run (printed when SIGTERM / Ctrl-C stop it)."""
+    import shlex
+    if backend.world_size > 1:
+        head = ["torchrun", f"--nproc_per_node={backend.world_size}", prog]
+    else:
+        head = ["python", prog] if prog.endswith(".py") else prog.split()
+    return shlex.join([*head, *launcher_flags, "--resume_from", "auto", "--output_dir", config.output_dir])
+
+
+def run_training(config, args, backend_factory: Optional[Callable] = None, prog: str = "train.py",
+                 launcher_flags: Sequence[str] = ()) -> int:
     from scaledown.models import ScaleDownModel
     from scaledown.training import ScaleDownTrainer
 
@@ -125,7 +178,10 @@ def run_training(config, args, backend_factory: Optional[Callable] = None) -> in
         model = backend.build_model(lambda: ScaleDownModel.with_pretrained_compressor(args.init_compressor_from, config))
     else:
         model = backend.build_model(lambda: ScaleDownModel(config))
-    trainer = ScaleDownTrainer(model, config, train, evaluation, backend=backend, resume_from=args.resume_from,
+    trainer = ScaleDownTrainer(model, config, train, evaluation, backend=backend, resume_from=args.resume_path,
+                               allow_changed_settings=args.allow_changed_settings,
+                               overwrite_output_dir=args.overwrite_output_dir, run_record=args.run_record,
+                               resume_command=resume_command(prog, config, backend, launcher_flags),
                                progress=not args.no_progress)
     result = trainer.train()
     if backend.is_main:
@@ -142,7 +198,9 @@ def run_training(config, args, backend_factory: Optional[Callable] = None) -> in
             before, after = result.eval_before.get(tag, 0.0), result.eval_after.get(tag, 0.0)
             print(f"held-out {what}, {len(evaluation)} examples: before {before:.3f} -> after {after:.3f}", flush=True)
     backend.close()
-    return 143 if result.interrupted else 0
+    if not result.interrupted:
+        return 0
+    return 130 if trainer.stopped_by == "SIGINT" else 143   # the shell's codes for Ctrl-C and SIGTERM
 
 
 def default_backend(config):

@@ -39,7 +39,7 @@ def deepspeed_main(argv: Optional[Sequence[str]] = None, prog: str = "launchers/
         from scaledown.training.backends.deepspeed import DeepSpeedBackend
         return DeepSpeedBackend(cfg, args.deepspeed, timeout_s=args.dist_timeout)
 
-    return run_training(config, args, backend_factory)
+    return run_training(config, args, backend_factory, prog=prog, launcher_flags=["--deepspeed", args.deepspeed])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -116,7 +116,8 @@ def neuron_main(argv: Optional[Sequence[str]] = None, prog: str = LAUNCHER) -> i
         layout = NeuronLayout.from_file(args.neuron_config) if args.neuron_config else None
         return NeuronBackend(cfg, layout, weights_from_checkpoint=weights)
 
-    return run_training(config, args, backend_factory)
+    layout_flags = ["--neuron_config", args.neuron_config] if args.neuron_config else []
+    return run_training(config, args, backend_factory, prog=prog, launcher_flags=layout_flags)
 
 
 def _is_nxd_checkpoint(path: str) -> bool:

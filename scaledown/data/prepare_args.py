@@ -36,8 +36,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     _add(out, "output_file", required=True, help=".json (a list of rows) or .jsonl (one row a line); shards, "
                                                  "manifest and index go to a '<name>.prep' folder beside it")
-    _add(out, "overwrite", action="store_true", help="discard a previous run in that folder that used other "
-                                                     "settings (a run with the same settings always resumes)")
+    _add(out, "overwrite", action="store_true", help="replace an existing --output_file, and discard a previous run "
+                                                     "in its folder that used other settings (a run with the same "
+                                                     "settings always resumes)")
     q = p.add_argument_group("queries")
     _add(q, "queries", default=None, metavar="FILE", help="your queries: JSONL (or JSON list / parquet) rows "
                                                          "with a 'query' field")

@@ -106,7 +106,7 @@ def resolve_retriever(args) -> tuple[str, Optional[str]]:
 def coordinate(args, world: int):
     """Check inputs and models, write queries, passages and the manifest (or accept a matching one)."""
     from scaledown.data.bad_rows import BadRows
-    from scaledown.data.files import write_json_atomic
+    from scaledown.data.files import read_json, write_json_atomic
     from scaledown.data.manifest import MANIFEST, accept_manifest, work_dir_for, write_queries
     from scaledown.data.passage_store import PassageStore
     from scaledown.data.prep_models import check_available, tokenizer_for
@@ -116,6 +116,10 @@ def coordinate(args, world: int):
     work_dir = work_dir_for(args.output_file)
     os.makedirs(work_dir, exist_ok=True)
     requested = requested_settings(args, world)
+    previous = read_json(os.path.join(work_dir, MANIFEST))
+    if previous is None or previous.get("requested") != requested:   # not a rerun of the run that wrote it
+        from scaledown.destination import check_destination
+        check_destination(args.output_file, args.overwrite, "--output_file")
     manifest = accept_manifest(work_dir, requested, args.overwrite)
     if manifest is None:
         check_available(args.teacher, "--teacher", args.trust_remote_code)
@@ -206,6 +210,8 @@ def prepare_main(argv: Optional[Sequence[str]] = None, prog: str = "prepare_data
     check_args(args)
     if args.num_synthetic_queries and not args.corpus_path:   # the built-in task, no model involved
         from scaledown.data.synthetic import generate_examples
+        from scaledown.destination import check_destination
+        check_destination(args.output_file, args.overwrite, "--output_file")
         rows = generate_examples(args.num_synthetic_queries, seed=args.seed)
         write_rows(rows, args.output_file)
         print(f"wrote {len(rows)} rows to {args.output_file}")

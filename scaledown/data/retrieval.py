@@ -16,9 +16,11 @@ passage index, so results do not depend on how the index was split.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import heapq
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
@@ -127,6 +129,9 @@ def _build(retriever: Retriever, passages, wanted: dict[str, Any], rank: int, wo
     ranges = retriever.plan_parts(len(passages))
     parts = [{"part": p, "start": start, "stop": stop, "dir": f"part-{p:05d}"} for p, (start, stop) in enumerate(ranges)]
     for part in parts[rank::world]:
+        # a worker killed while building its part left a temporary folder: the part is this worker's, so is the mess
+        for stale in glob.glob(os.path.join(directory, f".{part['dir']}.tmp-*")):
+            shutil.rmtree(stale, ignore_errors=True)
         if _part_done(directory, part, wanted):
             continue
         final = os.path.join(directory, part["dir"])

@@ -37,6 +37,7 @@ def flops_main(argv: Sequence[str], prog: str) -> int:
                             "torch's FlopCounterMode on weightless (meta-device) Mistral-7B / Llama-3.2-1B models, "
                             "beside OSCAR's Table 1. Prints the counting assumptions next to the numbers.")
     _add(parser, "json", help="write the figures (TFLOPs) to this JSON file")
+    _add(parser, "overwrite", action="store_true", help="replace an existing --json file")
     defaults = Setup()
     for name in ("query_tokens", "num_documents", "document_tokens", "memory_tokens", "generated_tokens",
                  "template_tokens"):
@@ -53,6 +54,9 @@ def flops_main(argv: Sequence[str], prog: str) -> int:
                               f"--baselines`." if name == "num_documents" else
                               f"--{name} {getattr(args, name)}: use {'0 or more' if lowest == 0 else 'at least 1'} "
                               f"(OSCAR's setup: {getattr(defaults, name)}).")
+    if args.json:
+        from scaledown.destination import check_destination
+        check_destination(args.json, args.overwrite, "--json")
     setup = Setup(**{k: getattr(args, k) for k in ("query_tokens", "num_documents", "document_tokens",
                                                   "memory_tokens", "generated_tokens", "template_tokens")})
     table = oscar_table(setup, progress=lambda what: print(f"counting {what} ...", flush=True))
@@ -94,6 +98,9 @@ def latency_main(argv: Sequence[str], prog: str) -> int:
     _add(parser, "output", default="bench_latency", help="folder for latency.json and latency.png")
     _add(parser, "model", help="a saved ScaleDown model folder or a released OSCAR folder (naver/oscar-* layout); "
                                "default: a random small Mistral-shaped model")
+    _add(parser, "trust_remote_code", action="store_true", help="let --model's generator run its own code (a value "
+                                                                "saved in the folder is ignored)")
+    _add(parser, "overwrite", action="store_true", help="replace latency.json / latency.png already in --output")
     _add(parser, "documents", default="1,5,10,20,50", help="documents per query to sweep (comma-separated)")
     _add(parser, "batch_sizes", default="8", help="batch sizes to sweep (comma-separated)")
     _add(parser, "repeats", type=int, default=settings.repeats, help="timed runs per path and point (median kept)")
@@ -111,6 +118,8 @@ def latency_main(argv: Sequence[str], prog: str) -> int:
     _add(parser, "dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
          help="auto: bfloat16 on GPU, float32 on CPU")
     args = parser.parse_args(argv)
+    from scaledown.destination import check_destination
+    check_destination(args.output, args.overwrite, "--output", contents=["latency.json", "latency.png"])
     settings = latency.LatencySettings(documents=_ints(args.documents), batch_sizes=_ints(args.batch_sizes),
                                        document_tokens=args.document_tokens, compression_rate=args.compression_rate,
                                        generated_tokens=args.generated_tokens, repeats=args.repeats,
@@ -125,7 +134,7 @@ def latency_main(argv: Sequence[str], prog: str) -> int:
         args.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
     if args.model:
         from scaledown.models import ScaleDownModel
-        model = latency.merge_lora(ScaleDownModel.from_pretrained(args.model))
+        model = latency.merge_lora(ScaleDownModel.from_pretrained(args.model, trust_remote_code=args.trust_remote_code))
         settings.document_tokens = model.config.doc_max_length
         settings.compression_rate = model.config.compression_rate
     else:

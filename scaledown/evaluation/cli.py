@@ -38,8 +38,12 @@ def build_parser(prog: str) -> FriendlyParser:
     add("retriever_model", help="SPLADE model (default naver/splade-v3; tiny: offline random)")
     add("index_dir", help="where the passage store and index are kept and reused (default OUTPUT/index)")
     add("skip_bad_rows", action="store_true", help="skip and count malformed corpus rows instead of stopping")
-    add("trust_remote_code", action="store_true", help="let hub models (judge, SPLADE) run their own code")
+    add("trust_remote_code", action="store_true", help="let the models this command loads (the evaluated model's "
+                                                        "generator, judge, SPLADE) run their own code; a value saved "
+                                                        "in the model folder is ignored")
     add("output", required=True, help="output folder")
+    add("overwrite", action="store_true", help="replace the results an earlier evaluation wrote to --output "
+                                               "(its retrieval index is reused either way)")
     add("baselines", action="store_true", help="also evaluate uncompressed RAG and no-documents with the same generator")
     add("num_documents", type=int, help="documents per query (default: the model's num_documents_eval, OSCAR: 10)")
     add("max_examples", type=int, help="evaluate only the first N rows of each dataset")
@@ -83,11 +87,13 @@ def collect_datasets(args) -> list[tuple[str, str, list[dict]]]:
     return out
 
 
-def _saved_config(model_dir: str):
+def _saved_config(model_dir: str, trust_remote_code: bool = False):
     """A model's ScaleDownConfig without loading weights (ScaleDown folder or released OSCAR folder)."""
     from scaledown.checkpoint.oscar_format import is_released_folder, released_config
     from scaledown.models.serialization import read_saved_config
-    return released_config(model_dir) if is_released_folder(model_dir) else read_saved_config(model_dir)[2]
+    if is_released_folder(model_dir):
+        return released_config(model_dir)
+    return read_saved_config(model_dir, trust_remote_code=trust_remote_code)[2]
 
 
 def model_labels(paths: Sequence[str]) -> list[str]:
@@ -145,6 +151,19 @@ def _print_systems(name: str, metrics: dict) -> None:
         print(f"  {system:<14}" + "".join(f"{m[k]:>16.4f}" if k in m else f"{'':>16}" for k in keys))
 
 
+RESULT_FILES = ("metrics.json", "predictions.jsonl", "table.md", "benchmarks.json")
+
+
+def check_results_destination(output: str, overwrite: bool) -> None:
+    """Results of an earlier evaluation in --output (top level or one folder per benchmark) need --overwrite."""
+    from scaledown.destination import check_destination
+    names = list(RESULT_FILES)
+    if os.path.isdir(output):
+        names += [os.path.join(d, f) for d in sorted(os.listdir(output)) if os.path.isdir(os.path.join(output, d))
+                  for f in RESULT_FILES[:2]]
+    check_destination(output, overwrite, "--output", contents=names)
+
+
 def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval") -> int:
     args = build_parser(prog).parse_args(argv)
     from scaledown.evaluation.evaluator import SYSTEMS, check_eval_rows, evaluate_systems, write_atomic, write_outputs
@@ -152,9 +171,10 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ConfigError(f"--{flag} must be a positive integer, got {value}.")
+    check_results_destination(args.output, args.overwrite)
     # everything cheap first: the models' configs, the data, retrieval (the first model's document tokens); then
     # the weights, one model at a time
-    configs = [_saved_config(path) for path in args.model]
+    configs = [_saved_config(path, args.trust_remote_code) for path in args.model]
     labels = model_labels(args.model)
     saved_config = configs[0]
     model_path = args.model[0]
@@ -197,7 +217,7 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
     all_metrics: dict[str, dict] = {name: {} for name, _, _ in datasets}
     tflops = {} if args.benchmark and not args.no_flops else None
     for path, label in zip(args.model, labels):
-        model = ScaleDownModel.from_pretrained(path).to(device).eval()
+        model = ScaleDownModel.from_pretrained(path, trust_remote_code=args.trust_remote_code).to(device).eval()
         for name, source, rows in datasets:
             rows = _prepare_rows(rows, model.config, model.inputs.compressor_tokenizer, source, num_documents,
                                  model.inputs.tokenizer)

@@ -158,9 +158,20 @@ def plot_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown plot"
     parser.add_argument("--eval", help="a `scaledown eval --output` folder (metrics.json)")
     parser.add_argument("--latency", help="latency.json of `scaledown bench latency`")
     parser.add_argument("--output", help="folder for the PNG files (default: next to the input)")
+    parser.add_argument("--overwrite", action="store_true", help="replace PNG files of an earlier plot")
     args = parser.parse_args(argv)
     if not (args.run or args.eval or args.latency):
         parser.error("nothing to plot: give --run, --eval and/or --latency")
+    from scaledown.destination import check_destination
+    targets = []
+    if args.run:
+        targets += [os.path.join(args.output or args.run, n) for n in ("training_curves.png", "accuracy_before_after.png")]
+    if args.eval:
+        targets.append(os.path.join(args.output or args.eval, "systems.png"))
+    if args.latency:
+        targets.append(os.path.join(args.output or os.path.dirname(os.path.abspath(args.latency)), "latency.png"))
+    for target in targets:   # before anything is drawn
+        check_destination(target, args.overwrite, "the plot")
     written = []
     if args.run:
         out = args.output or args.run

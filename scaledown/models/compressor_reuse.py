@@ -12,12 +12,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from scaledown.config import ScaleDownConfig
+from scaledown.config import ScaleDownConfig, fields_where
 from scaledown.errors import CheckpointError, ConfigError
 
 # config fields that describe the compressor's architecture: a new run takes them from the saved folder
-ARCHITECTURE_FIELDS = ("compressor_type", "compressor_model_name", "num_memory_tokens", "compressor_mlp_hidden_dim",
-                       "memory_norm")
+ARCHITECTURE_FIELDS = fields_where(compressor_reuse=True)
 _FLAGS = {"compressor_type": "--compressor_type", "num_memory_tokens": "--num_memory_tokens",
           "compressor_mlp_hidden_dim": "--compressor_mlp_hidden_dim", "memory_norm": "--memory_norm"}
 

@@ -41,6 +41,8 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **hub_kwargs(name, "tokenizer"))
     except OSError as exc:
         raise ConfigError(_not_found(name, "tokenizer", exc)) from None
+    except ValueError as exc:
+        raise _remote_code_refused(name, exc) from None
     if tok.pad_token is None:  # Llama/Mistral ship without one; padding positions are masked anyway
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     return tok
@@ -88,6 +90,8 @@ def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[t
         return AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except OSError as exc:
         raise ConfigError(_not_found(name, "model", exc)) from None
+    except ValueError as exc:
+        raise _remote_code_refused(name, exc) from None
 
 
 def load_encoder(name: str, trust_remote_code: bool = False, dtype: Optional[torch.dtype] = None):
@@ -100,6 +104,8 @@ def load_encoder(name: str, trust_remote_code: bool = False, dtype: Optional[tor
                                          **dtype_kwargs(dtype))
     except OSError as exc:
         raise ConfigError(_not_found(name, "model", exc)) from None
+    except ValueError as exc:
+        raise _remote_code_refused(name, exc) from None
 
 
 def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, **kwargs):
@@ -108,6 +114,8 @@ def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, **kw
         return auto_class.from_pretrained(name, trust_remote_code=trust_remote_code, **{**hub_kwargs(name), **kwargs})
     except OSError as exc:
         raise ConfigError(_not_found(name, "model", exc)) from None
+    except ValueError as exc:
+        raise _remote_code_refused(name, exc) from None
 
 
 def fresh_attention_choice(config):
@@ -138,6 +146,18 @@ def model_config(name: str, trust_remote_code: bool = False):
                                                                  **hub_kwargs(name, "config")))
     except OSError as exc:
         raise ConfigError(_not_found(name, "config", exc)) from None
+    except ValueError as exc:
+        raise _remote_code_refused(name, exc) from None
+
+
+def _remote_code_refused(name: str, exc: ValueError) -> Exception:
+    """transformers' refusal to run a model's own code, as one paragraph (other ValueErrors pass unchanged)."""
+    if "trust_remote_code" not in str(exc):
+        return exc
+    return ConfigError(f"'{name}' needs its own code to load (its config maps to custom classes, auto_map), and "
+                       f"remote code was not allowed. ScaleDown runs such code only when you pass --trust_remote_code "
+                       f"on this command (trust_remote_code=True in Python); a value saved in a model folder or "
+                       f"checkpoint does not count. Inspect the code in that folder before allowing it.")
 
 
 def _not_found(name: str, what: str, exc: Exception) -> str:

@@ -155,14 +155,24 @@ def resolve_model_dir(directory: str) -> str:
                           f"plain Hugging Face model use generator_model_name instead.")
 
 
-def read_saved_config(directory: str, **overrides: Any) -> tuple[str, dict, ScaleDownConfig]:
+def read_saved_config(directory: str, trust_remote_code: bool = False, **overrides: Any
+                      ) -> tuple[str, dict, ScaleDownConfig]:
+    """(folder, scaledown_config.json, config): `overrides` win over the saved settings; a saved
+    trust_remote_code is ignored (only the caller's `trust_remote_code` counts, config.config_from_saved)."""
+    from scaledown.config import config_from_saved
     directory = resolve_model_dir(directory)
-    meta = load_json(os.path.join(directory, CONFIG_FILE), CheckpointError)
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{directory}/{CONFIG_FILE} is not a ScaleDown model config (format={meta.get('format')!r}).")
+    path = os.path.join(directory, CONFIG_FILE)
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} could not be read ({type(exc).__name__}: {str(exc)[:160]}). The model folder "
+                              f"is damaged: copy it again, or save the model again.") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path} is not a ScaleDown model config (format="
+                              f"{meta.get('format') if isinstance(meta, dict) else None!r}).")
     values = {**meta["config"], **overrides}
-    values.pop("preset", None)  # the saved values are already resolved
-    return directory, meta, ScaleDownConfig.from_dict(values, source=os.path.join(directory, CONFIG_FILE))
+    return directory, meta, config_from_saved(values, path, trust_remote_code)
 
 
 def load_compressor_backbone(config: ScaleDownConfig, directory: str) -> nn.Module:

@@ -5,6 +5,7 @@ replaced atomically, so it never points at a half-written one.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -54,6 +55,93 @@ def read_state(path: str) -> dict[str, Any]:
     from scaledown.errors import CheckpointError
     from scaledown.text_files import load_json
     return load_json(os.path.join(path, STATE_FILE), CheckpointError)
+
+
+def checkpoint_of(file: str) -> str:
+    """The checkpoint folder (step_N) a file lies in; the file's folder when it is in none."""
+    folder = os.path.dirname(os.path.abspath(file))
+    probe = folder
+    while probe and probe != os.path.dirname(probe):
+        if _TAG.match(os.path.basename(probe)):
+            return probe
+        probe = os.path.dirname(probe)
+    return folder
+
+
+def previous_complete(path: str) -> Optional[str]:
+    """The newest complete checkpoint older than `path` in the same folder, with a readable trainer_state.json."""
+    m = _TAG.match(os.path.basename(os.path.normpath(path)))
+    step = int(m.group(1)) if m else None
+    for older_step, older in reversed(complete_checkpoints(os.path.dirname(os.path.normpath(path)))):
+        if step is not None and older_step >= step:
+            continue
+        try:
+            read_state(older)
+        except (OSError, ValueError):
+            continue
+        return older
+    return None
+
+
+def damaged(file: str, problem: str) -> CheckpointError:
+    """One paragraph naming a damaged or missing checkpoint file and what to do (the previous complete checkpoint)."""
+    folder = checkpoint_of(file)
+    previous = previous_complete(folder)
+    if previous:
+        advice = (f"The previous complete checkpoint is {previous}: move the damaged one aside (mv {folder} "
+                  f"{folder}.damaged) and rerun with --resume_from auto, which then continues from {previous}.")
+    else:
+        advice = ("No older complete checkpoint of this run is left: restore the file from a copy, or start the run "
+                  "over with --overwrite_output_dir.")
+    return CheckpointError(f"{file} {problem}: the checkpoint {folder} is damaged and cannot be resumed (nothing was "
+                           f"changed or deleted). {advice}")
+
+
+def is_disk_full(error: Optional[BaseException]) -> bool:
+    """Whether a write failed for lack of space (ENOSPC / EDQUOT anywhere in the exception chain or its text)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _torch_write_failed(error: Optional[BaseException]) -> bool:
+    """torch's archive writer reports a failed write only as 'unexpected pos' / 'file write failed'."""
+    text = str(error or "")
+    return "unexpected pos" in text or "file write failed" in text
+
+
+def _free_bytes(path: str) -> float:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return float("inf")
+
+
+def save_failed(root: str, tag: str, error: Optional[BaseException]) -> CheckpointError:
+    """One paragraph for a checkpoint that could not be written: why (the disk is full?) and what is still there."""
+    path = os.path.join(root, tag)
+    if error is None:
+        why = "another rank could not write its part (its message says why)"
+    elif is_disk_full(error) or (_torch_write_failed(error) and _free_bytes(root) < 64 * 2**20):
+        try:
+            free = f" ({shutil.disk_usage(root).free / 2**20:.1f} MiB free there now)"
+        except OSError:
+            free = ""
+        why = f"the disk is full{free}"
+    else:
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        why = f"{type(error).__name__}: {first}"
+    done = complete_checkpoints(root)
+    kept = (f"The newest complete checkpoint is {done[-1][1]}: make room (or fix the cause) and rerun with "
+            f"--resume_from auto." if done else "No checkpoint of this run is complete yet.")
+    return CheckpointError(f"saving the checkpoint {path} failed: {why}. The incomplete checkpoint was removed and "
+                           f"no complete checkpoint was touched. {kept}")
 
 
 def mark_latest(root: str, tag: str) -> None:

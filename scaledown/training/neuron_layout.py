@@ -16,10 +16,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from scaledown.config import fields_where
 from scaledown.errors import ConfigError
 
-CONFIG_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "num_microbatches", "zero1", "sequence_parallel",
-               "kv_replication")
+CONFIG_KEYS = fields_where(neuron_layout=True)   # the ScaleDownConfig settings a layout file may set
 LAUNCH_KEYS = ("description", "processes_per_node", "precompile_steps", "master_port", "compiler_env", "runtime_env")
 TRN1_CORES_PER_NODE = 32        # trn1.32xlarge: 16 chips x 2 NeuronCores
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -13,8 +15,9 @@ import torch
 
 from scaledown.config import ScaleDownConfig
 from scaledown.data.collator import count_tokens
+from scaledown.errors import CheckpointError
 from scaledown.training import checkpoint_dirs as ckpt
-from scaledown.training import tags
+from scaledown.training import resume, run_folder, tags
 from scaledown.training.backends.base import Backend
 from scaledown.training.batching import BatchPlan, plan_batches
 from scaledown.training.evaluate import evaluate
@@ -66,7 +69,12 @@ class ScaleDownTrainer:
 
     def __init__(self, model, config: ScaleDownConfig, train_dataset, eval_dataset=None,
                  backend: Optional[Backend] = None, resume_from: Optional[str] = None, progress: bool = True,
-                 export_final: bool = True):
+                 export_final: bool = True, allow_changed_settings: bool = False, overwrite_output_dir: bool = False,
+                 run_record: Optional[dict[str, Any]] = None, resume_command: Optional[str] = None):
+        """`resume_from`: 'auto' or a checkpoint / run folder; the config must be the checkpoint's except free settings
+        (training/resume.py), unless `allow_changed_settings`. A new run refuses an `output_dir` holding another run
+        unless `overwrite_output_dir`. `run_record`: what the CLI records for resuming (resume.run_record);
+        `resume_command`: printed when SIGTERM / SIGINT stop the run."""
         from scaledown.training.backends.local import LocalBackend
         self.model = model
         self.config = config
@@ -76,7 +84,11 @@ class ScaleDownTrainer:
         self.resume_from = resume_from
         self.progress = progress
         self.export_final = export_final
-        self._stop = False
+        self.allow_changed_settings = allow_changed_settings
+        self.overwrite_output_dir = overwrite_output_dir
+        self.run_record = dict(run_record or {})
+        self.resume_command = resume_command
+        self._stop: Optional[str] = None   # the name of the signal that asked the run to stop
 
     # ---- phases ----------------------------------------------------------------------------------
     def phases(self, steps_per_epoch: int) -> list[Phase]:
@@ -107,6 +119,12 @@ class ScaleDownTrainer:
 
     # ---- main loop -------------------------------------------------------------------------------
     def train(self) -> TrainResult:
+        try:
+            return self._train()
+        finally:
+            self._restore_signals()
+
+    def _train(self) -> TrainResult:
         cfg, be = self.config, self.backend
         be.setup(self.model)
         if cfg.gradient_checkpointing:
@@ -116,8 +134,13 @@ class ScaleDownTrainer:
         phases = self.phases(order.steps_per_epoch)
         total = phases[-1].end
         root = ckpt.checkpoints_root(cfg.output_dir)
-        resume_path = ckpt.resolve_resume(self.resume_from, cfg.output_dir)
-        state = ckpt.read_state(resume_path) if resume_path else None
+        resume_path = resume.locate(self.resume_from, cfg.output_dir)
+        state = resume.read_state(resume_path) if resume_path else None
+        if state is not None:
+            resume.check_config(state, cfg, self.allow_changed_settings, resume_path)
+            self._check_files(resume_path)
+        else:
+            self._start_fresh()
         start = int(state["step"]) if state else 0
         phase = next(p for p in phases if p.name == state["phase"]) if state else phases[0]
         self._enter(phase, plan, fresh=False)
@@ -125,6 +148,9 @@ class ScaleDownTrainer:
         log = RunLogger(cfg.output_dir, be.is_main, total, start, progress=self.progress)
         if resume_path:
             client = be.load_checkpoint(resume_path)
+            for key in ("run_inputs", "data_files", "changed_settings"):   # the API keeps the run's record
+                if key not in self.run_record and key in state:
+                    self.run_record[key] = state[key]
             _set_rng(client.get("rng"))
             log.write(f"resumed from {resume_path} at step {start}/{total}")
         else:
@@ -161,7 +187,8 @@ class ScaleDownTrainer:
                 self._save(root, done, phase, log)
                 last_saved = done
             if stop:
-                log.write(f"SIGTERM: saved a checkpoint at step {done}; resume with --resume_from auto")
+                how = self.resume_command or "--resume_from auto"
+                log.write(f"{self._stop or 'SIGTERM'}: saved a checkpoint at step {done}; resume with: {how}")
                 result.interrupted = True
                 break
         result.steps = step + 1 if total > start else start
@@ -172,7 +199,6 @@ class ScaleDownTrainer:
             if self.eval_rows:
                 result.eval_after = self._evaluate(phase, result.steps, log)
             if self.export_final:
-                import os
                 result.final_dir = os.path.join(cfg.output_dir, "final")
                 be.export_pretrained(result.final_dir)
                 log.write(f"saved the model to {result.final_dir}")
@@ -242,29 +268,87 @@ class ScaleDownTrainer:
         tag = ckpt.tag_for(step)
         state = {"step": step, "phase": phase.name, "samples_seen": step * self.config.batch_size,
                  "backend": be.name, "dp_size": be.dp_size, "world_size": be.world_size,
-                 "config": self.config.to_dict()}
-        path = be.save_checkpoint(root, tag, {**state, "rng": _get_rng()})
+                 "config": self.config.to_dict(), "settings_recorded": 1, **self.run_record}
+        error: Optional[BaseException] = None
+        try:
+            path = be.save_checkpoint(root, tag, {**state, "rng": _get_rng()})
+        except Exception as exc:  # every rank learns of a failure on any rank, so none waits for the others
+            error = exc
+        if self._any_rank(error is not None):
+            self._failed_save(root, tag, error)
         be.barrier()
         if be.is_main:  # trainer_state.json last: from here on the checkpoint counts as complete
-            ckpt.write_state(path, state)
+            try:
+                ckpt.write_state(path, state)
+            except OSError as exc:
+                error = exc
+        if self._any_rank(error is not None):
+            self._failed_save(root, tag, error)
+        if be.is_main:
             ckpt.mark_latest(root, tag)
             ckpt.prune(root, self.config.save_total_limit, protect=path)
         be.barrier()
         log.write(f"checkpoint {path}")
 
+    def _failed_save(self, root: str, tag: str, error: Optional[BaseException]) -> None:
+        """Remove what the failed save left (the checkpoint stays invisible) and stop with what went wrong."""
+        path = os.path.join(root, tag)
+        if self.backend.is_main and os.path.isdir(path) and not ckpt.is_complete(path):
+            shutil.rmtree(path, ignore_errors=True)
+        raise ckpt.save_failed(root, tag, error)
+
+    # ---- resuming or starting ------------------------------------------------------------------------
+    def _start_fresh(self) -> None:
+        """A new run: refuse a folder holding another run unless told to overwrite it (then clear it)."""
+        be, output_dir = self.backend, self.config.output_dir
+        run_folder.check_new_run(output_dir, self.overwrite_output_dir)
+        if self.overwrite_output_dir:
+            be.barrier()
+            if be.is_main:
+                removed = run_folder.clear_run(output_dir)
+                if removed:
+                    print(f"--overwrite_output_dir: removed the previous run's {', '.join(removed)}", flush=True)
+            be.barrier()
+
+    def _check_files(self, path: str) -> None:
+        """Every rank checks the checkpoint files it will read; one damaged file anywhere stops all ranks cleanly."""
+        from scaledown.checkpoint.safe_load import problem_with
+        problem = next(((f, p) for f in self.backend.checkpoint_files(path) if (p := problem_with(f))), None)
+        if self._any_rank(problem is not None):
+            if problem:
+                raise ckpt.damaged(*problem)
+            raise CheckpointError(f"another rank found a damaged file in the checkpoint {path} (its message names the "
+                                  f"file and the previous complete checkpoint); nothing was changed.")
+
+    def _any_rank(self, flag: bool) -> bool:
+        value = torch.tensor([1.0 if flag else 0.0], dtype=torch.float64)
+        return bool(self.backend.all_reduce_sum(value)[0] > 0)
+
     # ---- preemption ------------------------------------------------------------------------------
     def _install_sigterm(self) -> None:
+        """SIGTERM (preemption) and SIGINT (Ctrl-C) both finish the step, save a checkpoint and stop."""
         if threading.current_thread() is not threading.main_thread():
             return
 
         def handler(signum, frame):
-            self._stop = True
+            if self._stop is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt   # a second Ctrl-C: stop now, without the checkpoint
+            self._stop = signal.Signals(signum).name
 
-        signal.signal(signal.SIGTERM, handler)
+        self._previous_handlers = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _restore_signals(self) -> None:
+        for sig, previous in getattr(self, "_previous_handlers", {}).items():
+            signal.signal(sig, previous)
+        self._previous_handlers = {}
+
+    @property
+    def stopped_by(self) -> Optional[str]:
+        """'SIGTERM' or 'SIGINT' when a signal stopped the run (after saving a checkpoint), else None."""
+        return self._stop
 
     def _stop_everywhere(self) -> bool:
-        flag = torch.tensor([1.0 if self._stop else 0.0], dtype=torch.float64)
-        return bool(self.backend.all_reduce_sum(flag)[0] > 0)
+        return self._any_rank(self._stop is not None)
 
 
 def warn_if_compressor_untrained(model) -> None:

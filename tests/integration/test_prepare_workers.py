@@ -1,6 +1,7 @@
 # Data pipeline across processes: 2 torchrun ranks or 2 local workers (one killed, then resumed) write the rows of 1.
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import time
 
 import pytest
 
+from scaledown.data.manifest import read_progress
 from scaledown.data.prepare_dataset import prepare_main
 from scaledown.data.synthetic_corpus import write_synthetic_corpus
 
@@ -51,7 +53,11 @@ def test_torchrun_ranks_write_the_same_rows_as_one(inputs, tmp_path, subprocess_
     assert read_rows(out) == reference
 
 
-def test_killed_worker_resumes_without_redoing_or_duplicating_rows(inputs, tmp_path, subprocess_env):
+@pytest.mark.parametrize("other_worker", ["as_found", "not_started"])
+def test_killed_worker_resumes_without_redoing_or_duplicating_rows(inputs, tmp_path, subprocess_env, other_worker):
+    """Worker 0 is killed mid-run; worker 1 may have done anything by then (not started, some blocks, all):
+    the rerun finishes without redoing or duplicating rows. `not_started` makes the case of a kill before worker 1
+    started deterministic (its files removed: the state it leaves when it never got to write them)."""
     made, reference = inputs
     out = tmp_path / "killed.json"
     work = tmp_path / "killed.prep"
@@ -59,23 +65,28 @@ def test_killed_worker_resumes_without_redoing_or_duplicating_rows(inputs, tmp_p
                            stderr=subprocess.PIPE, text=True)
     victim, deadline = None, time.time() + 300
     while victim is None and time.time() < deadline and run.poll() is None:
-        for rank in (1, 0):
-            path = work / f"shard-0000{rank}-of-00002.progress.json"
-            try:
-                progress = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if 2 <= progress["blocks_done"] < 10 and not progress["complete"]:
-                victim = progress
-                os.kill(progress["pid"], signal.SIGKILL)   # a real worker process, mid-run
-                break
+        # worker 0 (10 of the 20 blocks): whatever worker 1 has done by then, including nothing at all
+        progress = read_progress(str(work), 0, 2)
+        if 1 <= progress["blocks_done"] < 10 and not progress["complete"]:
+            victim = progress
+            os.kill(progress["pid"], signal.SIGKILL)   # a real worker process, mid-run
+            break
         time.sleep(0.05)
-    assert victim is not None, "no worker was caught mid-run"
+    assert victim is not None, "worker 0 was not caught mid-run"
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 2 and "was killed by SIGKILL" in stderr and "rerun the same command" in stderr
     assert not out.exists()
-    done_before = sum(json.loads((work / f"shard-0000{r}-of-00002.progress.json").read_text())["rows"]
-                      for r in (0, 1))
+    if other_worker == "not_started":   # worker 1 killed while building its index part, before any block
+        for name in os.listdir(work):
+            if name.startswith("shard-00001-of-00002"):
+                os.remove(work / name)
+        index = work / "index" / "splade-tiny"
+        (index / "index.json").unlink(missing_ok=True)
+        shutil.rmtree(index / "part-00001")
+        (index / ".part-00001.tmp-killed").mkdir()   # what atomic_directory leaves behind
+        (index / ".part-00001.tmp-killed" / "postings.npy").write_bytes(b"half")
+    # a worker that never wrote its progress file has done nothing (the product reads it the same way)
+    done_before = sum(read_progress(str(work), r, 2)["rows"] for r in (0, 1))
     assert 0 < done_before < len(reference)
 
     proc = subprocess.run(cli(made, out, "--workers", "2"), env=subprocess_env, capture_output=True, text=True,

@@ -31,8 +31,14 @@ def test_train_py_short_run_writes_everything(tmp_path, subprocess_env):
     proc = cli(["train.py", "--max_steps", "6", "--generator_warmup_ratio", "0.34", "--batch_size", "8",
                 "--num_eval_examples", "8", "--eval_max_examples", "8", "--resume_from", "auto",
                 "--output_dir", str(out)], subprocess_env)
+    assert proc.returncode == 2 and "--allow_changed_settings" in proc.stderr   # a resumed run is the same run
+    proc = cli(["train.py", "--max_steps", "6", "--generator_warmup_ratio", "0.34", "--batch_size", "8",
+                "--num_eval_examples", "8", "--eval_max_examples", "8", "--resume_from", "auto",
+                "--output_dir", str(out), "--allow_changed_settings"], subprocess_env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resumed from" in proc.stdout + proc.stderr and json.loads((out / "train_summary.json").read_text())["steps"] == 6
+    changed = json.loads((out / "checkpoints" / "step_0000006" / "trainer_state.json").read_text())["changed_settings"]
+    assert {c["setting"] for c in changed} == {"max_steps", "generator_warmup_ratio", "num_eval_examples"}
 
 
 @pytest.mark.parametrize("args,message", [

@@ -93,6 +93,12 @@ def test_scaledown_eval_command_writes_predictions_and_metrics(trained, tmp_path
     assert all(set(l["predictions"]) == set(metrics) for l in lines)
     assert "uncompressed" in proc.stdout and "no_docs" in proc.stdout
     assert not [f for f in os.listdir(out) if ".tmp" in f]   # no half-written files left behind
+    # a second evaluation into the same folder does not replace these results unless told (--overwrite)
+    again = subprocess.run([sys.executable, "-m", "scaledown.cli.main", "eval", "--model", trained, "--data", str(data),
+                            "--output", str(out), "--batch_size", "2", "--no_progress"],
+                           env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+    assert json.loads((out / "metrics.json").read_text()) == metrics
 
 
 def test_rows_without_gold_answers_stop_before_the_model_loads(tmp_path, capsys):

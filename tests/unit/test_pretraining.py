@@ -193,11 +193,11 @@ def test_fine_tuning_a_separate_compressor_from_scratch_warns_once(tmp_path, row
     assert len([w for w in seen if "from scratch" in str(w.message)]) == 1
     saved = tmp_path / "m"
     ScaleDownModel(config).save_pretrained(str(saved))
-    for model in (ScaleDownModel.from_pretrained(str(saved)), ScaleDownModel(tiny_config())):  # loaded; n_layers
-        with warnings.catch_warnings(record=True) as seen:
+    for i, model in enumerate((ScaleDownModel.from_pretrained(str(saved)), ScaleDownModel(tiny_config()))):
+        with warnings.catch_warnings(record=True) as seen:   # loaded; n_layers (one run folder each)
             warnings.simplefilter("always")
             ScaleDownTrainer(model, model.config.__class__.from_dict({**model.config.to_dict(), "max_steps": 1,
-                                                                      "output_dir": str(tmp_path / "x")}),
+                                                                      "output_dir": str(tmp_path / f"x{i}")}),
                              data, progress=False, export_final=False).train()
         assert not [w for w in seen if "from scratch" in str(w.message)]
 

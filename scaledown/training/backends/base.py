@@ -61,6 +61,10 @@ class Backend(ABC):
     def load_checkpoint(self, path: str) -> dict[str, Any]:
         """Restore model, optimizer and schedule from a checkpoint folder; return the client state."""
 
+    def checkpoint_files(self, path: str) -> list[str]:
+        """The files this rank reads to resume from checkpoint `path` (checked before loading, on every rank)."""
+        return []
+
     @abstractmethod
     def export_pretrained(self, directory: str) -> None:
         """Write the Hugging Face folder (ScaleDownModel.save_pretrained layout)."""

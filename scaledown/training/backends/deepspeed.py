@@ -253,6 +253,18 @@ class DeepSpeedBackend(Backend):
             with open(os.path.join(path, PARTITION_REPORT), "w") as f:
                 json.dump({"zero_stage": self.stage, "ranks": reports}, f)
 
+    def checkpoint_files(self, path: str) -> list[str]:
+        from scaledown.checkpoint.deepspeed_engine import is_universal
+        if is_universal(path):   # every rank reads every parameter's files
+            return sorted(os.path.join(root, name) for root, _, names in os.walk(os.path.join(path, "zero"))
+                          for name in names if name.endswith(".pt"))
+        model = (f"zero_pp_rank_{self.dp_rank}_mp_rank_00_model_states.pt" if self.stage == 3
+                 else "mp_rank_00_model_states.pt")
+        optim = [n for n in sorted(os.listdir(path)) if n.endswith(f"zero_pp_rank_{self.dp_rank}_mp_rank_00_optim_states.pt")]
+        if self.stage > 0 and not optim:
+            optim = [f"zero_pp_rank_{self.dp_rank}_mp_rank_00_optim_states.pt"]   # reported as missing
+        return [os.path.join(path, name) for name in [model, *optim]]
+
     def load_checkpoint(self, path: str) -> dict[str, Any]:
         from scaledown.checkpoint.deepspeed_engine import is_universal, load_universal_checkpoint
         from scaledown.training.backends.ds_checkpoint_io import check_deepspeed_checkpoint, use_safe_loading

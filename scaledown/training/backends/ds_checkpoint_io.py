@@ -21,8 +21,13 @@ def _allowed_classes() -> list:
 
 def safe_load(path: str, map_location=None):
     """torch.load with weights_only=True: a tampered checkpoint cannot run code when it is read."""
-    with torch.serialization.safe_globals(_allowed_classes()):
-        return torch.load(path, map_location=map_location, weights_only=True)
+    from scaledown.checkpoint.safe_load import problem_with
+    try:
+        with torch.serialization.safe_globals(_allowed_classes()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a damaged or missing file: name it and the checkpoint to use instead
+        problem = problem_with(path) or f"could not be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+        raise ckpt.damaged(path, problem) from None
 
 
 @contextlib.contextmanager

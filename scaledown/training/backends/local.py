@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -137,10 +138,10 @@ class LocalBackend(Backend):
         try:
             state = {k: v.detach().contiguous().cpu() for k, v in checkpoint_state_dict(self._model).items()}
             save_file(state, os.path.join(tmp, MODEL_FILE), metadata={"format": "pt"})
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "scaler": self.scaler.state_dict() if self.scaler else None},
-                       os.path.join(tmp, OPTIMIZER_FILE))
-            torch.save(client_state, os.path.join(tmp, CLIENT_FILE))
+            _torch_save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                         "scaler": self.scaler.state_dict() if self.scaler else None},
+                        os.path.join(tmp, OPTIMIZER_FILE))
+            _torch_save(client_state, os.path.join(tmp, CLIENT_FILE))
             final = os.path.join(root, tag)
             if os.path.exists(final):
                 shutil.rmtree(final)
@@ -150,25 +151,40 @@ class LocalBackend(Backend):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
+    def checkpoint_files(self, path: str) -> list[str]:
+        return [os.path.join(path, name) for name in (MODEL_FILE, OPTIMIZER_FILE, CLIENT_FILE)]
+
     def load_checkpoint(self, path: str) -> dict[str, Any]:
         from safetensors.torch import load_file
+        from scaledown.checkpoint import safe_load
+        from scaledown.training import checkpoint_dirs as ckpt
         model_file = os.path.join(path, MODEL_FILE)
         if not os.path.isfile(model_file):
-            raise CheckpointError(f"{path} has no {MODEL_FILE}: it is not a one-process (local backend) checkpoint. "
-                                  f"Resume it with the backend that wrote it, or convert it with `scaledown convert`.")
-        state = load_file(model_file, device=str(self.device))
-        missing, unexpected = self._model.load_state_dict(state, strict=False)
+            if any(name.endswith("model_states.pt") or name in ("model", "done") for name in os.listdir(path)):
+                raise CheckpointError(f"{path} has no {MODEL_FILE}: it is not a one-process (local backend) checkpoint. "
+                                      f"Resume it with the backend that wrote it, or convert it with `scaledown convert`.")
+            raise ckpt.damaged(model_file, "is missing")
+        try:
+            state = load_file(model_file, device=str(self.device))
+        except Exception as exc:  # safetensors raises its own error type for a truncated or garbled file
+            raise ckpt.damaged(model_file, f"is damaged or truncated ({type(exc).__name__}: "
+                                           f"{str(exc).splitlines()[0][:160]})") from None
+        try:
+            missing, unexpected = self._model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{model_file} does not match this model ({str(exc).splitlines()[-1][:200]}). It was "
+                                  f"written for another configuration.") from None
         expected = set(checkpoint_state_dict(self._model))
         missing = [k for k in missing if k in expected]
         if missing or unexpected:
             raise CheckpointError(f"{model_file} does not match this model (missing {missing[:3]}, unexpected "
                                   f"{list(unexpected)[:3]}). It was written for another configuration.")
-        opt = torch.load(os.path.join(path, OPTIMIZER_FILE), map_location=self.device, weights_only=True)
+        opt = _guarded(safe_load.load_file, os.path.join(path, OPTIMIZER_FILE))
         self.optimizer.load_state_dict(opt["optimizer"])
         self.scheduler.load_state_dict(opt["scheduler"])
         if self.scaler and opt.get("scaler"):
             self.scaler.load_state_dict(opt["scaler"])
-        return torch.load(os.path.join(path, CLIENT_FILE), weights_only=True)
+        return _guarded(safe_load.load_file, os.path.join(path, CLIENT_FILE))
 
     def export_pretrained(self, directory: str) -> None:
         self._model.save_pretrained(directory)
@@ -178,3 +194,22 @@ class LocalBackend(Backend):
 
     def peak_flops(self) -> Optional[float]:
         return cuda_peak_flops(self.dtype) if self.device.type == "cuda" else None
+
+
+def _torch_save(obj: Any, path: str) -> None:
+    """torch.save through a buffer: a full disk then fails with OSError ENOSPC (torch's own writer says only
+    'unexpected pos')."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with open(path, "wb") as f:
+        f.write(buffer.getbuffer())
+
+
+def _guarded(load, file: str):
+    """A checkpoint file read through the guarded loader; its error names the previous complete checkpoint."""
+    from scaledown.training import checkpoint_dirs as ckpt
+    from scaledown.checkpoint.safe_load import problem_with
+    try:
+        return load(file)
+    except CheckpointError as exc:
+        raise ckpt.damaged(file, problem_with(file) or f"could not be read ({str(exc)[:200]})") from None

@@ -340,6 +340,23 @@ class NeuronBackend(Backend):
                                        user_content=state, use_xser=True, num_kept_ckpts=keep)
         return path
 
+    def checkpoint_files(self, path: str) -> list[str]:
+        """This rank's model and optimizer shards (with their xser tensor files) and the loop's client state."""
+        from scaledown.checkpoint import nxd_files
+        ps = self.stack.parallel_state
+        tag_dir = nxd_files.find_tag(path)
+        tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
+        files = [os.path.join(tag_dir, "model", nxd_files.shard_name(tp, pp))]
+        if os.path.isdir(os.path.join(tag_dir, "optim")):
+            dp = self.dp_rank if self.config.zero1 else 0
+            files.append(os.path.join(tag_dir, "optim", nxd_files.shard_name(tp, pp, dp)))
+        for file in list(files):
+            if nxd_files.is_xser(file):
+                folder = file + ".tensors"
+                files += [os.path.join(folder, n) for n in sorted(os.listdir(folder))] + [file + ".info.pt"]
+        user = os.path.join(tag_dir, "user_content.pt")
+        return files + ([user] if os.path.exists(user) else [])
+
     def load_checkpoint(self, path: str) -> dict[str, Any]:
         return self._load(path, optimizer=True)
 
