@@ -163,9 +163,8 @@ def read_saved_config(directory: str, trust_remote_code: bool = False, **overrid
     directory = resolve_model_dir(directory)
     path = os.path.join(directory, CONFIG_FILE)
     try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as exc:
+        meta = load_json(path, CheckpointError)   # UTF-8 with or without a BOM
+    except (OSError, ValueError, CheckpointError) as exc:
         raise CheckpointError(f"{path} could not be read ({type(exc).__name__}: {str(exc)[:160]}). The model folder "
                               f"is damaged: copy it again, or save the model again.") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
