@@ -12,7 +12,7 @@ import torch
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError, ConfigError
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
-from scaledown.training.backends.base import Backend
+from scaledown.training.backends.base import Backend, StepNorm, detached
 from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
 
 MODEL_FILE = "model.safetensors"
@@ -84,14 +84,12 @@ class LocalBackend(Backend):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def forward_backward(self, batch, documents_as: str, loss_scale: float) -> ScaleDownOutput:
+    def forward_backward(self, batch, documents_as: str, norm: StepNorm) -> ScaleDownOutput:
         with self.autocast():
             out = self._model(batch, documents_as=documents_as)
-        loss = out.loss * loss_scale
+        loss = norm.objective(out) * self.gradient_average
         (self.scaler.scale(loss) if self.scaler else loss).backward()
-        return ScaleDownOutput(loss=out.loss.detach(), ce_loss=out.ce_loss.detach(),
-                               rerank_loss=None if out.rerank_loss is None else out.rerank_loss.detach(),
-                               num_tokens=out.num_tokens.detach())
+        return detached(out)
 
     def optimizer_step(self) -> Optional[float]:
         if self.scaler:
