@@ -51,3 +51,31 @@ def trained_weights(final_dir: str) -> dict:
         if os.path.exists(path):
             found.update({f"{part}/{k}": v for k, v in load_file(path).items()})
     return found
+
+
+def assert_same_weights(ours: dict, reference: dict, lr: float, steps: int) -> None:
+    """Trained weights equal up to rounding. Adam divides each gradient entry by its own RMS: where an entry is
+    rounding noise (~0) its sign can flip between two runs and the weight moves up to ~lr per step the other way.
+    So nearly every entry equal to 1e-6 and none further apart than 2 lr per step (as tests/test_neuron_training.py);
+    a weighting error flips the sign of many entries whose gradient is not noise."""
+    import torch
+    assert ours.keys() == reference.keys()
+    diffs = torch.cat([(ours[k].float() - v.float()).abs().flatten() for k, v in reference.items()])
+    assert float((diffs > 1e-6).float().mean()) < 1e-3, float((diffs > 1e-6).float().mean())
+    assert float(diffs.max()) <= 2 * lr * steps
+
+
+def make_tied_generator(path: str, seed: int = 0) -> str:
+    """A tiny random Llama saved with tie_word_embeddings=True (as Llama-3.2-1B, Qwen2.5 and Gemma ship), plus the
+    tiny tokenizer: a generator folder whose lm_head and input embedding are one weight."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+    from scaledown.models import presets
+    from scaledown.models.tiny_tokenizer import load_tiny_tokenizer
+    torch.manual_seed(seed)
+    config = LlamaConfig(**{**presets.tiny_llama_config_dict(), "tie_word_embeddings": True})
+    model = AutoModelForCausalLM.from_config(config)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    model.save_pretrained(path)
+    load_tiny_tokenizer().save_pretrained(path)
+    return path

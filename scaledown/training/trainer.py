@@ -209,14 +209,16 @@ class ScaleDownTrainer:
         # the global batch's token-weighted CE and document-weighted reranking MSE; the loss is the mean of the
         # steps' objectives (for one step: ce + lambda * rerank, exactly what the gradient was taken of)
         values: dict[str, Any] = {tags.LOSS: sums["objective"] / max(1, window["n"]),
-                                  tags.CE_LOSS: sums["ce_sum"] / max(1.0, sums["tokens"]),
                                   tags.GRAD_NORM: self._grad_norm,
                                   tags.TOKENS_PER_SEC: sums["fed_tokens"] / elapsed,
                                   tags.EXAMPLES_PER_SEC: sums["examples"] / elapsed,
                                   tags.STEP_TIME: elapsed / max(1, window["n"]),
                                   tags.PHASE: 0.0 if phase.name == "warmup" else 1.0,
                                   tags.MEMORY_GB: be.memory_gb()}
-        if self.config.enable_reranking and phase.documents_as == "memory" and phase.answers:
+        if math.isfinite(sums["ce_sum"]):   # NaN: the backend cannot tell the parts apart (NxD pipeline + reranking)
+            values[tags.CE_LOSS] = sums["ce_sum"] / max(1.0, sums["tokens"])
+        if (self.config.enable_reranking and phase.documents_as == "memory" and phase.answers
+                and math.isfinite(sums["rerank_sum"])):
             values[tags.RERANK_LOSS] = sums["rerank_sum"] / max(1.0, sums["documents"])
         values[tags.MFU] = mfu(values[tags.TOKENS_PER_SEC], flops_token, be.peak_flops(), be.world_size)
         for name, lr in be.learning_rates().items():

@@ -12,6 +12,7 @@ import torch
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError, ConfigError
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
+from scaledown.models.tied_weights import drop_aliases, tied_aliases
 from scaledown.training.backends.base import Backend, StepNorm, detached
 from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
 
@@ -43,8 +44,9 @@ def autocast_dtype(config: ScaleDownConfig, device: torch.device) -> Optional[to
 
 
 def checkpoint_state_dict(model: ScaleDownModel) -> dict[str, torch.Tensor]:
-    """What a checkpoint must hold: every tensor except an unmodified hub base generator (reloaded from the hub)."""
-    state = model.state_dict()
+    """What a checkpoint must hold: every tensor except an unmodified hub base generator (reloaded from the hub),
+    and each tied weight once (models/tied_weights.py: the model ties the head to the embedding again on load)."""
+    state = drop_aliases(model.state_dict(), tied_aliases(model))
     if model.generator_base_modified:
         return state
     return {k: v for k, v in state.items() if not k.startswith("generator.") or "lora_" in k}
@@ -138,7 +140,7 @@ class LocalBackend(Backend):
                                   f"Resume it with the backend that wrote it, or convert it with `scaledown convert`.")
         state = load_file(model_file, device=str(self.device))
         missing, unexpected = self._model.load_state_dict(state, strict=False)
-        expected = set(checkpoint_state_dict(self._model))
+        expected = set(checkpoint_state_dict(self._model))   # tied aliases excluded: loading the embedding sets them
         missing = [k for k in missing if k in expected]
         if missing or unexpected:
             raise CheckpointError(f"{model_file} does not match this model (missing {missing[:3]}, unexpected "

@@ -27,6 +27,7 @@ import torch
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError, ConfigError
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput, loss_counts
+from scaledown.models.tied_weights import drop_aliases, retie, tied_aliases
 from scaledown.training import checkpoint_dirs as ckpt
 from scaledown.training.backends import neuron_batches as nb
 from scaledown.training.backends.base import Backend, StepNorm
@@ -205,9 +206,13 @@ class NeuronBackend(Backend):
                         for b in batches]
             # run_train returns the DP-averaged mean of its micro-batch losses (broadcast_and_average_loss): the
             # global step objective on every rank; this rank's share is 1/dp of it. The pipeline returns no separate
-            # parts: the CE sum is read back from the objective (exact without reranking)
+            # parts: without reranking the objective is the CE; with it, CE and reranking sums are unknown (NaN: the
+            # loop then logs train/loss only)
             share = self.nxd_model.run_train(**nb.concatenate(weighted)) / self.dp_size
-            sums = torch.stack([share, share * norm.tokens, torch.zeros_like(share)]).float()
+            reranking = self.config.enable_reranking and documents_as == "memory"
+            unknown = torch.full_like(share, float("nan"))
+            sums = torch.stack([share, unknown if reranking else share * norm.tokens,
+                                unknown if reranking else torch.zeros_like(share)]).float()
         else:
             sums = torch.zeros(3, device=self.device)
             for batch in self.stack.loader.MpDeviceLoader(batches, self.device):
@@ -342,7 +347,10 @@ class NeuronBackend(Backend):
             shards = dict(item for item in gathered if item is not None)
             full, _ = self.plan.full_state_dict(shards)
             plain = self._skeleton()
-            plain.load_state_dict({k: v.float() for k, v in full.items()}, strict=False, assign=True)
+            aliases = tied_aliases(plain)   # a tied head is written once and tied again after assign=True
+            plain.load_state_dict({k: v.float() for k, v in drop_aliases(full, aliases).items()}, strict=False,
+                                  assign=True)
+            retie(plain, aliases)
             plain.generator_base_modified = self._model.generator_base_modified
             plain.save_pretrained(directory)
         self.barrier()
