@@ -70,10 +70,7 @@ def test_nxd_tensor_parallel_warmup_keeps_the_tie(tied):
             *tied["flags"], "--tensor_parallel_size", "2", "--zero1", "false", "--output_dir", out]
     proc = subprocess.run(argv, cwd=ROOT, env=_env("29593"), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # step 1 only: fine-tuning starts the memory norm at the RMS of the generator's token embeddings, which NxD TP
-    # takes over its own vocabulary shard (full_weights gathers ZeRO-3 partitions, not TP shards). That shifts step 2
-    # for untied generators too (measured 7.5695 vs 7.5351): a separate, pre-existing difference, not the tie's.
-    assert_same_tied_model(out, tied["reference"], rel=1e-5, steps=(1,))
+    assert_same_tied_model(out, tied["reference"], rel=1e-5)
     # the NxD checkpoint converts to a Hugging Face folder that reloads tied too
     from scaledown.checkpoint.convert import convert
     from scaledown import ScaleDownModel

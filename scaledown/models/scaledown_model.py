@@ -76,8 +76,9 @@ class ScaleDownModel(nn.Module):
         self.config = config
         random_init = config.generator_model_name in presets.TINY_MODELS and generator is None
         with torch.random.fork_rng(devices=[]):
-            if random_init:  # the same random weights on every rank and every backend
-                torch.manual_seed(config.seed)
+            # the same random weights on every rank and every backend: the tiny generator, and for any generator the
+            # fresh LoRA, memory tokens and projection (unseeded, ranks of one run and runs of one seed would differ)
+            torch.manual_seed(config.seed)
             self.generator = generator if generator is not None else build_generator(config)
             self.compressor = compressor if compressor is not None else build_compressor(
                 config, base_causal_lm(self.generator), backbone=compressor_backbone)
