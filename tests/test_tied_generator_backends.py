@@ -87,7 +87,10 @@ def test_zero3_two_ranks_warmup_keeps_the_tie(tied):
     log = str(tied["root"] / "zero3.log")
     proc = run("deepspeed", 2, ["--deepspeed", config, *tied["flags"], "--output_dir", out], _env("29594"), log)
     assert proc.returncode == 0, log_tail(log)
-    assert_same_tied_model(out, tied["reference"], rel=1e-4)
+    # step 1 (the warm-up, which trains the tied weight) only: under ZeRO-3 a folder generator's fresh parameters
+    # (LoRA, memory tokens, projection) are initialised inside zero.Init partitions, so fine-tuning starts from other
+    # random values than one process (measured step 2: 7.5957 vs 7.5407; the tiny preset is built whole for parity)
+    assert_same_tied_model(out, tied["reference"], rel=1e-4, steps=(1,))
     # DeepSpeed's checkpoint converts to a Hugging Face folder equal to the run's own export
     from scaledown.checkpoint.convert import convert
     from scaledown import ScaleDownModel
