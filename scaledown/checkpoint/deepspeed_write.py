@@ -48,6 +48,7 @@ def _common(groups: list[dict[str, Any]]) -> dict[str, Any]:
 
 def write_deepspeed(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = None, overwrite: bool = False) -> str:
     from scaledown.models.serialization import commit_directory
+    from scaledown.models.tied_weights import drop_aliases, tied_aliases
     from scaledown.training.checkpoint_dirs import tag_for
     ckpt.complete_weights()
     groups = trainable_groups(ckpt)
@@ -66,8 +67,8 @@ def write_deepspeed(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = N
     tmp = os.path.join(directory, f".{tag}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        for name, tensor in ckpt.weights.items():
-            folder = os.path.join(tmp, "zero", name)
+        for name, tensor in drop_aliases(ckpt.weights, tied_aliases(ckpt.description.skeleton())).items():
+            folder = os.path.join(tmp, "zero", name)   # a tied weight once: the engine lists each Parameter once
             os.makedirs(folder)
             torch.save({"param": tensor.contiguous()}, os.path.join(folder, "fp32.pt"))
             if name in trainable_set:
@@ -101,7 +102,8 @@ def _model_states(ckpt: FullCheckpoint, groups: list[dict], trainable: list[str]
         version = metadata.version("deepspeed")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    frozen = [n for n in ckpt.weights if n not in set(trainable)]
+    from scaledown.models.tied_weights import drop_aliases, tied_aliases
+    frozen = [n for n in drop_aliases(ckpt.weights, tied_aliases(ckpt.description.skeleton())) if n not in set(trainable)]
     return {"module": OrderedDict(), "buffer_names": [], "optimizer": None,
             "param_shapes": [OrderedDict((n, ckpt.weights[n].shape) for n in g["params"]) for g in groups],
             "frozen_param_shapes": OrderedDict((n, ckpt.weights[n].shape) for n in frozen),

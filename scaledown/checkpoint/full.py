@@ -32,7 +32,11 @@ class FullCheckpoint:
     source: str = ""
 
     def check_names(self, where: str) -> None:
-        """Weights must be a subset of the model's parameters with matching shapes (another model otherwise)."""
+        """Weights must be a subset of the model's parameters with matching shapes (another model otherwise).
+        Every reader calls it; tied weights a file holds once (tie_word_embeddings) are then filled in under every
+        name, so writers see the model's full state dict (safetensors writers drop the aliases again)."""
+        from scaledown.models.tied_weights import tied_aliases, with_aliases
+        self.weights = with_aliases(self.weights, tied_aliases(self.description.skeleton()))
         shapes = self.description.shapes()
         extra = sorted(set(self.weights) - set(shapes))
         if extra:

@@ -70,6 +70,10 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py",
                backend_factory: Optional[Callable] = None) -> int:
     parser = build_parser(prog, DESCRIPTION)
     tokens = list(sys.argv[1:] if argv is None else argv)
+    if backend_factory is None and not ({"--dry_run", "--dry-run"} & set(tokens)):
+        from scaledown.cli.task_check import check_task_launch, launched_as_tasks
+        if launched_as_tasks():   # one of several srun tasks / torchrun ranks: before any data or model is built
+            check_task_launch("launchers/train_trn1.py" if _asks_trainium(parser, tokens) else "train.py", tokens)
     if {"--dry_run", "--dry-run"} & set(tokens):   # `--device trainium --dry_run`: the Trn1 launcher's dry run
         known, _ = parser.parse_known_args(tokens)
         if getattr(known, "device_type", None) == "trainium":
@@ -210,6 +214,11 @@ def default_backend(config):
         return NeuronBackend(config)
     from scaledown.training.backends.local import LocalBackend
     return LocalBackend(config)
+
+
+def _asks_trainium(parser, tokens) -> bool:
+    known, _ = parser.parse_known_args(tokens)
+    return getattr(known, "device_type", None) == "trainium"
 
 
 def _init_overrides(config, init_from: str = "") -> dict:

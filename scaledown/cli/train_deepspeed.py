@@ -33,6 +33,8 @@ def deepspeed_main(argv: Optional[Sequence[str]] = None, prog: str = "launchers/
     parser = build_parser(prog, DESCRIPTION)
     add_deepspeed_flags(parser)
     args = parser.parse_args(argv)
+    from scaledown.cli.task_check import check_task_launch
+    check_task_launch("launchers/train_gpu.py", argv)
     config = train_config(args)
 
     def backend_factory(cfg):

@@ -105,6 +105,8 @@ def neuron_main(argv: Optional[Sequence[str]] = None, prog: str = LAUNCHER) -> i
             if token not in launch_only:
                 passthrough.append(token)
         return dry_run(args, passthrough)
+    from scaledown.cli.task_check import check_task_launch
+    check_task_launch(LAUNCHER, argv)
     config = train_config(args)
     weights = None
     if args.init_from and _is_nxd_checkpoint(args.init_from):

@@ -31,6 +31,17 @@ def argmax_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return logits.argmax(-1) == labels
 
 
+def loss_counts(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(answer tokens, scored documents) of a collated batch: the denominators of ScaleDownModel.forward's means.
+
+    The trainer sums them over the micro-batches and data-parallel ranks of a step before any backward, so a
+    global batch's loss is the token-weighted (document-weighted) mean whatever its split (training/base.py).
+    """
+    tokens = int((batch["labels"][:, 1:] != -100).sum()) if "labels" in batch else 0
+    scored = int((batch["reranking_mask"] & batch["document_mask"]).sum()) if "reranking_mask" in batch else 0
+    return tokens, scored
+
+
 @dataclass
 class ScaleDownOutput:
     loss: torch.Tensor                      # ce_loss + reranking_loss_weight * rerank_loss
@@ -39,6 +50,9 @@ class ScaleDownOutput:
     num_tokens: torch.Tensor                # answer tokens in the batch (for token-weighted averages)
     scores: Optional[torch.Tensor] = None   # (B, K) reranking scores
     num_correct: Optional[torch.Tensor] = None  # answer tokens the generator's argmax predicts (teacher-forced)
+    ce_sum: Optional[torch.Tensor] = None       # summed cross-entropy (nats) over the answer tokens: ce_loss * num_tokens
+    rerank_sum: Optional[torch.Tensor] = None   # summed squared score error over scored documents, if reranking
+    num_scored: Optional[torch.Tensor] = None   # documents with a teacher score (the rerank_loss denominator)
 
 
 @dataclass
@@ -181,7 +195,11 @@ class ScaleDownModel(nn.Module):
         return embeds, scores
 
     def forward(self, batch: dict[str, torch.Tensor], documents_as: str = "memory") -> ScaleDownOutput:
-        """Distillation loss: CE on the (teacher's) answer tokens + lambda * MSE on reranking scores."""
+        """Distillation loss: CE on the (teacher's) answer tokens + lambda * MSE on reranking scores.
+
+        loss / ce_loss / rerank_loss are this batch's means; ce_sum, num_tokens, rerank_sum, num_scored are the
+        sums and counts behind them, which training normalises by the whole global batch's counts instead.
+        """
         embeds, scores = self.input_embeddings(batch, documents_as)
         lm = base_causal_lm(self.generator)
         mask = batch["attention_mask"]
@@ -195,18 +213,20 @@ class ScaleDownModel(nn.Module):
             logits, targets = lm.get_output_embeddings()(hidden[:, :-1]), labels
         else:  # logits only where there is an answer token: the full (B, T, V) tensor is mostly wasted
             logits, targets = lm.get_output_embeddings()(hidden[:, :-1][selected]), labels[selected]
-        ce = self.token_loss(logits, targets).sum() / num_tokens.clamp(min=1)
+        ce_sum = self.token_loss(logits, targets).sum()
+        ce = ce_sum / num_tokens.clamp(min=1)
         num_correct = None  # teacher-forced argmax hits, counted in evaluation only
         if not self.training:
             num_correct = (self.token_hits(logits.detach(), targets) & (targets != -100)).sum()
-        loss, rerank = ce, None
+        loss, rerank, rerank_sum, num_scored = ce, None, None, None
         if scores is not None and self.config.enable_reranking:
             scored = batch["reranking_mask"] & batch["document_mask"]
             diff = (scores - batch["reranking_scores"].to(scores.dtype)) * scored
-            rerank = diff.pow(2).sum() / scored.sum().clamp(min=1)
+            rerank_sum, num_scored = diff.pow(2).sum(), scored.sum()
+            rerank = rerank_sum / num_scored.clamp(min=1)
             loss = ce + self.config.reranking_loss_weight * rerank
         return ScaleDownOutput(loss=loss, ce_loss=ce, rerank_loss=rerank, num_tokens=num_tokens, scores=scores,
-                               num_correct=num_correct)
+                               num_correct=num_correct, ce_sum=ce_sum, rerank_sum=rerank_sum, num_scored=num_scored)
 
     # ---- inference ----------------------------------------------------------------------------
     @property

@@ -36,13 +36,17 @@ def clean_base_state_dict(generator: nn.Module, generator_state: Optional[dict[s
     """The base causal LM's weights with peft's LoRA layers taken out (`q_proj.base_layer.weight` -> `q_proj.weight`).
 
     `generator_state`: a full state dict of `generator` to take the tensors from instead of the module.
+    Tied weights (tie_word_embeddings) appear once, under the input embedding's name, as Hugging Face saves them.
     """
     from scaledown.models.generator import base_causal_lm, without_lora
+    from scaledown.models.tied_weights import drop_aliases, tied_aliases
     lm = base_causal_lm(generator)
+    aliases = tied_aliases(lm, rename=lambda name: next(iter(without_lora({name: None}))))
     if generator_state is None:
-        return without_lora(lm.state_dict())
+        return drop_aliases(without_lora(lm.state_dict()), aliases)
     prefix = next((name + "." for name, module in generator.named_modules() if module is lm and name), "")
-    return without_lora({k[len(prefix):]: v for k, v in generator_state.items() if k.startswith(prefix)})
+    return drop_aliases(without_lora({k[len(prefix):]: v for k, v in generator_state.items() if k.startswith(prefix)}),
+                        aliases)
 
 
 def atomic_directory(final_path: str):
@@ -72,6 +76,7 @@ def save_pretrained(model, directory: str, include_base: Optional[bool] = None,
     """
     from safetensors.torch import save_file
     from scaledown.models.generator import base_causal_lm
+    from scaledown.models.tied_weights import drop_aliases, tied_aliases
 
     include_base = model.generator_base_modified if include_base is None else include_base
     tmp = atomic_directory(directory)
@@ -94,7 +99,8 @@ def save_pretrained(model, directory: str, include_base: Optional[bool] = None,
         comp_dir = os.path.join(tmp, "compressor")
         os.makedirs(comp_dir)
         model.compressor.backbone.config.to_json_file(os.path.join(comp_dir, "config.json"))
-        comp_state = state_dict if state_dict is not None else model.compressor.state_dict()
+        comp_state = drop_aliases(state_dict if state_dict is not None else model.compressor.state_dict(),
+                                  tied_aliases(model.compressor))
         save_file(_contiguous(comp_state), os.path.join(comp_dir, "model.safetensors"), metadata={"format": "pt"})
         with open(os.path.join(comp_dir, "compressor_config.json"), "w") as f:
             json.dump({"compressor_type": model.config.compressor_type,

@@ -34,22 +34,24 @@ def evaluate(backend, rows: Sequence[dict], documents_as: str, micro_batch: int,
     model.eval()
     try:
         mine, real = even_shard(rows, backend.dp_rank, backend.dp_size)
-        loss_sum = torch.zeros(4, dtype=torch.float64)  # [ce * tokens, tokens, rerank * docs, correct tokens]
+        # [ce summed over answer tokens, tokens, squared reranking error summed over scored documents, correct tokens,
+        #  scored documents]: eval losses are token- (document-) weighted over all rows, like the training objective
+        loss_sum = torch.zeros(5, dtype=torch.float64)
         counted = True  # every batch reported num_correct (vocabulary-sharded logits do not)
         collate = collate or (lambda inputs, chunk, **options: inputs.collate(chunk, mode=documents_as, **options))
         for start in range(0, len(mine), micro_batch):
             chunk = mine[start:start + micro_batch]
             real_rows = max(0, min(len(chunk), real - start))
-            weight = real_rows / len(chunk)
             batch = collate(model.inputs, chunk, max_documents=max_documents, **backend.collate_options(max_documents))
             # padded repeats run forward (lockstep) but count no answer token: the loss is exact at any rank count
             batch["labels"][real_rows:] = -100
             batch["reranking_mask"][real_rows:] = False
             out = backend.eval_forward(backend.to_device(batch), documents_as)
-            loss_sum[0] += float(out.ce_loss) * float(out.num_tokens)
+            loss_sum[0] += float(out.ce_sum)
             loss_sum[1] += float(out.num_tokens)
-            if out.rerank_loss is not None:
-                loss_sum[2] += weight * float(out.rerank_loss)
+            if out.rerank_sum is not None:
+                loss_sum[2] += float(out.rerank_sum)
+                loss_sum[4] += float(out.num_scored)
             if out.num_correct is None:
                 counted = False
             else:
@@ -67,7 +69,8 @@ def evaluate(backend, rows: Sequence[dict], documents_as: str, micro_batch: int,
         scores = (score_predictions(predictions[:gen_real], gen_rows[:gen_real]) if gen_real
                   else {"accuracy": 0.0, "exact_match": 0.0})
         totals = torch.tensor([loss_sum[0], loss_sum[1], loss_sum[2], scores["accuracy"] * gen_real,
-                               scores["exact_match"] * gen_real, gen_real, loss_sum[3]], dtype=torch.float64)
+                               scores["exact_match"] * gen_real, gen_real, loss_sum[3], loss_sum[4]],
+                              dtype=torch.float64)
         totals = backend.all_reduce_sum(totals)
         result = {tags.EVAL_LOSS: float(totals[0] / totals[1].clamp(min=1))}
         if counted:
@@ -75,8 +78,7 @@ def evaluate(backend, rows: Sequence[dict], documents_as: str, micro_batch: int,
         if totals[5] > 0:
             result.update({tags.EVAL_ACCURACY: float(totals[3] / totals[5]), tags.EVAL_EM: float(totals[4] / totals[5])})
         if model.config.enable_reranking and documents_as == "memory":
-            batches = -(-len(rows) // backend.dp_size // micro_batch) * backend.dp_size
-            result[tags.EVAL_RERANK_LOSS] = float(totals[2] / max(1, batches))
+            result[tags.EVAL_RERANK_LOSS] = float(totals[2] / totals[7].clamp(min=1))
         return result
     finally:
         model.train(was_training)

@@ -17,14 +17,18 @@ from scaledown.config import ScaleDownConfig
 from scaledown.data.collator import count_tokens
 from scaledown.errors import CheckpointError
 from scaledown.training import checkpoint_dirs as ckpt
+from scaledown.models.scaledown_model import loss_counts
 from scaledown.training import resume, run_folder, tags
-from scaledown.training.backends.base import Backend
+from scaledown.training.backends.base import Backend, StepNorm
 from scaledown.training.batching import BatchPlan, plan_batches
 from scaledown.training.evaluate import evaluate
 from scaledown.training.run_logger import RunLogger
 from scaledown.training.sampler import GlobalBatchOrder
 from scaledown.training.schedule import lr_multiplier, warmup_steps_for
 from scaledown.training.throughput import TrainingFlops, mfu
+
+# per-step sums the loop keeps (this rank's; all-reduced over data-parallel ranks when logged)
+WINDOW_FIELDS = ("objective", "ce_sum", "rerank_sum", "tokens", "documents", "fed_tokens", "examples", "micro_batches")
 
 
 @dataclass
@@ -57,7 +61,7 @@ class TrainResult:
     eval_after: dict[str, float] = field(default_factory=dict)
     final_dir: Optional[str] = None
     train_seconds: float = 0.0
-    losses: list[float] = field(default_factory=list)   # per-step mean loss (this rank's view)
+    losses: list[float] = field(default_factory=list)   # per-step objective (this rank's share x data-parallel ranks)
 
 
 class ScaleDownTrainer:
@@ -164,7 +168,7 @@ class ScaleDownTrainer:
         flops = TrainingFlops(be.model, cfg.tensor_parallel_size)
         for p in phases:
             p.flops = flops
-        window = {"t": time.perf_counter(), "sums": torch.zeros(6, dtype=torch.float64), "n": 0}
+        window = {"t": time.perf_counter(), "sums": torch.zeros(len(WINDOW_FIELDS), dtype=torch.float64), "n": 0}
         t_start = time.perf_counter()
         last_saved = start if resume_path else -1
         step = start
@@ -175,7 +179,7 @@ class ScaleDownTrainer:
             sums = self._train_step(step, phase, order)
             window["sums"] += sums
             window["n"] += 1
-            result.losses.append(float(sums[0] / max(1.0, float(sums[5]))))
+            result.losses.append(float(sums[0]) * be.dp_size)   # the step objective as this rank estimates it
             log.step(step + 1, result.losses[-1])
             done = step + 1
             if done % cfg.logging_steps == 0 or done == total:
@@ -206,36 +210,46 @@ class ScaleDownTrainer:
         return result
 
     def _train_step(self, step: int, phase: Phase, order: GlobalBatchOrder) -> torch.Tensor:
-        """One optimizer step; returns [loss_sum, ce_sum, rerank_sum, tokens, examples, micro_batches]."""
+        """One optimizer step; returns WINDOW_FIELDS (this rank's sums; the objective share sums over ranks)."""
         be, model = self.backend, self.backend.model
-        sums = torch.zeros(6, dtype=torch.float64)
+        sums = torch.zeros(len(WINDOW_FIELDS), dtype=torch.float64)
         limit = self.config.num_documents_train
         batches = []
+        counts = torch.zeros(2, dtype=torch.float64)   # answer tokens, scored documents of this rank's share
         for indices in order.micro_batches(step, be.dp_rank):
             rows = [self.train_dataset[i] for i in indices]
             batch = phase.batch(model.inputs, rows, limit, be)
-            sums[3] += count_tokens(batch)
-            sums[4] += len(rows)
+            counts += torch.tensor(loss_counts(batch), dtype=torch.float64)
+            sums[5] += count_tokens(batch)
+            sums[6] += len(rows)
             batches.append(batch)
-        losses, self._grad_norm = be.train_step(batches, phase.documents_as)
+        # the global batch's counts, before any backward: every micro-batch is normalised by them (base.StepNorm)
+        total = be.all_reduce_sum(counts.clone())
+        norm = StepNorm(float(total[0]), float(total[1]), self.config.reranking_loss_weight)
+        losses, self._grad_norm = be.train_step(batches, phase.documents_as, norm)
         sums[:3] += losses
-        sums[5] += len(batches)
+        sums[3:5] += counts
+        sums[7] += len(batches)
         return sums
 
     def _log_window(self, window: dict, step: int, phase: Phase, log: RunLogger, flops: TrainingFlops) -> None:
         be = self.backend
-        sums = be.all_reduce_sum(window["sums"].clone())
+        sums = dict(zip(WINDOW_FIELDS, be.all_reduce_sum(window["sums"].clone()).tolist()))
         elapsed = max(1e-9, time.perf_counter() - window["t"])
-        micro = max(1.0, float(sums[5]))
-        values: dict[str, Any] = {tags.LOSS: float(sums[0]) / micro, tags.CE_LOSS: float(sums[1]) / micro,
+        # the global batch's token-weighted CE and document-weighted reranking MSE; the loss is the mean of the
+        # steps' objectives (for one step: ce + lambda * rerank, exactly what the gradient was taken of)
+        values: dict[str, Any] = {tags.LOSS: sums["objective"] / max(1, window["n"]),
                                   tags.GRAD_NORM: self._grad_norm,
-                                  tags.TOKENS_PER_SEC: float(sums[3]) / elapsed,
-                                  tags.EXAMPLES_PER_SEC: float(sums[4]) / elapsed,
+                                  tags.TOKENS_PER_SEC: sums["fed_tokens"] / elapsed,
+                                  tags.EXAMPLES_PER_SEC: sums["examples"] / elapsed,
                                   tags.STEP_TIME: elapsed / max(1, window["n"]),
                                   tags.PHASE: 0.0 if phase.name == "warmup" else 1.0,
                                   tags.MEMORY_GB: be.memory_gb()}
-        if self.config.enable_reranking and phase.documents_as == "memory" and phase.answers:
-            values[tags.RERANK_LOSS] = float(sums[2]) / micro
+        if math.isfinite(sums["ce_sum"]):   # NaN: the backend cannot tell the parts apart (NxD pipeline + reranking)
+            values[tags.CE_LOSS] = sums["ce_sum"] / max(1.0, sums["tokens"])
+        if (self.config.enable_reranking and phase.documents_as == "memory" and phase.answers
+                and math.isfinite(sums["rerank_sum"])):
+            values[tags.RERANK_LOSS] = sums["rerank_sum"] / max(1.0, sums["documents"])
         # every rank of a data-parallel group counts its batch once per model-parallel rank that shares it
         model_flops = float(be.all_reduce_sum(torch.tensor([flops.take()], dtype=torch.float64))[0])
         values[tags.MFU] = mfu(model_flops * be.dp_size / be.world_size / elapsed, be.peak_flops(), be.world_size)
@@ -243,7 +257,7 @@ class ScaleDownTrainer:
             values[tags.lr_tag(name)] = lr
         log.scalars(values, step)
         log.line(step, values)
-        window.update(t=time.perf_counter(), sums=torch.zeros(6, dtype=torch.float64), n=0)
+        window.update(t=time.perf_counter(), sums=torch.zeros(len(WINDOW_FIELDS), dtype=torch.float64), n=0)
 
     def _evaluate(self, phase: Phase, step: int, log: RunLogger) -> dict[str, float]:
         cfg = self.config

@@ -31,8 +31,12 @@ def pipeline_trace_loss(model, batch) -> float:
     weights = dict(module.named_parameters())
     loose = [n.target for n in traced.graph.nodes if n.op == "get_attr" and n.target in weights]
     assert not loose, f"weights read outside leaf modules stay outside every pipeline stage: {loose}"
+    from scaledown.models.scaledown_model import loss_counts
+    from scaledown.training.backends.neuron_batches import with_loss_weights
+    tokens, scored = loss_counts(batch)   # weights 1/T, 1/S: the traced objective is the batch's mean loss
+    inputs = with_loss_weights(batch, 1.0 / max(tokens, 1), 1.0 / max(scored, 1))
     with torch.no_grad():
-        return float(traced(**{k: batch[k] for k in PIPELINE_INPUTS}))
+        return float(traced(**{k: inputs[k] for k in PIPELINE_INPUTS}))
 
 
 def main(saved: str, batch_file: str, out: str) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
@@ -10,11 +11,41 @@ import torch
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
 
 
+@dataclass(frozen=True)
+class StepNorm:
+    """The denominators of one optimizer step's objective, counted over the WHOLE global batch.
+
+    tokens: answer tokens T, documents: scored documents S, summed over every micro-batch of every data-parallel
+    rank (the trainer all-reduces scaledown_model.loss_counts of the collated batches before any backward).
+    The step minimises ce_sum_total / T + rerank_weight * rerank_sum_total / S: the token-weighted mean
+    cross-entropy (and document-weighted reranking MSE) of the global batch, whatever its split into
+    micro-batches and ranks (as Transformers' Trainer does since 4.46 with num_items_in_batch).
+    """
+    tokens: float
+    documents: float
+    rerank_weight: float
+
+    def objective(self, out: ScaleDownOutput) -> torch.Tensor:
+        """One micro-batch's share of the step objective: ce_sum / T + rerank_weight * rerank_sum / S.
+        The shares of all micro-batches on all ranks add up to the objective."""
+        loss = out.ce_sum / max(self.tokens, 1.0)
+        if out.rerank_sum is not None:
+            loss = loss + self.rerank_weight * out.rerank_sum / max(self.documents, 1.0)
+        return loss
+
+
 class Backend(ABC):
     """Owns placement, parallelism, optimizer, mixed precision and checkpoint files.
 
     The loop (training/trainer.py) owns everything else: data order, phases, schedules of
     logging/eval/saving, and the resumable client state. A backend never imports the loop.
+
+    Loss weighting contract (every backend, every stage): the loop hands each step a StepNorm with the global
+    batch's counts. Each micro-batch backpropagates `norm.objective(out) * gradient_average`, a SUM over its
+    tokens divided by the global count, never its own mean; `gradient_average` is the factor that cancels the
+    backend's own averaging of gradients (DeepSpeed, DDP and NxD divide by the data-parallel size; a pipeline
+    engine that backpropagates loss / num_microbatches needs that factor too). Then the accumulated gradient,
+    after the backend's reductions, is the gradient of the global objective, identical for any split.
     """
 
     name = "base"
@@ -40,10 +71,17 @@ class Backend(ABC):
     def prepare(self, param_groups: list[dict[str, Any]], lr_lambda, accumulation: int) -> None:
         """Build optimizer + scheduler for a phase; param_groups carry 'name' and 'lr'."""
 
+    @property
+    def gradient_average(self) -> float:
+        """What this backend divides accumulated gradients by when it reduces them: the data-parallel size for
+        backends that average over ranks (DeepSpeed, NxD, DDP). A backend that sums gradients returns 1."""
+        return float(self.dp_size)
+
     @abstractmethod
-    def forward_backward(self, batch: dict[str, torch.Tensor], documents_as: str, loss_scale: float
+    def forward_backward(self, batch: dict[str, torch.Tensor], documents_as: str, norm: StepNorm
                          ) -> ScaleDownOutput:
-        """Forward one micro-batch and accumulate gradients of loss * loss_scale; returns detached parts."""
+        """Forward one micro-batch and accumulate gradients of norm.objective(out) * gradient_average;
+        returns the model's output, detached."""
 
     @abstractmethod
     def optimizer_step(self) -> Optional[float]:
@@ -75,18 +113,20 @@ class Backend(ABC):
         """The (unwrapped) model, for evaluation and generation."""
 
     # ---- hooks with eager defaults (an XLA backend overrides them) -----------------------------------
-    def train_step(self, batches: list[dict[str, torch.Tensor]], documents_as: str
+    def train_step(self, batches: list[dict[str, torch.Tensor]], documents_as: str, norm: StepNorm
                    ) -> tuple[torch.Tensor, Optional[float]]:
-        """One optimizer step over this rank's CPU micro-batches.
+        """One optimizer step over this rank's CPU micro-batches, weighted by the global batch's counts (norm).
 
-        Returns ([loss, ce_loss, rerank_loss] summed over the micro-batches, pre-clip gradient norm).
+        Returns ([this rank's share of the step objective (summed over ranks: the objective), cross-entropy
+        summed over this rank's answer tokens, squared reranking error summed over its scored documents],
+        pre-clip gradient norm of the global objective).
         """
         sums = torch.zeros(3, dtype=torch.float64)
         for batch in batches:
-            out = self.forward_backward(self.to_device(batch), documents_as, 1.0 / len(batches))
-            sums[0] += float(out.loss)
-            sums[1] += float(out.ce_loss)
-            sums[2] += float(out.rerank_loss) if out.rerank_loss is not None else 0.0
+            out = self.forward_backward(self.to_device(batch), documents_as, norm)
+            sums[0] += float(norm.objective(out))
+            sums[1] += float(out.ce_sum)
+            sums[2] += float(out.rerank_sum) if out.rerank_sum is not None else 0.0
         return sums, self.optimizer_step()
 
     def collate_options(self, max_documents: int) -> dict[str, Any]:
@@ -133,3 +173,10 @@ class Backend(ABC):
 
     def close(self) -> None:
         pass
+
+
+def detached(out: ScaleDownOutput) -> ScaleDownOutput:
+    """The output's tensors without their graphs (what forward_backward returns)."""
+    from dataclasses import fields, replace
+    return replace(out, **{f.name: getattr(out, f.name).detach() for f in fields(out)
+                           if isinstance(getattr(out, f.name), torch.Tensor)})

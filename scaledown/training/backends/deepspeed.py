@@ -31,7 +31,7 @@ from scaledown.models import presets
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
 from scaledown.models.sharded_weights import install_gatherer
 from scaledown.training import checkpoint_dirs as ckpt
-from scaledown.training.backends.base import Backend
+from scaledown.training.backends.base import Backend, StepNorm, detached
 from scaledown.training.backends.distributed_env import init_distributed
 from scaledown.training.backends.ds_config import (check_checkpointing_support, offload_device, resolve_ds_config,
                                                    zero_stage)
@@ -157,14 +157,14 @@ class DeepSpeedBackend(Backend):
     def to_device(self, batch):
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
-    def forward_backward(self, batch, documents_as: str, loss_scale: float) -> ScaleDownOutput:
+    def forward_backward(self, batch, documents_as: str, norm: StepNorm) -> ScaleDownOutput:
         out = self.engine(batch, documents_as=documents_as)
-        self.engine.backward(out.loss * loss_scale, scale_wrt_gas=False)  # the loop already divides
+        # the global counts already normalise: no division by the accumulation steps (scale_wrt_gas=False), and
+        # * dp_size cancels the mean DeepSpeed takes when it reduces gradients over the data-parallel ranks
+        self.engine.backward(norm.objective(out) * self.gradient_average, scale_wrt_gas=False)
         if not self.engine.is_gradient_accumulation_boundary():
             self.engine.step()  # DeepSpeed counts every micro-step; the boundary one is optimizer_step
-        return ScaleDownOutput(loss=out.loss.detach(), ce_loss=out.ce_loss.detach(),
-                               rerank_loss=None if out.rerank_loss is None else out.rerank_loss.detach(),
-                               num_tokens=out.num_tokens.detach())
+        return detached(out)
 
     def optimizer_step(self) -> Optional[float]:
         if not self.engine.is_gradient_accumulation_boundary():

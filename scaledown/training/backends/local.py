@@ -13,7 +13,8 @@ import torch
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError, ConfigError
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
-from scaledown.training.backends.base import Backend
+from scaledown.models.tied_weights import drop_aliases, tied_aliases
+from scaledown.training.backends.base import Backend, StepNorm, detached
 from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
 
 MODEL_FILE = "model.safetensors"
@@ -61,8 +62,9 @@ def float32_trainable(param_groups: list[dict[str, Any]]) -> int:
 
 
 def checkpoint_state_dict(model: ScaleDownModel) -> dict[str, torch.Tensor]:
-    """What a checkpoint must hold: every tensor except an unmodified hub base generator (reloaded from the hub)."""
-    state = model.state_dict()
+    """What a checkpoint must hold: every tensor except an unmodified hub base generator (reloaded from the hub),
+    and each tied weight once (models/tied_weights.py: the model ties the head to the embedding again on load)."""
+    state = drop_aliases(model.state_dict(), tied_aliases(model))
     if model.generator_base_modified:
         return state
     return {k: v for k, v in state.items() if not k.startswith("generator.") or "lora_" in k}
@@ -103,14 +105,12 @@ class LocalBackend(Backend):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def forward_backward(self, batch, documents_as: str, loss_scale: float) -> ScaleDownOutput:
+    def forward_backward(self, batch, documents_as: str, norm: StepNorm) -> ScaleDownOutput:
         with self.autocast():
             out = self._model(batch, documents_as=documents_as)
-        loss = out.loss * loss_scale
+        loss = norm.objective(out) * self.gradient_average
         (self.scaler.scale(loss) if self.scaler else loss).backward()
-        return ScaleDownOutput(loss=out.loss.detach(), ce_loss=out.ce_loss.detach(),
-                               rerank_loss=None if out.rerank_loss is None else out.rerank_loss.detach(),
-                               num_tokens=out.num_tokens.detach())
+        return detached(out)
 
     def optimizer_step(self) -> Optional[float]:
         if self.scaler:
@@ -174,7 +174,7 @@ class LocalBackend(Backend):
         except RuntimeError as exc:
             raise CheckpointError(f"{model_file} does not match this model ({str(exc).splitlines()[-1][:200]}). It was "
                                   f"written for another configuration.") from None
-        expected = set(checkpoint_state_dict(self._model))
+        expected = set(checkpoint_state_dict(self._model))   # tied aliases excluded: loading the embedding sets them
         missing = [k for k in missing if k in expected]
         if missing or unexpected:
             raise CheckpointError(f"{model_file} does not match this model (missing {missing[:3]}, unexpected "

@@ -29,10 +29,11 @@ import torch
 
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError, ConfigError
-from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
+from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput, loss_counts
+from scaledown.models.tied_weights import drop_aliases, retie, tied_aliases
 from scaledown.training import checkpoint_dirs as ckpt
 from scaledown.training.backends import neuron_batches as nb
-from scaledown.training.backends.base import Backend
+from scaledown.training.backends.base import Backend, StepNorm
 from scaledown.training.backends.neuron_config import nxd_config_kwargs, refuse_unsupported, resolve_microbatches
 from scaledown.training.backends.neuron_parallelize import (apply_plan, kv_replica_groups, layer_classes,
                                                             materialise_buffers, vocab_parallel_token_hits,
@@ -228,19 +229,37 @@ class NeuronBackend(Backend):
             self._shapes[key] = nb.StaticShapes.for_inputs(self._model.inputs, documents, documents_as, rows)
         return self._shapes[key].pad(batches)
 
-    def train_step(self, batches, documents_as: str):
-        xm, n = self.stack.xm, len(batches)
+    @property
+    def gradient_average(self) -> float:
+        """NxD's optimizer divides gradients by the data-parallel size; NxDPPModel.run_train also backpropagates
+        each micro-batch's loss / num_microbatches."""
+        pipeline = self.num_microbatches if self.config.pipeline_parallel_size > 1 else 1
+        return float(self.dp_size * pipeline)
+
+    def train_step(self, batches, documents_as: str, norm: StepNorm):
+        xm = self.stack.xm
         batches = self._padded(batches, documents_as)
         if self.config.pipeline_parallel_size > 1:
-            loss = self.nxd_model.run_train(**nb.concatenate(batches))
-            sums = torch.stack([loss * n, loss * n, torch.zeros_like(loss)]).float()
+            scale = self.gradient_average
+            weighted = [nb.with_loss_weights(b, scale / max(norm.tokens, 1.0), scale / max(norm.documents, 1.0))
+                        for b in batches]
+            # run_train returns the DP-averaged mean of its micro-batch losses (broadcast_and_average_loss): the
+            # global step objective on every rank; this rank's share is 1/dp of it. The pipeline returns no separate
+            # parts: without reranking the objective is the CE; with it, CE and reranking sums are unknown (NaN: the
+            # loop then logs train/loss only)
+            share = self.nxd_model.run_train(**nb.concatenate(weighted)) / self.dp_size
+            reranking = self.config.enable_reranking and documents_as == "memory"
+            unknown = torch.full_like(share, float("nan"))
+            sums = torch.stack([share, unknown if reranking else share * norm.tokens,
+                                unknown if reranking else torch.zeros_like(share)]).float()
         else:
             sums = torch.zeros(3, device=self.device)
             for batch in self.stack.loader.MpDeviceLoader(batches, self.device):
                 out = self.nxd_model(batch, documents_as=documents_as)
-                (out.loss / n).backward()
-                rerank = out.rerank_loss if out.rerank_loss is not None else torch.zeros_like(out.loss)
-                sums = sums + torch.stack([out.loss.detach(), out.ce_loss.detach(), rerank.detach()]).float()
+                objective = norm.objective(out)
+                (objective * self.gradient_average).backward()
+                rerank = out.rerank_sum if out.rerank_sum is not None else torch.zeros_like(out.ce_sum)
+                sums = sums + torch.stack([objective.detach(), out.ce_sum.detach(), rerank.detach()]).float()
         self._reduce_kv_replica_grads()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -267,7 +286,7 @@ class NeuronBackend(Backend):
         for factor, grads in sorted(by_factor.items()):
             self.stack.xm.all_reduce(self.stack.xm.REDUCE_SUM, grads, groups=self._kv_groups[factor])
 
-    def forward_backward(self, batch, documents_as: str, loss_scale: float) -> ScaleDownOutput:
+    def forward_backward(self, batch, documents_as: str, norm: StepNorm) -> ScaleDownOutput:
         raise NotImplementedError("the NxD backend runs whole steps (train_step)")
 
     def optimizer_step(self) -> Optional[float]:
@@ -279,19 +298,21 @@ class NeuronBackend(Backend):
         padded = self._padded([cpu], documents_as, evaluation=True)[0]
         if self.config.pipeline_parallel_size == 1:
             return self.nxd_model(self.to_device(padded), documents_as=documents_as)
-        # the traced pipeline returns only the mean of its micro-batch losses (ce + lambda * rerank): every micro-batch
-        # is the whole batch, so that mean is the batch's; one pass without reranking targets gives the CE, one without
-        # answer tokens the reranking term
+        # the traced pipeline returns only the mean of its micro-batch losses: every micro-batch is the whole batch,
+        # so that mean is the batch's; weights (1/T, 0) give its CE, (0, 1/S) its reranking term times lambda
         rows = padded["input_ids"].shape[0]
         index = torch.arange(rows * self.num_microbatches) % rows
-        inputs = {k: v[index] for k, v in nb.concatenate([padded]).items()}
-        ce = self.nxd_model.run_eval(**{**inputs, "reranking_mask": torch.zeros_like(inputs["reranking_mask"])})
+        tokens, scored = loss_counts(padded)
+        repeated = {k: v[index] for k, v in padded.items()}
+        inputs = lambda ce_w, rr_w: nb.concatenate([nb.with_loss_weights(repeated, ce_w, rr_w)])  # noqa: E731
+        ce = self.nxd_model.run_eval(**inputs(1.0 / max(tokens, 1), 0.0))
         rerank, weight = None, self.config.reranking_loss_weight
         if self.config.enable_reranking and documents_as == "memory" and weight:
-            rerank = self.nxd_model.run_eval(**{**inputs, "labels": torch.full_like(inputs["labels"], -100)}) / weight
-        tokens = (padded["labels"][:, 1:] != -100).sum()
+            rerank = self.nxd_model.run_eval(**inputs(0.0, 1.0 / max(scored, 1))) / weight
+        num_tokens, num_scored = torch.tensor(tokens), torch.tensor(scored)
         return ScaleDownOutput(loss=ce if rerank is None else ce + weight * rerank, ce_loss=ce, rerank_loss=rerank,
-                               num_tokens=tokens)
+                               num_tokens=num_tokens, ce_sum=ce * num_tokens,
+                               rerank_sum=None if rerank is None else rerank * num_scored, num_scored=num_scored)
 
     def generate(self, batch, documents_as: str) -> Optional[list[str]]:
         if self.config.pipeline_parallel_size > 1:
@@ -399,7 +420,10 @@ class NeuronBackend(Backend):
             shards = dict(item for item in gathered if item is not None)
             full, _ = self.plan.full_state_dict(shards)
             plain = self._skeleton()
-            plain.load_state_dict({k: v.float() for k, v in full.items()}, strict=False, assign=True)
+            aliases = tied_aliases(plain)   # a tied head is written once and tied again after assign=True
+            plain.load_state_dict({k: v.float() for k, v in drop_aliases(full, aliases).items()}, strict=False,
+                                  assign=True)
+            retie(plain, aliases)
             plain.generator_base_modified = self._model.generator_base_modified
             plain.save_pretrained(directory)
         self.barrier()

@@ -113,6 +113,14 @@ class StaticShapes:
         return out
 
 
+def with_loss_weights(batch: dict[str, torch.Tensor], ce_weight: float, rerank_weight: float
+                      ) -> dict[str, torch.Tensor]:
+    """The batch plus per-row copies of the loss weights PipelineModule multiplies the sums by (float32, (B,))."""
+    rows = batch["input_ids"].shape[0]
+    return {**batch, "ce_weight": torch.full((rows,), float(ce_weight)),
+            "rerank_weight": torch.full((rows,), float(rerank_weight))}
+
+
 def concatenate(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """One CPU batch of the step's micro-batches (NxDPPModel.run_train splits dim 0 into num_microbatches)."""
     return {key: torch.cat([b[key] for b in batches]) for key in PIPELINE_INPUTS}
@@ -124,7 +132,9 @@ class PipelineModule(nn.Module):
     NxD's auto-partition lists decoder layers in module-registration order; registering the compressor first
     makes that the forward order (compressor layers, then generator layers), which is the plan's stage rule.
     Parameter names stay ScaleDownModel's (compressor.*, generator.*). The forward takes the collated batch as
-    tensors (NxD traces it) and returns the loss of ScaleDownModel.forward (compressed documents).
+    tensors (NxD traces it) and returns ce_sum * ce_weight + lambda * rerank_sum * rerank_weight of
+    ScaleDownModel.forward (compressed documents): weights 1/T, 1/S give the batch's mean loss; in training the
+    backend passes the global batch's counts (base.StepNorm) times the factors NxD's averaging divides by.
     """
 
     def __init__(self, model: nn.Module):
@@ -135,10 +145,14 @@ class PipelineModule(nn.Module):
         self.mask_calls = mask_calls(self)   # leaf modules the tracer routes mask builders through (no weights)
 
     def forward(self, compressor_input_ids, compressor_attention_mask, document_mask, input_ids, attention_mask,
-                memory_slots, labels, reranking_scores, reranking_mask):
+                memory_slots, labels, reranking_scores, reranking_mask, ce_weight, rerank_weight):
         batch = {"compressor_input_ids": compressor_input_ids, "compressor_attention_mask": compressor_attention_mask,
                  "document_mask": document_mask, "input_ids": input_ids, "attention_mask": attention_mask,
                  "memory_slots": memory_slots, "labels": labels, "reranking_scores": reranking_scores,
                  "reranking_mask": reranking_mask}
         model = self.scaledown_model
-        return type(model).forward(model, batch, documents_as="memory").loss
+        out = type(model).forward(model, batch, documents_as="memory")
+        loss = out.ce_sum * ce_weight[0]   # every row carries the same weight: row 0 of any micro-batch has it
+        if out.rerank_sum is not None:
+            loss = loss + model.config.reranking_loss_weight * out.rerank_sum * rerank_weight[0]
+        return loss

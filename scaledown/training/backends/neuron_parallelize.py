@@ -33,7 +33,13 @@ def _parallel_module(spec, layers: ModuleType, dtype: torch.dtype, device: torch
 
 def apply_plan(model: nn.Module, plan: ParallelPlan, layers: ModuleType, tp_rank: int,
                sequence_parallel: bool = False) -> dict[str, int]:
-    """Swap every planned module in `model` (in place); returns {module path: kv_shared_group_size > 1}."""
+    """Swap every planned module in `model` (in place); returns {module path: kv_shared_group_size > 1}.
+
+    A tied LM head (tie_word_embeddings) stays tied: embedding and head are both vocabulary-parallel with the same
+    row split, so this rank's head shard IS its embedding shard, and the swapped head takes that one Parameter
+    (as Megatron shares the word embedding with its output layer under TP)."""
+    from scaledown.models.tied_weights import retie, tied_aliases
+    aliases = tied_aliases(model)
     kv_shared: dict[str, int] = {}
     for path, spec in plan.modules.items():
         old = model.get_submodule(path)
@@ -49,6 +55,7 @@ def apply_plan(model: nn.Module, plan: ParallelPlan, layers: ModuleType, tp_rank
         set_submodule(model, path, new)
         if spec.kv_shared_group_size > 1:
             kv_shared[path] = spec.kv_shared_group_size
+    retie(model, aliases)
     for path, local in plan.attention.items():
         attention = model.get_submodule(path)
         attention.num_key_value_groups = local.num_heads // local.num_kv_heads   # repeat_kv on this rank
