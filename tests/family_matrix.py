@@ -4,9 +4,7 @@
 
 Every generator runs with its natural compressor; every compressor with one generator (not the cross product).
 An expectation is "ok" (the path runs and its check holds), "refused: <regex>" (the run stops before any model
-is built with a ConfigError matching the regex: the family, the module and what to use instead), or "xfail-tied"
-(fails today only because tied embeddings cannot be written by safetensors' save_file: fixed on branch h-loss;
-the test is a strict xfail, so it turns red the moment the fix lands and the entry must go).
+is built with a ConfigError matching the regex: the family, the module and what to use instead).
 """
 from __future__ import annotations
 
@@ -33,7 +31,6 @@ def cells() -> list[tuple[str, str]]:
 
 
 TIED = {n for n, f in FAMILIES.items() if f.config.get("tie_word_embeddings")}
-XFAIL_TIED = {(g, "warmup") for g in GENERATORS if g in TIED}
 REFUSED = {
     # NxD pipeline stages cannot share one weight: the tied generator's embedding (stage 0) and lm_head (last)
     **{(g, "nxd"): r"refused: ties lm_head.*--pp 1" for g in GENERATORS if g in TIED},
@@ -46,8 +43,6 @@ REFUSED = {
 
 def expectation(cell: tuple[str, str], path: str) -> str:
     generator, compressor = cell
-    if (generator, path) in XFAIL_TIED:
-        return "xfail-tied"
     for key in ((generator, path), (compressor, path)):
         if key in REFUSED:
             return REFUSED[key]
@@ -59,8 +54,6 @@ def readme_mark(cell: tuple[str, str], path: str) -> str:
     want = expectation(cell, path)
     if want == "ok":
         return "✓"
-    if want == "xfail-tied":
-        return "✗ (tied save: branch h-loss)"
     if "ties lm_head" in want:
         return "✓ at pp 1; pp 2 refused (tied)"
     return "refused (fused q/k/v: --tp 1)" if "qkv_proj" in want else "refused (no `layers` stack)"

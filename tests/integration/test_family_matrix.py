@@ -143,8 +143,6 @@ assert set(CHECKS) == set(PATHS)
 @pytest.mark.parametrize("cell", CELLS, ids=IDS)
 def test_family_path(zoo, cell, path, tmp_path, tmp_path_factory, request):
     want = expectation(cell, path)
-    if want == "xfail-tied":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="tied weights save: fixed on branch h-loss"))
         want = "ok"
     if want == "ok":
         CHECKS[path](zoo, cell, tmp_path, tmp_path_factory)
