@@ -213,6 +213,9 @@ class ScaleDownModel(nn.Module):
             logits, targets = lm.get_output_embeddings()(hidden[:, :-1]), labels
         else:  # logits only where there is an answer token: the full (B, T, V) tensor is mostly wasted
             logits, targets = lm.get_output_embeddings()(hidden[:, :-1][selected]), labels[selected]
+        cap = getattr(lm.config, "final_logit_softcapping", None)
+        if cap:  # Gemma-2/3 soft-cap their logits inside the LM's forward, which this loss bypasses: do it here too
+            logits = torch.tanh(logits / cap) * cap
         ce_sum = self.token_loss(logits, targets).sum()
         ce = ce_sum / num_tokens.clamp(min=1)
         num_correct = None  # teacher-forced argmax hits, counted in evaluation only

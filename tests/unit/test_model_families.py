@@ -166,3 +166,24 @@ def test_fresh_parts_of_a_folder_model_do_not_depend_on_the_callers_rng(zoo):
     assert states[0].keys() == states[1].keys()
     for name in states[0]:
         assert torch.equal(states[0][name], states[1][name]), name
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_training_loss_equals_the_family_lm_loss(zoo, name):
+    """The training loss reads the decoder's hidden states and applies the LM head itself: it must equal the
+    cross-entropy of the family's own causal-LM logits (Gemma-2/3 soft-cap them: final_logit_softcapping). The head
+    is scaled x200 so a missing cap shows (tiny random logits sit in tanh's linear range)."""
+    from scaledown.models.generator import base_causal_lm
+    model = family_model(zoo, name)
+    lm = base_causal_lm(model.generator)
+    with torch.no_grad():
+        lm.get_output_embeddings().weight.mul_(200.0)
+        batch = model.inputs.collate(rows(), mode="text")
+        out = model(batch, documents_as="text")
+        mask = batch["attention_mask"]
+        logits = lm(input_ids=batch["input_ids"], attention_mask=mask,
+                    position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0)).logits
+        labels = batch["labels"][:, 1:]
+        expected = torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels.flatten(),
+                                                     ignore_index=-100)
+    assert out.ce_loss.item() == pytest.approx(expected.item(), rel=1e-4), name
