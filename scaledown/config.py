@@ -241,6 +241,13 @@ class ScaleDownConfig:
                                  section="run", resume="free")
 
     # ------------------------------------------------------------------------------------------
+    def __new__(cls, *args: Any, **kwargs: Any) -> "ScaleDownConfig":
+        # remember which fields the caller passed: a preset fills only the others, even where a passed value equals
+        # the default (ScaleDownConfig(preset="tiny", num_compressor_layers=8) keeps 8)
+        self = super().__new__(cls)
+        self._given = frozenset(kwargs) | frozenset(f.name for f, _ in zip(fields(cls), args))
+        return self
+
     def __post_init__(self) -> None:
         check_field_types(self)   # before any arithmetic on the values (see config_types.py for the policy)
         self.preset_fields = frozenset()  # fields whose value the preset gave (not a dataclass field)
@@ -248,8 +255,9 @@ class ScaleDownConfig:
             from scaledown.models.presets import preset_overrides
             defaults = {f.name: _default_of(f) for f in fields(self)}
             applied = set()
+            given = getattr(self, "_given", frozenset())
             for key, value in preset_overrides(self.preset).items():
-                if getattr(self, key) == defaults[key]:
+                if key not in given and getattr(self, key) == defaults[key]:
                     setattr(self, key, value)
                     applied.add(key)
             self.preset_fields = frozenset(applied)

@@ -10,6 +10,7 @@ from typing import Callable, Optional, Sequence
 from scaledown.cli.args import build_parser, config_from_args, explicit_settings
 from scaledown.cli.errors import run_cli
 from scaledown.config import DEFAULT_OUTPUT_DIR
+from scaledown.models.presets import SYNTHETIC_TASK_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -134,11 +135,11 @@ def _new_run_config(args):
         base = read_saved_compressor(args.init_compressor_from).architecture()
     real_data = bool(args.train_data or args.pretrain_data)
     config = config_from_args(args, default_preset=None if real_data else "tiny", base=base, user_data=real_data)
-    if real_data and config.preset:
-        from scaledown.models.presets import SYNTHETIC_TASK_FIELDS
+    defaulted = [k for k in SYNTHETIC_TASK_FIELDS if k not in explicit_settings(args)]  # not the user's own values
+    if real_data and config.preset and defaulted:
         logger.warning("preset %s with your own data: %s keep their defaults (the preset's values belong to its "
                        "built-in synthetic task); set them with flags if you want others.", config.preset,
-                       ", ".join(f"{k}={getattr(config, k)}" for k in SYNTHETIC_TASK_FIELDS))
+                       ", ".join(f"{k}={getattr(config, k)}" for k in defaulted))
     if config.output_dir == DEFAULT_OUTPUT_DIR:   # not chosen: one folder per run name, never ./checkpoints/checkpoints
         config.output_dir = os.path.join("outputs", run_name(config.stage, config.preset, args))
     return config
@@ -157,13 +158,24 @@ def run_name(stage: str, preset, args) -> str:
     return f"pretrain-{name}" if stage == "pretrain" else name
 
 
+def _python() -> str:
+    """This run's interpreter as the user can type it: 'python' where that is it, else its path (relative to the
+    current folder when inside it, e.g. .venv/bin/python after the README's install, which activates nothing)."""
+    import shutil
+    found = shutil.which("python")
+    if found and os.path.abspath(found) == os.path.abspath(sys.executable):
+        return "python"
+    relative = os.path.relpath(sys.executable)
+    return sys.executable if relative.startswith("..") else relative
+
+
 def resume_command(prog: str, config, backend, launcher_flags: Sequence[str] = ()) -> str:
     """The command that continues this run (printed when SIGTERM / Ctrl-C stop it)."""
     import shlex
     if backend.world_size > 1:
         head = ["torchrun", f"--nproc_per_node={backend.world_size}", prog]
     else:
-        head = ["python", prog] if prog.endswith(".py") else prog.split()
+        head = [_python(), prog] if prog.endswith(".py") else prog.split()
     return shlex.join([*head, *launcher_flags, "--resume_from", "auto", "--output_dir", config.output_dir])
 
 

@@ -83,3 +83,11 @@ def test_round_trip_through_dict(tmp_path):
     c.save(str(path))
     again = ScaleDownConfig.from_file(str(path))
     assert again.to_dict() == c.to_dict()
+
+
+def test_preset_keeps_a_value_passed_equal_to_the_default():
+    """A preset fills only the fields the caller did not pass, whatever their value (8 is also the default)."""
+    from scaledown import ScaleDownConfig
+    assert ScaleDownConfig(preset="tiny", num_compressor_layers=8).num_compressor_layers == 8
+    assert ScaleDownConfig(preset="tiny").num_compressor_layers == ScaleDownConfig.from_preset("tiny").num_compressor_layers
+    assert ScaleDownConfig.from_preset("tiny", num_compressor_layers=8).num_compressor_layers == 8

@@ -105,3 +105,14 @@ def test_unquoted_booleans_flags_and_saved_configs(tmp_path):
 def test_every_field_type_checked(field, value, words):
     with pytest.raises(ConfigError, match=f"{field}=.*{words}"):
         ScaleDownConfig(preset="tiny", **{field: value})
+
+
+def test_preset_warning_names_only_the_values_the_user_left_unset(tmp_path, caplog):
+    """`--preset tiny --train_data F --max_steps 6`: the warning about the synthetic task's fields that keep their
+    defaults does not list max_steps, which the user set."""
+    from scaledown.cli.train import train_config
+    with caplog.at_level(logging.WARNING, logger="scaledown.cli.train"):
+        train_config(_args("--preset", "tiny", "--train_data", _data(tmp_path), "--max_steps", "6",
+                           "--output_dir", str(tmp_path / "out")))
+    text = " ".join(r.getMessage() for r in caplog.records if "keep their defaults" in r.getMessage())
+    assert "answer_max_length=" in text and "max_steps" not in text, text
