@@ -20,3 +20,16 @@ class DataError(ScaleDownError, ValueError):
 
 class CheckpointError(ScaleDownError, ValueError):
     """A checkpoint directory that is missing, incomplete or of another model."""
+
+
+def require(module: str, extra: str, purpose: str):
+    """`importlib.import_module(module)`, or a ConfigError naming the package and the setup.py extra that installs
+    it (optional dependencies: matplotlib for plots, pyarrow for parquet files, ...)."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.split(".")[0]
+        raise ConfigError(f"{purpose} needs the '{package}' package, which this installation lacks. Install it with "
+                          f"`pip install -e '.[{extra}]'` (ScaleDown's '{extra}' extra) or `pip install {package}`."
+                          ) from None

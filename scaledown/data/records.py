@@ -56,7 +56,8 @@ def _iter_json_list(path: str, bad: BadRows) -> Iterator[tuple[str, dict]]:
 
 
 def _iter_parquet(path: str) -> Iterator[tuple[str, dict]]:
-    import pyarrow.parquet as pq
+    from scaledown.errors import require
+    pq = require("pyarrow.parquet", "data", f"Reading the parquet file {path}")
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for unreadable files

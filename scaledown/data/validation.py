@@ -61,7 +61,8 @@ def _read_jsonl(path: str) -> list[tuple[str, dict]]:
 
 
 def _read_parquet(path: str) -> list[tuple[str, dict]]:
-    import pyarrow.parquet as pq
+    from scaledown.errors import require
+    pq = require("pyarrow.parquet", "data", f"Reading the parquet file {path}")
     try:
         table = pq.read_table(path)
     except Exception as exc:

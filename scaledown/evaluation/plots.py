@@ -18,7 +18,8 @@ CURVE_PANELS = (
 
 
 def _pyplot():
-    import matplotlib
+    from scaledown.errors import require
+    matplotlib = require("matplotlib", "eval", "Plotting")
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
     return plt

@@ -73,5 +73,5 @@ def no_network_message(name: str, what: str, where: Optional[str] = None) -> str
     return (f"the {what} '{name}' is a Hugging Face hub name that is not in the local cache, and the hub "
             f"({where or 'huggingface.co'}) cannot be reached (no connection within {PROBE_TIMEOUT_S:.0f} s). "
             f"Without a generator_model_name, a data file means Mistral-7B-Instruct-v0.2 from the hub. Download it "
-            f"where there is network (`huggingface-cli download {name}`) and copy the cache (HF_HOME), pass a local "
+            f"where there is network (`hf download {name}`, huggingface_hub's command) and copy the cache (HF_HOME), pass a local "
             f"folder, or try the offline tiny preset: --preset tiny.")
