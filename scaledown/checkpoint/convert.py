@@ -102,7 +102,7 @@ def convert(src_format: str, dst_format: str, src: str, dst: str, *, tp: int = 1
     if "oscar" in (src_format, dst_format):
         from scaledown.destination import check_destination
         check_destination(dst, overwrite, "DST")
-        return convert_oscar(src_format, dst_format, src, dst, generator_path, compressor_path, log)
+        return ConversionResult(*convert_oscar(src_format, dst_format, src, dst, generator_path, compressor_path, log))
     if os.path.abspath(src) == os.path.abspath(dst) and src_format == dst_format and not tag:
         raise ConfigError(f"SRC and DST are the same folder ({src}); write to another folder (or another --tag).")
     _check_destination(src_format, dst_format, src, src_tag, dst, tag, overwrite)

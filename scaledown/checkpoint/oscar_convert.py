@@ -26,12 +26,9 @@ def check_oscar_options(src_format: str, dst_format: str, generator_path: Option
 def convert_oscar(src_format: str, dst_format: str, src: str, dst: str, generator_path: Optional[str] = None,
                   compressor_path: Optional[str] = None, log: Optional[Callable[[str], None]] = None):
     """oscar -> hf: read natively and save_pretrained; hf -> oscar: from_pretrained and write the released files."""
-    from scaledown.checkpoint.convert import ConversionResult
     from scaledown.errors import CheckpointError
     from scaledown.models import ScaleDownModel
     log = log or (lambda message: None)
-    if os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)):
-        raise CheckpointError(f"{dst} already exists and is not empty; write to a new folder.")
     if src_format == "oscar":
         from scaledown.checkpoint.oscar_format import is_released_folder, load_released
         if not is_released_folder(src):
@@ -41,10 +38,10 @@ def convert_oscar(src_format: str, dst_format: str, src: str, dst: str, generato
         model = load_released(ScaleDownModel, src, generator_path=generator_path, compressor_path=compressor_path)
         log(f"writing hf folder {dst}")
         model.save_pretrained(dst)
-        return ConversionResult(dst, ["weights", "prompt format (prompt_format='oscar')"], [])
+        return dst, ["weights", "prompt format (prompt_format='oscar')"], []
     from scaledown.checkpoint.oscar_export import write_released
     log(f"reading hf folder {src}")
     model = ScaleDownModel.from_pretrained(src)
     log(f"writing released OSCAR folder {dst}")
-    notes = write_released(model, dst, generator_name=generator_path)
-    return ConversionResult(dst, ["weights"], notes)
+    notes = write_released(model, dst, generator_name=generator_path, overwrite=True)   # convert checked DST
+    return dst, ["weights"], notes

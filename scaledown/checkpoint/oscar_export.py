@@ -59,15 +59,16 @@ def _grow(rows: torch.Tensor, keep: int, extra: int) -> torch.Tensor:
 
 
 def write_released(model, dst: str, generator_name: Optional[str] = None,
-                   compressor_name: Optional[str] = None) -> list[str]:
-    """Write `model` to the new folder `dst`; returns notes on what could not be carried."""
+                   compressor_name: Optional[str] = None, overwrite: bool = False) -> list[str]:
+    """Write `model` to the folder `dst` (replaced atomically when `overwrite`, else it must be new or empty);
+    returns notes on what could not be carried."""
     from peft import get_peft_model_state_dict
     from scaledown.models.generator import base_causal_lm, without_lora
     from scaledown.models.oscar_prompt import compressor_memory_tokens, decoder_added_tokens
     from scaledown.models.serialization import atomic_directory, commit_directory
     _check_exportable(model)
-    if os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)):
-        raise CheckpointError(f"{dst} already exists and is not empty; write the released folder elsewhere.")
+    from scaledown.destination import check_destination
+    check_destination(dst, overwrite, "the released folder")
     cfg, notes = model.config, []
     generator_name = generator_name or cfg.generator_model_name
     if model.generator_base_modified:
@@ -138,9 +139,7 @@ def write_released(model, dst: str, generator_name: Optional[str] = None,
                        os.path.join(tmp, "compressor", "mlp.pth"))
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
-        if os.path.isdir(dst):
-            os.rmdir(dst)   # empty (checked above)
-        commit_directory(tmp, dst)
+        commit_directory(tmp, dst)   # moves an existing (empty or overwritten) dst aside, then removes it
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -22,11 +22,7 @@ import torch
 
 from scaledown.errors import CheckpointError
 
-ADAPTERS, FIRST_LAST, COMPRESSOR, MLP = ("adapters.pth", "decoder_first_last_layers.pth",
-                                         os.path.join("compressor", "compressor.pth"),
-                                         os.path.join("compressor", "mlp.pth"))
-TRIMMED = "mistral_trimmed"
-TRIMMED_PREFIX = "custom_model.model."
+from scaledown.checkpoint.oscar_files import ADAPTERS, COMPRESSOR, FIRST_LAST, MLP, TRIMMED, TRIMMED_PREFIX  # noqa: F401
 
 
 def is_released_folder(path: str) -> bool:

@@ -115,6 +115,13 @@ def test_convert_to_scaledown_and_back_keeps_every_tensor(released, name, tmp_pa
                   "different_mem_tokens", "compr_mlp_hidden_dim", "lora", "model_type"):
         assert written[field] == original[field], field
     assert result.notes == []
+    # an existing destination is the shared rule's: refused without overwrite, replaced whole with it
+    from scaledown.errors import ConfigError
+    with pytest.raises(ConfigError, match="--overwrite"):
+        convert("hf", "oscar", str(tmp_path / "hf"), str(tmp_path / "back"))
+    (tmp_path / "back" / "stale.txt").write_text("x")
+    convert("hf", "oscar", str(tmp_path / "hf"), str(tmp_path / "back"), overwrite=True)
+    assert not (tmp_path / "back" / "stale.txt").exists() and (tmp_path / "back" / "adapters.pth").exists()
 
 
 def test_native_model_exports_to_released_layout_and_reads_back(released):
