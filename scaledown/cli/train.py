@@ -1,70 +1,19 @@
-# `python train.py` / `scaledown train`: parse flags, load data, build the model, train, report accuracy.
+# `python train.py` / `scaledown train`: parse flags, then run (cli/training_run.py) on the one-process backend.
 from __future__ import annotations
 
-import json
-import logging
-import os
 import sys
 from typing import Callable, Optional, Sequence
 
-from scaledown.cli.args import build_parser, config_from_args, explicit_settings
+from scaledown.cli.args import build_parser
 from scaledown.cli.errors import run_cli
-from scaledown.config import DEFAULT_OUTPUT_DIR
-from scaledown.models.presets import SYNTHETIC_TASK_FIELDS
-
-logger = logging.getLogger(__name__)
+from scaledown.cli.training_run import (check_stage_flags, load_datasets, run_name, run_training,  # noqa: F401
+                                        train_config)
 
 DESCRIPTION = ("Train a ScaleDown (OSCAR-style) compressor + LoRA generator. With no data flags it trains the "
                "offline tiny preset on built-in synthetic data on this machine and reports held-out accuracy "
                "before and after. --stage pretrain first teaches a separate compressor (modernbert, causal_lm) "
                "to feed the generator on plain text (auto-encoding + continuation); fine-tune from it with "
                "--init_from PRE/final.")
-
-
-def check_stage_flags(config, args) -> None:
-    """Data and init flags that do not fit the stage fail before anything loads."""
-    from scaledown.errors import ConfigError
-    if config.stage == "pretrain" and args.train_data:
-        raise ConfigError("--train_data holds question-answering rows for fine-tuning; --stage pretrain reads plain "
-                          "text: pass it with --pretrain_data (or drop --stage pretrain).")
-    if config.stage == "finetune" and (args.pretrain_data or args.pretrain_eval_data):
-        raise ConfigError("--pretrain_data / --pretrain_eval_data are plain text for the pretraining stage: add "
-                          "--stage pretrain, or fine-tune with --train_data.")
-    if args.init_from and args.init_compressor_from:
-        raise ConfigError("--init_from (the whole model) and --init_compressor_from (only its compressor) exclude "
-                          "each other; pass one.")
-
-
-def load_datasets(config, args, backend_is_main: bool = True):
-    """Training and eval datasets: the user's files, the built-in synthetic task (a curriculum, kept in order),
-    or plain text for stage pretrain."""
-    from scaledown.data import ScaleDownDataset
-    from scaledown.data.synthetic import builtin_training_rows, generate_examples
-
-    if config.stage == "pretrain":
-        from scaledown.data.pretraining import load_pretraining_data
-        from scaledown.models import loading
-        name = config.compressor_tokenizer_name
-        return load_pretraining_data(config, loading.load_tokenizer(name, config.trust_remote_code), name,
-                                     source=args.pretrain_data, eval_source=args.pretrain_eval_data,
-                                     is_main=backend_is_main, skip_bad_rows=args.skip_bad_rows,
-                                     num_rows=args.num_train_examples)
-    if args.train_data:
-        from scaledown.data.reranking_check import check_reranking_scores
-        train = ScaleDownDataset(args.train_data, config)
-        check_reranking_scores(config, train)
-        evaluation = (ScaleDownDataset(args.eval_data, config, num_documents=config.num_documents_eval)
-                      if args.eval_data else None)
-        return train, evaluation
-    if "shuffle_data" not in vars(args):  # the curriculum only works in its order
-        config.shuffle_data = False
-    rows = builtin_training_rows(config)
-    if args.num_train_examples:
-        rows = rows[:args.num_train_examples]
-    train = ScaleDownDataset(rows, config)
-    evaluation = (ScaleDownDataset(args.eval_data, config, num_documents=config.num_documents_eval) if args.eval_data else
-                  ScaleDownDataset(generate_examples(args.num_eval_examples, seed=config.seed + 10_000), config))
-    return train, evaluation
 
 
 def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py",
@@ -84,162 +33,9 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py",
     return run_training(train_config(args), args, backend_factory, prog=prog)
 
 
-def train_config(args):
-    """The run's config from the train flags (every launcher), before anything heavy loads.
-
-    A resumed run (--resume_from) takes its settings and data from the checkpoint (training/resume.py decides what a
-    flag may change). A new run: the tiny preset without data files; a compressor reused with --init_compressor_from
-    brings its architecture, unless flags or --config say otherwise; an --output_dir holding another run is refused
-    unless --overwrite_output_dir. Sets args.<data flags> to the run's inputs and args.run_record / args.resume_path.
-    """
-    from scaledown.config import RUN_INPUTS
-    from scaledown.errors import ConfigError
-    from scaledown.training import resume, run_folder
-
-    if args.resume_from is not None and args.overwrite_output_dir:
-        raise ConfigError("--resume_from continues a run and --overwrite_output_dir starts one over; pass one of them.")
-    if args.allow_changed_settings and args.resume_from is None:
-        raise ConfigError("--allow_changed_settings only applies with --resume_from (it lets a resumed run change "
-                          "settings that define it); drop it for a new run.")
-    explicit = explicit_settings(args)
-    given = {k: getattr(args, k) for k in RUN_INPUTS if getattr(args, k, None) is not None}
-    output_dir = (explicit.get("output_dir") or resume.run_dir_of(args.resume_from)
-                  or os.path.join("outputs", run_name(explicit.get("stage", "finetune"), explicit.get("preset"), args)))
-    path = resume.locate(args.resume_from, output_dir)
-    changes: list = []
-    if path:
-        resumed = resume.resume_run(path, explicit, given, args.allow_changed_settings,
-                                    fresh=lambda: _new_run_config(args))
-        config, inputs = resumed.config, resumed.inputs
-        changes = list(resumed.state.get("changed_settings", []))
-        changes += [{"step": resumed.state["step"], **c} for c in resumed.changes]
-        if os.environ.get("RANK", "0") == "0":
-            for note in resumed.notes:
-                print(note, flush=True)
-    else:
-        config = _new_run_config(args)
-        inputs = {k: given.get(k, resume.RUN_INPUT_DEFAULTS.get(k)) for k in RUN_INPUTS}
-        if not getattr(args, "dry_run", False):
-            run_folder.check_new_run(config.output_dir, args.overwrite_output_dir)
-    for name, value in inputs.items():
-        setattr(args, name, value)
-    args.resume_path = path
-    args.run_record = resume.run_record(inputs, changes)
-    return config
-
-
-def _new_run_config(args):
-    base = None
-    if args.init_compressor_from:
-        from scaledown.models.compressor_reuse import read_saved_compressor
-        base = read_saved_compressor(args.init_compressor_from).architecture()
-    real_data = bool(args.train_data or args.pretrain_data)
-    config = config_from_args(args, default_preset=None if real_data else "tiny", base=base, user_data=real_data)
-    defaulted = [k for k in SYNTHETIC_TASK_FIELDS if k not in explicit_settings(args)]  # not the user's own values
-    if real_data and config.preset and defaulted:
-        logger.warning("preset %s with your own data: %s keep their defaults (the preset's values belong to its "
-                       "built-in synthetic task); set them with flags if you want others.", config.preset,
-                       ", ".join(f"{k}={getattr(config, k)}" for k in defaulted))
-    if config.output_dir == DEFAULT_OUTPUT_DIR:   # not chosen: one folder per run name, never ./checkpoints/checkpoints
-        config.output_dir = os.path.join("outputs", run_name(config.stage, config.preset, args))
-    return config
-
-
-def run_name(stage: str, preset, args) -> str:
-    """Default run folder name under ./outputs: the data file's name ('mine' for mine.jsonl), or 'tiny-synthetic'
-    / 'pretrain-synthetic' for the built-in data; pretraining runs start with 'pretrain-'."""
-    source = args.pretrain_data if stage == "pretrain" else args.train_data
-    if source:
-        name = os.path.basename(os.path.normpath(source))
-        for suffix in (".gz", ".jsonl", ".json", ".parquet"):
-            name = name[:-len(suffix)] if name.endswith(suffix) else name
-    else:
-        name = f"{preset or 'tiny'}-synthetic"   # no data files: the tiny preset's built-in task
-    return f"pretrain-{name}" if stage == "pretrain" else name
-
-
-def _python() -> str:
-    """This run's interpreter as the user can type it: 'python' where that is it, else its path (relative to the
-    current folder when inside it, e.g. .venv/bin/python after the README's install, which activates nothing)."""
-    import shutil
-    found = shutil.which("python")
-    if found and os.path.abspath(found) == os.path.abspath(sys.executable):
-        return "python"
-    relative = os.path.relpath(sys.executable)
-    return sys.executable if relative.startswith("..") else relative
-
-
-def resume_command(prog: str, config, backend, launcher_flags: Sequence[str] = ()) -> str:
-    """The command that continues this run (printed when SIGTERM / Ctrl-C stop it)."""
-    import shlex
-    if backend.world_size > 1:
-        head = ["torchrun", f"--nproc_per_node={backend.world_size}", prog]
-    else:
-        head = [_python(), prog] if prog.endswith(".py") else prog.split()
-    return shlex.join([*head, *launcher_flags, "--resume_from", "auto", "--output_dir", config.output_dir])
-
-
-def run_training(config, args, backend_factory: Optional[Callable] = None, prog: str = "train.py",
-                 launcher_flags: Sequence[str] = ()) -> int:
-    from scaledown.models import ScaleDownModel
-    from scaledown.training import ScaleDownTrainer
-
-    check_stage_flags(config, args)
-    backend = backend_factory(config) if backend_factory else default_backend(config)
-    train, evaluation = load_datasets(config, args, backend.is_main)
-    if args.init_from:
-        overrides = _init_overrides(config, args.init_from)
-        model = backend.build_model(lambda: ScaleDownModel.from_pretrained(args.init_from, **overrides).train())   # from_pretrained gives eval mode
-    elif args.init_compressor_from:
-        model = backend.build_model(lambda: ScaleDownModel.with_pretrained_compressor(args.init_compressor_from, config))
-    else:
-        model = backend.build_model(lambda: ScaleDownModel(config))
-    trainer = ScaleDownTrainer(model, config, train, evaluation, backend=backend, resume_from=args.resume_path,
-                               allow_changed_settings=args.allow_changed_settings,
-                               overwrite_output_dir=args.overwrite_output_dir, run_record=args.run_record,
-                               resume_command=resume_command(prog, config, backend, launcher_flags),
-                               progress=not args.no_progress)
-    result = trainer.train()
-    if backend.is_main:
-        summary = {"steps": result.steps, "interrupted": result.interrupted, "train_seconds": result.train_seconds,
-                   "eval_before": result.eval_before, "eval_after": result.eval_after, "final_dir": result.final_dir}
-        os.makedirs(config.output_dir, exist_ok=True)
-        with open(os.path.join(config.output_dir, "train_summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        if result.eval_before and result.eval_after:
-            from scaledown.training import tags
-            what = ("reconstruction accuracy (held-out chunk tokens, teacher-forced)" if config.stage == "pretrain"
-                    else "accuracy (answer contained in output)")
-            tag = tags.RECONSTRUCTION_ACCURACY if config.stage == "pretrain" else tags.EVAL_ACCURACY
-            before, after = result.eval_before.get(tag, 0.0), result.eval_after.get(tag, 0.0)
-            print(f"held-out {what}, {len(evaluation)} examples: before {before:.3f} -> after {after:.3f}", flush=True)
-    backend.close()
-    if not result.interrupted:
-        return 0
-    return 130 if trainer.stopped_by == "SIGINT" else 143   # the shell's codes for Ctrl-C and SIGTERM
-
-
-def default_backend(config):
-    """Trainium runs go to the NeuronX Distributed backend; everything else is one process."""
-    if config.device_type == "trainium":
-        from scaledown.training.backends.neuron import NeuronBackend  # needs the Neuron 2.28 stack
-        return NeuronBackend(config)
-    from scaledown.training.backends.local import LocalBackend
-    return LocalBackend(config)
-
-
 def _asks_trainium(parser, tokens) -> bool:
     known, _ = parser.parse_known_args(tokens)
     return getattr(known, "device_type", None) == "trainium"
-
-
-def _init_overrides(config, init_from: str = "") -> dict:
-    """Training settings of this run override what the saved model folder recorded. A released OSCAR folder has
-    no reranking head: this run's enable_reranking decides whether a fresh one is added."""
-    from scaledown.checkpoint.oscar_format import is_released_folder
-    from scaledown.config import MODEL_FIELDS
-    released = {"enable_reranking"} if init_from and is_released_folder(init_from) else set()
-    return {k: v for k, v in config.to_dict().items() if (k not in MODEL_FIELDS or k in released) and k != "preset"}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 from scaledown.cli.args import build_parser
 from scaledown.cli.errors import run_cli
-from scaledown.cli.train import run_training, train_config
+from scaledown.cli.training_run import run_training, train_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DS_CONFIG = os.path.join(REPO, "ds_configs", "zero3.json")

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 from scaledown.cli.args import build_parser
 from scaledown.cli.errors import run_cli
-from scaledown.cli.train import run_training, train_config
+from scaledown.cli.training_run import run_training, train_config
 
 DESCRIPTION = ("Train ScaleDown on Trn1 with NeuronX Distributed (tensor + pipeline parallel, ZeRO-1). Start one "
                "process per NeuronCore with torchrun (`sbatch slurm/train_trn1.sh` does it on a SLURM cluster). "
