@@ -10,12 +10,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from scaledown.config_types import check_field_types
+from scaledown.prompt_text import OSCAR_SYSTEM_PROMPT  # re-exported: scaledown.config.OSCAR_SYSTEM_PROMPT
 from scaledown.errors import ConfigError
 
-OSCAR_SYSTEM_PROMPT = (
-    "You are a helpful assistant. Your task is to extract relevant information from provided "
-    "documents and to answer questions as briefly as possible."
-)
 COMPRESSOR_TYPES = ("n_layers", "modernbert", "causal_lm")
 DEVICE_TYPES = ("auto", "cpu", "gpu", "cuda", "trainium")
 STAGES = ("finetune", "pretrain")

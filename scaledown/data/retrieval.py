@@ -18,49 +18,16 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import heapq
 import os
 import shutil
-from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional
 
 from scaledown.data.files import read_json, wait_until, write_json_atomic
+from scaledown.data.retriever_base import Hit, Retriever, documents_of, merge_hits  # noqa: F401 (the API)
 from scaledown.errors import ConfigError, DataError
 
 INDEX_META = "index.json"
 PART_META = "part.json"
-
-
-@dataclass(frozen=True, order=True)
-class Hit:
-    index: int      # position of the passage in the indexed collection
-    score: float
-
-
-class Retriever:
-    """Base class: an index folder, built in parts, searched as a whole."""
-    kind = "base"
-
-    def __init__(self, directory: str, model: Optional[str] = None):
-        self.directory = directory
-        self.model = model
-
-    # subclasses implement these four
-    def plan_parts(self, num_passages: int) -> list[tuple[int, int]]:
-        raise NotImplementedError
-
-    def build_part(self, passages, start: int, stop: int, out_dir: str, progress: bool) -> None:
-        raise NotImplementedError
-
-    def load(self, parts: list[dict[str, Any]]) -> None:
-        raise NotImplementedError
-
-    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        raise NotImplementedError
-
-    def settings(self) -> dict[str, Any]:
-        """What the index depends on besides the passages (kind, model, options)."""
-        return {"kind": self.kind, "model": self.model}
 
 
 def retriever_class(kind: str):
@@ -83,20 +50,6 @@ def passages_fingerprint(passages) -> dict[str, Any]:
         digest.update(text.encode("utf-8"))
         digest.update(b"\x00")
     return {"num_passages": len(passages), "sha256": digest.hexdigest()}
-
-
-def documents_of(passages, start: int, stop: int, batch: int) -> Iterable[list[str]]:
-    """Batches of passage texts in [start, stop), from a PassageStore or a list."""
-    if hasattr(passages, "iter_documents"):
-        yield from passages.iter_documents(start, stop, batch)
-        return
-    for offset in range(start, stop, batch):
-        yield list(passages[offset:min(offset + batch, stop)])
-
-
-def merge_hits(candidates: Iterable[Hit], k: int) -> list[Hit]:
-    """The k best hits: highest score first, ties by lower passage index (split-independent)."""
-    return heapq.nsmallest(k, candidates, key=lambda h: (-h.score, h.index))
 
 
 def open_retriever(kind: str, directory: str, passages=None, model: Optional[str] = None, rank: int = 0,

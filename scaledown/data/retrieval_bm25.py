@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Sequence
 
-from scaledown.data.retrieval import Hit, Retriever, documents_of, merge_hits
+from scaledown.data.retriever_base import Hit, Retriever, documents_of, merge_hits
 
 STOPWORDS = "en"
 

@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from scaledown.data.prep_models import DEFAULT_SPLADE, load_masked_lm, pick_device
-from scaledown.data.retrieval import Hit, Retriever, documents_of, merge_hits
+from scaledown.data.retriever_base import Hit, Retriever, documents_of, merge_hits
 
 _ARRAYS = ("data", "indices", "indptr")
 

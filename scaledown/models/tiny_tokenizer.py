@@ -37,7 +37,7 @@ located founded built written released published won national international amer
 
 
 def training_corpus() -> list[str]:
-    from scaledown.config import OSCAR_SYSTEM_PROMPT
+    from scaledown.prompt_text import OSCAR_SYSTEM_PROMPT
     from scaledown.data.synthetic import vocabulary_sentences
 
     lines = vocabulary_sentences() * 8
