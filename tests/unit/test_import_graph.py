@@ -1,4 +1,4 @@
-# scaledown/ has no import circles (imports inside functions count too) and scaledown/models imports no backend.
+# scaledown/ has no import circles: every module's imports, inside functions too, read from its source.
 import ast
 import os
 
