@@ -187,6 +187,10 @@ class ScaleDownConfig:
     shuffle_data: bool = _f(True, "Shuffle the training rows every epoch; false keeps their order (curricula, "
                                   "such as the built-in synthetic data).",
                                   section="data", resume="run")
+    dataloader_num_workers: int = _f(-1, "Processes that collate training batches ahead of the step (torch DataLoader "
+                                         "workers, pinned memory on GPUs); 0: in the training process; -1: auto (2 on "
+                                         "an accelerator, 0 on CPU, where workers would take cores from the step).",
+                                         section="data", resume="free")
     # ---- parallelism (NeuronX Distributed backend; neuron_configs/*.json set them by layout) --------------
     tensor_parallel_size: int = _f(1, "NxD tensor-parallel degree (--tp): must divide the ranks, the attention heads, "
                                       "the MLP width and the vocabulary. Trn1: 8 or 32 per node.",
@@ -310,6 +314,8 @@ class ScaleDownConfig:
         _check(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "use a value in [0, 1), e.g. 0.1")
         _check(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "use a value in [0, 1), e.g. 0.05")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "use 0 or a positive value, e.g. 0.1")
+        _check(self.dataloader_num_workers >= -1, "dataloader_num_workers", self.dataloader_num_workers,
+               "use -1 (auto), 0 (collate in the training process) or a number of worker processes")
         _check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "use 0 (off) or a positive norm, e.g. 1.0")
         _check(math.isfinite(self.reranking_loss_weight) and self.reranking_loss_weight >= 0,
                "reranking_loss_weight", self.reranking_loss_weight, "use 0 or a positive weight, e.g. 0.05")

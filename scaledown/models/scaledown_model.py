@@ -42,6 +42,23 @@ def loss_counts(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
     return tokens, scored
 
 
+def add_gather_indices(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch plus the flat positions forward gathers, computed where the batch is built (on the host).
+
+    document_index: (D,) long, indices into the B*K document slots that hold a real document (document_mask);
+    answer_index: (A,) long, indices into the B*(T-1) next-token positions that have a label (labels != -100).
+    With them, forward selects by integer index instead of a boolean mask or nonzero() on the device, which
+    would make the host wait for the GPU (a device-to-host sync) in every micro-batch. Without them forward
+    computes the same indices itself (API callers, evaluation).
+    """
+    out = dict(batch)
+    if "document_mask" in batch:
+        out["document_index"] = batch["document_mask"].reshape(-1).nonzero().squeeze(-1)
+    if "labels" in batch:
+        out["answer_index"] = (batch["labels"][:, 1:] != -100).reshape(-1).nonzero().squeeze(-1)
+    return out
+
+
 @dataclass
 class ScaleDownOutput:
     loss: torch.Tensor                      # ce_loss + reranking_loss_weight * rerank_loss
@@ -177,8 +194,10 @@ class ScaleDownModel(nn.Module):
         flat_ids, flat_mask = ids.view(b * k, t), mask.view(b * k, t)
         if self.static_shapes:
             memory, scores = self.compressor(flat_ids, flat_mask)
-        else:  # skip padding document slots
-            real = batch["document_mask"].view(-1).nonzero().squeeze(-1)
+        else:  # skip padding document slots (indices from the host when the batch brings them: no device sync)
+            real = batch.get("document_index")
+            if real is None:
+                real = batch["document_mask"].view(-1).nonzero().squeeze(-1)
             mem, sc = self.compressor(flat_ids[real], flat_mask[real])
             memory = mem.new_zeros((b * k,) + mem.shape[1:]).index_copy(0, real, mem)
             scores = None if sc is None else sc.new_zeros(b * k).index_copy(0, real, sc)
@@ -212,7 +231,12 @@ class ScaleDownModel(nn.Module):
         if self.static_shapes:  # every position (fixed shapes); ignored labels contribute 0
             logits, targets = lm.get_output_embeddings()(hidden[:, :-1]), labels
         else:  # logits only where there is an answer token: the full (B, T, V) tensor is mostly wasted
-            logits, targets = lm.get_output_embeddings()(hidden[:, :-1][selected]), labels[selected]
+            answers = batch.get("answer_index")   # from the host (add_gather_indices): no boolean-mask sync
+            if answers is None:
+                answers = selected.reshape(-1).nonzero().squeeze(-1)
+            steps = max(1, hidden.shape[1] - 1)   # answer_index counts B*(T-1) positions; hidden rows hold T (no copy)
+            picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, answers + answers // steps)
+            logits, targets = lm.get_output_embeddings()(picked), labels.reshape(-1).index_select(0, answers)
         cap = getattr(lm.config, "final_logit_softcapping", None)
         if cap:  # Gemma-2/3 soft-cap their logits inside the LM's forward, which this loss bypasses: do it here too
             logits = torch.tanh(logits / cap) * cap

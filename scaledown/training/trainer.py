@@ -1,6 +1,7 @@
 # ScaleDownTrainer: the backend-agnostic loop (phases, accumulation, logging, eval, checkpoints, resume).
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -14,10 +15,8 @@ from typing import Any, Callable, Optional
 import torch
 
 from scaledown.config import ScaleDownConfig
-from scaledown.data.collator import count_tokens
 from scaledown.errors import CheckpointError
 from scaledown.training import checkpoint_dirs as ckpt
-from scaledown.models.scaledown_model import loss_counts
 from scaledown.training import resume, run_folder, tags
 from scaledown.training.backends.base import Backend, StepNorm
 from scaledown.training.batching import BatchPlan, plan_batches
@@ -25,10 +24,14 @@ from scaledown.training.evaluate import evaluate
 from scaledown.training.run_logger import RunLogger
 from scaledown.training.sampler import GlobalBatchOrder
 from scaledown.training.schedule import lr_multiplier, warmup_steps_for
+from scaledown.training.step_batches import StepBatches, StepDataset, resolve_workers, step_loader, worker_count_note
 from scaledown.training.throughput import TrainingFlops, mfu
 
-# per-step sums the loop keeps (this rank's; all-reduced over data-parallel ranks when logged)
-WINDOW_FIELDS = ("objective", "ce_sum", "rerank_sum", "tokens", "documents", "fed_tokens", "examples", "micro_batches")
+# per-step sums the loop keeps (this rank's; all-reduced over data-parallel ranks when logged): the first three come
+# from the device (read once per logging window), the rest are counted on the host
+LOSS_FIELDS = ("objective", "ce_sum", "rerank_sum")
+HOST_FIELDS = ("tokens", "documents", "fed_tokens", "examples", "micro_batches")
+WINDOW_FIELDS = LOSS_FIELDS + HOST_FIELDS
 
 
 @dataclass
@@ -43,14 +46,13 @@ class Phase:
     max_documents: Optional[int] = None   # documents per row; None: num_documents_train / num_documents_eval
     flops: Optional[TrainingFlops] = None  # counts the model FLOPs of each training batch (for MFU)
 
-    def batch(self, inputs, rows: list, max_documents: int, backend: Backend, **options: Any) -> dict:
-        """A micro-batch of this phase's rows (training and evaluation collate alike)."""
+    def collate_for(self, inputs, max_documents: int, backend: Backend) -> Callable[[list], dict]:
+        """rows -> a collated micro-batch of this phase (a picklable partial: it runs in loader workers)."""
         limit = self.max_documents or max_documents
-        options = {"mode": self.documents_as, "max_documents": limit, **backend.collate_options(limit), **options}
-        batch = self.collate(inputs, rows, **options) if self.collate is not None else inputs.collate(rows, **options)
-        if self.flops is not None:
-            self.flops.add(batch, self.documents_as)
-        return batch
+        options = {"mode": self.documents_as, "max_documents": limit, **backend.collate_options(limit)}
+        if self.collate is not None:
+            return functools.partial(self.collate, inputs, **options)
+        return functools.partial(inputs.collate, **options)
 
 
 @dataclass
@@ -145,6 +147,10 @@ class ScaleDownTrainer:
             self._check_files(resume_path)
         else:
             self._start_fresh()
+            # dropout and every other draw of the run follow config.seed, whatever ran before in this process
+            # (a resumed run restores the checkpoint's generators instead)
+            random.seed(cfg.seed)
+            torch.manual_seed(cfg.seed)
         start = int(state["step"]) if state else 0
         phase = next(p for p in phases if p.name == state["phase"]) if state else phases[0]
         self._enter(phase, plan, fresh=False)
@@ -168,22 +174,28 @@ class ScaleDownTrainer:
         flops = TrainingFlops(be.model, cfg.tensor_parallel_size)
         for p in phases:
             p.flops = flops
-        window = {"t": time.perf_counter(), "sums": torch.zeros(len(WINDOW_FIELDS), dtype=torch.float64), "n": 0}
+        workers = resolve_workers(cfg.dataloader_num_workers, getattr(be, "device", torch.device("cpu")).type)
+        log.write(worker_count_note(workers, cfg.dataloader_num_workers, getattr(be, "device", torch.device("cpu")).type))
+        window = self._new_window()
         t_start = time.perf_counter()
         last_saved = start if resume_path else -1
         step = start
+        batches, batches_phase = None, None
         for step in range(start, total):
             while step >= phase.end:
                 phase = phases[phases.index(phase) + 1]
                 self._enter(phase, plan, fresh=True)
-            sums = self._train_step(step, phase, order)
-            window["sums"] += sums
+            if batches_phase is not phase:   # one loader per phase: its collate (documents as text or memory) differs
+                batches, batches_phase = self._step_batches(phase, order, step, workers), phase
+            item = next(batches)
+            losses, host = self._train_step(item, phase)
+            window["losses"].append(losses)
+            window["host"] += host
             window["n"] += 1
-            result.losses.append(float(sums[0]) * be.dp_size)   # the step objective as this rank estimates it
-            log.step(step + 1, result.losses[-1])
             done = step + 1
+            log.step(done)   # the bar moves every step; its loss is shown when a window is logged (no device read)
             if done % cfg.logging_steps == 0 or done == total:
-                self._log_window(window, done, phase, log, flops)
+                self._log_window(window, done, phase, log, flops, result)
             if cfg.eval_steps and done % cfg.eval_steps == 0 and done < total and self.eval_rows:
                 self._evaluate(phase, done, log)
             stop = self._stop_everywhere()
@@ -191,10 +203,13 @@ class ScaleDownTrainer:
                 self._save(root, done, phase, log)
                 last_saved = done
             if stop:
+                self._drain_losses(window, result)
                 how = self.resume_command or "--resume_from auto"
                 log.write(f"{self._stop or 'SIGTERM'}: saved a checkpoint at step {done}; resume with: {how}")
                 result.interrupted = True
                 break
+        batches = None   # stops the loader's workers
+        self._drain_losses(window, result)
         result.steps = step + 1 if total > start else start
         result.train_seconds = time.perf_counter() - t_start
         if not result.interrupted:
@@ -209,37 +224,57 @@ class ScaleDownTrainer:
         log.close()
         return result
 
-    def _train_step(self, step: int, phase: Phase, order: GlobalBatchOrder) -> torch.Tensor:
-        """One optimizer step; returns WINDOW_FIELDS (this rank's sums; the objective share sums over ranks)."""
-        be, model = self.backend, self.backend.model
-        sums = torch.zeros(len(WINDOW_FIELDS), dtype=torch.float64)
-        limit = self.config.num_documents_train
-        batches = []
-        counts = torch.zeros(2, dtype=torch.float64)   # answer tokens, scored documents of this rank's share
-        for indices in order.micro_batches(step, be.dp_rank):
-            rows = [self.train_dataset[i] for i in indices]
-            batch = phase.batch(model.inputs, rows, limit, be)
-            counts += torch.tensor(loss_counts(batch), dtype=torch.float64)
-            sums[5] += count_tokens(batch)
-            sums[6] += len(rows)
-            batches.append(batch)
-        # the global batch's counts, before any backward: every micro-batch is normalised by them (base.StepNorm)
-        total = be.all_reduce_sum(counts.clone())
-        norm = StepNorm(float(total[0]), float(total[1]), self.config.reranking_loss_weight)
-        losses, self._grad_norm = be.train_step(batches, phase.documents_as, norm)
-        sums[:3] += losses
-        sums[3:5] += counts
-        sums[7] += len(batches)
-        return sums
-
-    def _log_window(self, window: dict, step: int, phase: Phase, log: RunLogger, flops: TrainingFlops) -> None:
+    def _step_batches(self, phase: Phase, order: GlobalBatchOrder, first: int, workers: int):
+        """This rank's StepBatches for steps first .. phase.end - 1, collated ahead in `workers` processes."""
         be = self.backend
-        sums = dict(zip(WINDOW_FIELDS, be.all_reduce_sum(window["sums"].clone()).tolist()))
+        collate = phase.collate_for(be.model.inputs, self.config.num_documents_train, be)
+        dataset = StepDataset(self.train_dataset, order, be.dp_rank, collate, be.host_gather_indices)
+        pin = getattr(be, "device", torch.device("cpu")).type == "cuda"
+        return step_loader(dataset, first, phase.end, workers, pin)
+
+    def _train_step(self, item: StepBatches, phase: Phase) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step; returns (LOSS_FIELDS: this rank's sums, possibly still on the device; HOST_FIELDS)."""
+        be = self.backend
+        for batch in item.batches:   # counted here: the loader's workers are other processes
+            phase.flops.add(batch, phase.documents_as)
+        # the global batch's counts, before any backward: every micro-batch is normalised by them (base.StepNorm)
+        total = be.all_reduce_sum(item.counts.clone())
+        norm = StepNorm(float(total[0]), float(total[1]), self.config.reranking_loss_weight)
+        losses, self._grad_norm = be.train_step(item.batches, phase.documents_as, norm)
+        host = torch.tensor([*item.counts.tolist(), item.fed_tokens, item.examples, len(item.batches)],
+                            dtype=torch.float64)
+        return losses, host
+
+    @staticmethod
+    def _new_window() -> dict:
+        return {"t": time.perf_counter(), "losses": [], "host": torch.zeros(len(HOST_FIELDS), dtype=torch.float64),
+                "n": 0, "read": 0}
+
+    def _drain_losses(self, window: dict, result: TrainResult) -> torch.Tensor:
+        """Read the window's per-step loss sums from the device (one sync) into result.losses; returns their sum."""
+        pending = window["losses"][window["read"]:]
+        if pending:
+            per_step = torch.stack([t.detach().to("cpu", torch.float64) for t in pending])
+            window["read"] = len(window["losses"])
+            window["read_sum"] = window.get("read_sum", torch.zeros(len(LOSS_FIELDS), dtype=torch.float64)) \
+                + per_step.sum(0)
+            # the step objective as this rank estimates it (its share x data-parallel ranks)
+            result.losses.extend((per_step[:, 0] * self.backend.dp_size).tolist())
+        return window.get("read_sum", torch.zeros(len(LOSS_FIELDS), dtype=torch.float64))
+
+    def _log_window(self, window: dict, step: int, phase: Phase, log: RunLogger, flops: TrainingFlops,
+                    result: TrainResult) -> None:
+        be = self.backend
+        losses = self._drain_losses(window, result)   # the window's one device-to-host read
         elapsed = max(1e-9, time.perf_counter() - window["t"])
+        sums = dict(zip(WINDOW_FIELDS, be.all_reduce_sum(torch.cat([losses, window["host"]])).tolist()))
+        grad_norm = self._grad_norm
+        if torch.is_tensor(grad_norm):
+            grad_norm = float(grad_norm)
         # the global batch's token-weighted CE and document-weighted reranking MSE; the loss is the mean of the
         # steps' objectives (for one step: ce + lambda * rerank, exactly what the gradient was taken of)
         values: dict[str, Any] = {tags.LOSS: sums["objective"] / max(1, window["n"]),
-                                  tags.GRAD_NORM: self._grad_norm,
+                                  tags.GRAD_NORM: grad_norm,
                                   tags.TOKENS_PER_SEC: sums["fed_tokens"] / elapsed,
                                   tags.EXAMPLES_PER_SEC: sums["examples"] / elapsed,
                                   tags.STEP_TIME: elapsed / max(1, window["n"]),
@@ -257,7 +292,9 @@ class ScaleDownTrainer:
             values[tags.lr_tag(name)] = lr
         log.scalars(values, step)
         log.line(step, values)
-        window.update(t=time.perf_counter(), sums=torch.zeros(len(WINDOW_FIELDS), dtype=torch.float64), n=0)
+        log.step(step, values[tags.LOSS])
+        window.clear()
+        window.update(self._new_window())
 
     def _evaluate(self, phase: Phase, step: int, log: RunLogger) -> dict[str, float]:
         cfg = self.config

@@ -84,8 +84,9 @@ class Backend(ABC):
         returns the model's output, detached."""
 
     @abstractmethod
-    def optimizer_step(self) -> Optional[float]:
-        """Clip, step, advance the schedule, zero grads; returns the pre-clip gradient norm."""
+    def optimizer_step(self) -> Optional[torch.Tensor | float]:
+        """Clip, step, advance the schedule, zero grads; returns the pre-clip gradient norm (a tensor that may
+        stay on the device until the loop logs it)."""
 
     @abstractmethod
     def learning_rates(self) -> dict[str, float]:
@@ -113,20 +114,27 @@ class Backend(ABC):
         """The (unwrapped) model, for evaluation and generation."""
 
     # ---- hooks with eager defaults (an XLA backend overrides them) -----------------------------------
+    # True: the loop adds host-computed gather indices to each batch (scaledown_model.add_gather_indices), so the
+    # forward needs no device-to-host sync; static-shape backends (NxD) pad by key and select nothing: False
+    host_gather_indices = True
+
     def train_step(self, batches: list[dict[str, torch.Tensor]], documents_as: str, norm: StepNorm
-                   ) -> tuple[torch.Tensor, Optional[float]]:
+                   ) -> tuple[torch.Tensor, Optional[torch.Tensor | float]]:
         """One optimizer step over this rank's CPU micro-batches, weighted by the global batch's counts (norm).
 
         Returns ([this rank's share of the step objective (summed over ranks: the objective), cross-entropy
         summed over this rank's answer tokens, squared reranking error summed over its scored documents],
-        pre-clip gradient norm of the global objective).
+        pre-clip gradient norm of the global objective). Both may stay on the device: reading them makes the host
+        wait for the GPU, so the loop reads them only when it logs (every logging_steps), not every step.
         """
-        sums = torch.zeros(3, dtype=torch.float64)
+        sums = None
         for batch in batches:
             out = self.forward_backward(self.to_device(batch), documents_as, norm)
-            sums[0] += float(norm.objective(out))
-            sums[1] += float(out.ce_sum)
-            sums[2] += float(out.rerank_sum) if out.rerank_sum is not None else 0.0
+            rerank = out.rerank_sum if out.rerank_sum is not None else torch.zeros_like(out.ce_sum)
+            part = torch.stack([norm.objective(out).detach(), out.ce_sum.detach(), rerank.detach()]).double()
+            sums = part if sums is None else sums + part
+        if sums is None:
+            sums = torch.zeros(3, dtype=torch.float64)
         return sums, self.optimizer_step()
 
     def collate_options(self, max_documents: int) -> dict[str, Any]:

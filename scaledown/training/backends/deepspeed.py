@@ -166,14 +166,13 @@ class DeepSpeedBackend(Backend):
             self.engine.step()  # DeepSpeed counts every micro-step; the boundary one is optimizer_step
         return detached(out)
 
-    def optimizer_step(self) -> Optional[float]:
+    def optimizer_step(self):
         if not self.engine.is_gradient_accumulation_boundary():
             raise RuntimeError("optimizer_step called off DeepSpeed's accumulation boundary: the loop and the "
                                "config disagree on micro-batches per step")
         self.engine.step()  # clips to gradient_clipping, steps, zeroes gradients
         self._set_schedule_step(self._schedule_step + 1)
-        norm = self.engine.get_global_grad_norm()
-        return None if norm is None else float(norm)
+        return self.engine.get_global_grad_norm()   # a float or a device tensor, read when the loop logs
 
     def _set_schedule_step(self, step: int) -> None:
         self._schedule_step = step
@@ -185,10 +184,25 @@ class DeepSpeedBackend(Backend):
 
     # ---- collectives -----------------------------------------------------------------------------
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks. The loop's counts and flags are host tensors: they go over a gloo group, so the host
+        never waits for the GPU's queue (an NCCL reduction would need a device copy and a read back each step)."""
         import torch.distributed as dist
-        on_device = values.to(self.device)
-        dist.all_reduce(on_device)
-        return on_device.to(values.device)
+        if self.world_size == 1:
+            return values
+        if values.device.type == "cpu":
+            dist.all_reduce(values, group=self._host_group())
+            return values
+        dist.all_reduce(values)
+        return values
+
+    def _host_group(self):
+        """A gloo group over all ranks for host tensors (the default group is NCCL on GPUs)."""
+        import torch.distributed as dist
+        if self.device.type == "cpu":
+            return None   # the default group is gloo already
+        if getattr(self, "_gloo", None) is None:
+            self._gloo = dist.new_group(backend="gloo")   # a collective: every rank reaches it at the same call
+        return self._gloo
 
     def barrier(self) -> None:
         import torch.distributed as dist

@@ -112,7 +112,7 @@ class LocalBackend(Backend):
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         return detached(out)
 
-    def optimizer_step(self) -> Optional[float]:
+    def optimizer_step(self) -> Optional[torch.Tensor]:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -125,7 +125,7 @@ class LocalBackend(Backend):
             self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return norm.detach()   # read when the loop logs: float() here would wait for the GPU every step
 
     def learning_rates(self) -> dict[str, float]:
         return {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}

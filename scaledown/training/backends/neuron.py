@@ -60,6 +60,7 @@ def _init_distributed() -> None:
 
 class NeuronBackend(Backend):
     name = "neuron"
+    host_gather_indices = False   # static shapes: every batch is padded by key and forward selects nothing
 
     def __init__(self, config: ScaleDownConfig, layout: Optional[NeuronLayout] = None,
                  weights_from_checkpoint: Optional[str] = None):
