@@ -46,7 +46,7 @@ def add_gather_indices(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     """The batch plus the flat positions forward gathers, computed where the batch is built (on the host).
 
     document_index: (D,) long, indices into the B*K document slots that hold a real document (document_mask);
-    answer_index: (A,) long, indices into the B*(T-1) next-token positions that have a label (labels != -100).
+    answer_index: (A,) long, answer_positions(labels): the flat (B*T) positions whose next token is an answer.
     With them, forward selects by integer index instead of a boolean mask or nonzero() on the device, which
     would make the host wait for the GPU (a device-to-host sync) in every micro-batch. Without them forward
     computes the same indices itself (API callers, evaluation).
@@ -55,8 +55,15 @@ def add_gather_indices(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     if "document_mask" in batch:
         out["document_index"] = batch["document_mask"].reshape(-1).nonzero().squeeze(-1)
     if "labels" in batch:
-        out["answer_index"] = (batch["labels"][:, 1:] != -100).reshape(-1).nonzero().squeeze(-1)
+        out["answer_index"] = answer_positions(batch["labels"])
     return out
+
+
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(A,) long: flat indices b*T + t of the (B, T) positions whose NEXT token is an answer token (labels[b, t+1]
+    != -100): where the logits that predict the answer are read; their targets sit at index + 1."""
+    predicts = torch.cat([labels[:, 1:] != -100, torch.zeros_like(labels[:, :1], dtype=torch.bool)], dim=1)
+    return predicts.reshape(-1).nonzero().squeeze(-1)
 
 
 @dataclass
@@ -233,10 +240,10 @@ class ScaleDownModel(nn.Module):
         else:  # logits only where there is an answer token: the full (B, T, V) tensor is mostly wasted
             answers = batch.get("answer_index")   # from the host (add_gather_indices): no boolean-mask sync
             if answers is None:
-                answers = selected.reshape(-1).nonzero().squeeze(-1)
-            steps = max(1, hidden.shape[1] - 1)   # answer_index counts B*(T-1) positions; hidden rows hold T (no copy)
-            picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, answers + answers // steps)
-            logits, targets = lm.get_output_embeddings()(picked), labels.reshape(-1).index_select(0, answers)
+                answers = answer_positions(batch["labels"])
+            picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, answers)   # a view: no copy of hidden
+            logits = lm.get_output_embeddings()(picked)
+            targets = batch["labels"].reshape(-1).index_select(0, answers + 1)   # the next token of each position
         cap = getattr(lm.config, "final_logit_softcapping", None)
         if cap:  # Gemma-2/3 soft-cap their logits inside the LM's forward, which this loss bypasses: do it here too
             logits = torch.tanh(logits / cap) * cap
