@@ -1,15 +1,11 @@
-# `launchers/train_gpu.py`: every train.py flag plus --deepspeed / --local_rank, trained on the DeepSpeed backend.
+# The deepspeed backend's command line: --deepspeed / --local_rank / --dist_timeout and how they build the backend.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
-
-from scaledown.cli.args import build_parser
-from scaledown.cli.errors import run_cli
-from scaledown.cli.training_run import run_training, train_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DS_CONFIG = os.path.join(REPO, "ds_configs", "zero3.json")
+LAUNCHER = "launchers/train_gpu.py"
 DESCRIPTION = ("Train ScaleDown with DeepSpeed ZeRO on GPUs (or CPUs, gloo). Launch with `deepspeed`, `torchrun "
                "--nproc_per_node N`, `mpirun -np N`, `sbatch slurm/train_gpu.sh`, or plain `python` for one rank. "
                "With no data flags it trains the offline tiny preset on built-in synthetic data. --batch_size is "
@@ -18,10 +14,11 @@ DESCRIPTION = ("Train ScaleDown with DeepSpeed ZeRO on GPUs (or CPUs, gloo). Lau
 
 
 def add_deepspeed_flags(parser) -> None:
-    group = parser.add_argument_group("deepspeed")
-    group.add_argument("--deepspeed", metavar="PATH", default=DEFAULT_DS_CONFIG,
+    group = parser.add_argument_group("deepspeed backend")
+    group.add_argument("--deepspeed", metavar="PATH", default=None,
                        help="DeepSpeed JSON config (ds_configs/zero3.json, zero3_offload.json, zero2.json). Batch "
-                            "keys, gradient_clipping and bf16/fp16 come from the flags; \"auto\" is resolved.")
+                            "keys, gradient_clipping and bf16/fp16 come from the flags; \"auto\" is resolved. "
+                            f"Default: {os.path.relpath(DEFAULT_DS_CONFIG, REPO)}.")
     group.add_argument("--local_rank", "--local-rank", type=int, default=None,
                        help="Set by the deepspeed launcher; the rank's device comes from LOCAL_RANK.")
     group.add_argument("--dist_timeout", "--dist-timeout", type=float, default=1800.0, metavar="SECONDS",
@@ -29,20 +26,12 @@ def add_deepspeed_flags(parser) -> None:
                             "then ends the job instead of hanging it).")
 
 
-def deepspeed_main(argv: Optional[Sequence[str]] = None, prog: str = "launchers/train_gpu.py") -> int:
-    parser = build_parser(prog, DESCRIPTION)
-    add_deepspeed_flags(parser)
-    args = parser.parse_args(argv)
-    from scaledown.cli.task_check import check_task_launch
-    check_task_launch("launchers/train_gpu.py", argv)
-    config = train_config(args)
-
-    def backend_factory(cfg):
-        from scaledown.training.backends.deepspeed import DeepSpeedBackend
-        return DeepSpeedBackend(cfg, args.deepspeed, timeout_s=args.dist_timeout)
-
-    return run_training(config, args, backend_factory, prog=prog, launcher_flags=["--deepspeed", args.deepspeed])
+def deepspeed_launch(args) -> dict:
+    path = args.deepspeed or DEFAULT_DS_CONFIG
+    return {"options": {"deepspeed": path, "dist_timeout": args.dist_timeout}, "launcher_flags": ("--deepspeed", path)}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return run_cli(lambda: deepspeed_main(argv))
+def build_deepspeed(config, run):
+    from scaledown.training.backends.deepspeed import DeepSpeedBackend
+    return DeepSpeedBackend(config, run.options["deepspeed"], timeout_s=run.options["dist_timeout"])
+
