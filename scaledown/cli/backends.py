@@ -39,6 +39,7 @@ class BackendSpec:
     launch: Optional[Callable[[argparse.Namespace], dict]] = None   # args -> ResolvedRun fields
     requires: Optional[Callable[[str], None]] = None   # why chosen -> None, or ConfigError with the install command
     dry_run: Optional[Callable[["ResolvedRun", argparse.Namespace, Sequence[str]], int]] = None
+    check: Optional[Callable[["ResolvedRun", Mapping[str, str]], None]] = None   # (run, launcher env): the run's checks
     settings: Mapping[str, Any] = field(default_factory=dict)   # settings this backend implies (e.g. the device)
     description: Optional[str] = None         # the help text of its launcher
 
@@ -85,7 +86,7 @@ REGISTRY: dict[str, BackendSpec] = {
                              description=train_deepspeed.DESCRIPTION),
     "neuron": BackendSpec("neuron", entry=train_neuron.LAUNCHER, ranks="many", build=train_neuron.build_neuron,
                           add_flags=train_neuron.add_neuron_flags, launch=train_neuron.neuron_launch,
-                          requires=_require_neuron, dry_run=train_neuron.dry_run,
+                          requires=_require_neuron, dry_run=train_neuron.dry_run, check=train_neuron.check,
                           settings={"device_type": "trainium"}, description=train_neuron.DESCRIPTION),
 }
 

@@ -24,7 +24,7 @@ def build_train_parser(prog: str, allowed: Sequence[str]):
     description = registry.REGISTRY[allowed[0]].description if len(allowed) == 1 else None
     parser = build_parser(prog, description or DESCRIPTION)
     parser.add_argument_group("backend").add_argument(
-        "--backend", choices=("auto", *allowed), default="auto", help=registry.AUTO_HELP)
+        "--backend", choices=("auto", *registry.REGISTRY), default="auto", help=registry.AUTO_HELP)
     for name in allowed:
         if registry.REGISTRY[name].add_flags:
             registry.REGISTRY[name].add_flags(parser)
@@ -59,6 +59,8 @@ def resolve_run(argv: Sequence[str], prog: str = "train.py", allowed: Sequence[s
     run = registry.ResolvedRun(backend=name, config=config, reason=why,
                                launcher_flags=registry.launcher_flags(name, why, {"launcher_flags": own_flags}),
                                **fields)
+    if check_launch and not dry and spec.check:
+        spec.check(run, env)
     return run, args
 
 

@@ -44,6 +44,14 @@ def neuron_launch(args) -> dict:
             "launcher_flags": ("--neuron_config", args.neuron_config) if args.neuron_config else ()}
 
 
+def check(run, env) -> None:
+    """The backend's own checks (degrees, batch, micro-batches, unsupported settings) for the world the launcher
+    started, before any data or model is built; the dry run makes the same call for --nnodes nodes."""
+    from scaledown.training.backends.neuron_config import check_run
+    world = int(env.get("WORLD_SIZE") or 1)
+    check_run(run.config, world, int(env.get("LOCAL_WORLD_SIZE") or world))
+
+
 def build_neuron(config, run):
     from scaledown.training.backends.neuron import NeuronBackend
     return NeuronBackend(config, run.layout, weights_from_checkpoint=run.weights_from)
