@@ -1,5 +1,5 @@
-# The training backends that exist (name -> flags, launch resolution, launcher rule, build) and how `auto` picks one.
-"""One registry for `scaledown train --backend`, train.py and the launchers (which fix their backends).
+# How `scaledown train` picks a backend from the registry (`--backend auto`) and refuses one that does not fit.
+"""The registry (scaledown/training/backends/registry.py) lists the backends; train.py and the launchers fix theirs.
 
 Precedence of `--backend auto` (AUTO_HELP says the same to users), first match wins among the entry point's backends:
 an explicit `--backend NAME`; `--deepspeed PATH` -> deepspeed; `--device trainium` (flag or --config) or
@@ -10,13 +10,11 @@ for every backend (task_check.py). Every refusal here happens before any data or
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
-from scaledown.cli import train_deepspeed, train_neuron
 from scaledown.errors import ConfigError
+from scaledown.training.backends.registry import REGISTRY, BackendSpec, ResolvedRun  # noqa: F401  (re-exported)
 
 AUTO_HELP = ("Which backend trains: local (one process), deepspeed (ZeRO ranks on GPUs/CPUs) or neuron (NxD on "
              "Trn1). auto (default) picks, first match wins: --deepspeed PATH -> deepspeed; --device trainium or "
@@ -26,69 +24,6 @@ AUTO_HELP = ("Which backend trains: local (one process), deepspeed (ZeRO ranks o
 # launcher variables that say how many ranks this process is one of, and who sets them
 WORLD_KEYS = (("WORLD_SIZE", "torchrun or deepspeed"), ("OMPI_COMM_WORLD_SIZE", "mpirun"),
               ("PMI_SIZE", "an MPI launcher"), ("MV2_COMM_WORLD_SIZE", "MVAPICH's mpirun"))
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """What `scaledown train` needs to know of a backend; nothing here imports torch or the backend itself."""
-    name: str
-    entry: str                                # the script that fixes this backend
-    ranks: str                                # "one": a single process; "many": ranks from a launcher
-    build: Callable[[Any, "ResolvedRun"], Any]  # (config, run) -> Backend
-    add_flags: Optional[Callable[[argparse.ArgumentParser], None]] = None
-    launch: Optional[Callable[[argparse.Namespace], dict]] = None   # args -> ResolvedRun fields
-    requires: Optional[Callable[[str], None]] = None   # why chosen -> None, or ConfigError with the install command
-    dry_run: Optional[Callable[["ResolvedRun", argparse.Namespace, Sequence[str]], int]] = None
-    check: Optional[Callable[["ResolvedRun", Mapping[str, str]], None]] = None   # (run, launcher env): the run's checks
-    settings: Mapping[str, Any] = field(default_factory=dict)   # settings this backend implies (e.g. the device)
-    description: Optional[str] = None         # the help text of its launcher
-
-
-@dataclass
-class ResolvedRun:
-    """A train command resolved before anything heavy loads: two commands that resolve equal objects run the same."""
-    backend: str
-    config: Any                               # ScaleDownConfig
-    layout: Any = None                        # neuron: NeuronLayout (neuron_configs/*.json or the default)
-    environment: dict[str, str] = field(default_factory=dict)   # exported before the device runtime starts
-    init_from: Optional[str] = None           # a saved model folder the model is built from
-    weights_from: Optional[str] = None        # neuron: NxD weights loaded into a meta-device build
-    options: dict[str, Any] = field(default_factory=dict)      # the backend's own options (deepspeed config, ...)
-    reason: str = field(default="", compare=False)             # what chose the backend (for messages)
-    launcher_flags: tuple[str, ...] = field(default=(), compare=False)   # repeated in the printed resume command
-
-
-def _require_deepspeed(why: str) -> None:
-    if importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError(f"{why} trains with DeepSpeed, which is not installed. Install it with "
-                          f"`pip install -e '.[gpu]'` (DeepSpeed 0.19.3 or later), or train in one process with "
-                          f"--backend local.")
-
-
-def _require_neuron(why: str) -> None:
-    from scaledown.training.backends.neuron_stack import require_stack
-    try:
-        require_stack(why)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} To check the run's layout and batch arithmetic without Neuron, add --dry_run.") from None
-
-
-def _build_local(config, run):
-    from scaledown.training.backends.local import LocalBackend
-    return LocalBackend(config)
-
-
-REGISTRY: dict[str, BackendSpec] = {
-    "local": BackendSpec("local", entry="train.py", ranks="one", build=_build_local),
-    "deepspeed": BackendSpec("deepspeed", entry=train_deepspeed.LAUNCHER, ranks="many",
-                             build=train_deepspeed.build_deepspeed, add_flags=train_deepspeed.add_deepspeed_flags,
-                             launch=train_deepspeed.deepspeed_launch, requires=_require_deepspeed,
-                             description=train_deepspeed.DESCRIPTION),
-    "neuron": BackendSpec("neuron", entry=train_neuron.LAUNCHER, ranks="many", build=train_neuron.build_neuron,
-                          add_flags=train_neuron.add_neuron_flags, launch=train_neuron.neuron_launch,
-                          requires=_require_neuron, dry_run=train_neuron.dry_run, check=train_neuron.check,
-                          settings={"device_type": "trainium"}, description=train_neuron.DESCRIPTION),
-}
 
 
 def option_strings(name: str) -> list[str]:

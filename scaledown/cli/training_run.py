@@ -5,7 +5,7 @@ import json
 import logging
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 from scaledown.cli.args import config_from_args, explicit_settings
 from scaledown.config import DEFAULT_OUTPUT_DIR

@@ -1,4 +1,4 @@
-# The neuron backend's command line: its flags, its launch resolution (layout, environment, meta-device init), dry run.
+# The neuron backend's launch side: its flags, settings (layout, environment, meta-device init), checks and dry run.
 from __future__ import annotations
 
 import json

@@ -1,9 +1,9 @@
-# The deepspeed backend's command line: --deepspeed / --local_rank / --dist_timeout and how they build the backend.
+# The deepspeed backend's launch side: --deepspeed / --local_rank / --dist_timeout and how they build the backend.
 from __future__ import annotations
 
 import os
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 DEFAULT_DS_CONFIG = os.path.join(REPO, "ds_configs", "zero3.json")
 LAUNCHER = "launchers/train_gpu.py"
 DESCRIPTION = ("Train ScaleDown with DeepSpeed ZeRO on GPUs (or CPUs, gloo). Launch with `deepspeed`, `torchrun "
