@@ -6,7 +6,7 @@ import sys
 # run from a checkout without installing the package
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scaledown.cli.train_deepspeed import main  # noqa: E402
+from scaledown.cli.train import launcher_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(launcher_main("deepspeed"))   # = scaledown train --backend deepspeed

@@ -114,9 +114,6 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                           "stderr is not a terminal (SLURM, nohup, `> run.log`) or SCALEDOWN_NO_PROGRESS is set.")
     run.add_argument("--skip_bad_rows", "--skip-bad-rows", action="store_true", default=None,
                      help="--stage pretrain: skip and count malformed corpus lines instead of stopping at the first.")
-    run.add_argument("--neuron_config", "--neuron-config", metavar="PATH",
-                     help="Trainium layout JSON (neuron_configs/tp8_pp1.json ...): parallel degrees, processes per "
-                          "node, compiler and runtime environment. Its degrees apply unless a flag or --config sets them.")
     run.add_argument("--num_train_examples", "--num-train-examples", type=int, default=None,
                      help="Built-in synthetic data only: training rows to draw (default: one fresh row per "
                           "example seen, batch_size x steps).")

@@ -9,7 +9,8 @@ from scaledown.cli.errors import run_cli
 
 # subcommand -> (module, function taking argv and prog, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("scaledown.cli.train", "train_main", "train a model (same flags as train.py)"),
+    "train": ("scaledown.cli.train", "scaledown_train_main", "train a model on any backend: --backend "
+              "{auto,local,deepspeed,neuron} (train.py and launchers/ fix one)"),
     "prepare-data": ("scaledown.data.prepare_dataset", "prepare_main", "build a training file: retrieval, "
                      "reranking, teacher answers"),
     "eval": ("scaledown.evaluation.cli", "eval_main", "accuracy of a model beside uncompressed RAG and no-docs"),

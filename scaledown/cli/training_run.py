@@ -5,7 +5,7 @@ import json
 import logging
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 from scaledown.cli.args import config_from_args, explicit_settings
 from scaledown.config import DEFAULT_OUTPUT_DIR
@@ -148,20 +148,21 @@ def _python() -> str:
 def resume_command(prog: str, config, backend, launcher_flags: Sequence[str] = ()) -> str:
     """The command that continues this run (printed when SIGTERM / Ctrl-C stop it)."""
     import shlex
-    if backend.world_size > 1:
-        head = ["torchrun", f"--nproc_per_node={backend.world_size}", prog]
+    if backend.world_size > 1:   # `scaledown train` under torchrun: its module, as torchrun starts no console script
+        head = ["torchrun", f"--nproc_per_node={backend.world_size}",
+                *([prog] if prog.endswith(".py") else ["-m", "scaledown.cli.main", *prog.split()[1:]])]
     else:
         head = [_python(), prog] if prog.endswith(".py") else prog.split()
     return shlex.join([*head, *launcher_flags, "--resume_from", "auto", "--output_dir", config.output_dir])
 
 
-def run_training(config, args, backend_factory: Optional[Callable] = None, prog: str = "train.py",
+def run_training(config, args, backend_factory: Callable, prog: str = "train.py",
                  launcher_flags: Sequence[str] = ()) -> int:
     from scaledown.models import ScaleDownModel
     from scaledown.training import ScaleDownTrainer
 
     check_stage_flags(config, args)
-    backend = backend_factory(config) if backend_factory else default_backend(config)
+    backend = backend_factory(config)
     train, evaluation = load_datasets(config, args, backend.is_main)
     if args.init_from:
         overrides = _init_overrides(config, args.init_from)
@@ -193,15 +194,6 @@ def run_training(config, args, backend_factory: Optional[Callable] = None, prog:
     if not result.interrupted:
         return 0
     return 130 if trainer.stopped_by == "SIGINT" else 143   # the shell's codes for Ctrl-C and SIGTERM
-
-
-def default_backend(config):
-    """Trainium runs go to the NeuronX Distributed backend; everything else is one process."""
-    if config.device_type == "trainium":
-        from scaledown.training.backends.neuron import NeuronBackend  # needs the Neuron 2.28 stack
-        return NeuronBackend(config)
-    from scaledown.training.backends.local import LocalBackend
-    return LocalBackend(config)
 
 
 def _init_overrides(config, init_from: str = "") -> dict:

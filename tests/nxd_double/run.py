@@ -8,7 +8,7 @@ from nxd_double import install  # noqa: E402
 
 install()
 
-from scaledown.cli.train_neuron import main  # noqa: E402
+from scaledown.cli.train import launcher_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(launcher_main("neuron"))

@@ -1,11 +1,13 @@
 # ScaleDownConfig -> the arguments of neuronx_distributed_config (NxD 0.17), and pipeline micro-batch arithmetic.
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import ConfigError
-from scaledown.training.batching import BatchPlan
+from scaledown.training.batching import BatchPlan, plan_batches
+from scaledown.training.neuron_ranks import RankGrid
 
 # ScaleDownModel's forward under pipeline parallelism takes the collated batch as these tensors (CPU, dim 0 = batch),
 # plus the step's loss weights as one value per row (neuron_batches.with_loss_weights): the traced graph is fixed,
@@ -43,6 +45,30 @@ def refuse_unsupported(config: ScaleDownConfig, plan: BatchPlan, num_microbatche
                               f"one micro-batch shape for the whole run. Use --num_microbatches "
                               f"{plan.global_batch // plan.dp_size // plan.micro_batch} or a --micro_batch_size of "
                               f"at most {rows}.")
+
+
+@dataclass
+class NeuronRunPlan:
+    """Where a run's ranks sit and how its batch splits: what `check_run` resolved."""
+    grid: RankGrid
+    batches: BatchPlan
+    num_microbatches: int
+
+
+def check_run(config: ScaleDownConfig, world_size: int, processes_per_node: int) -> NeuronRunPlan:
+    """Every check of a Neuron run that needs no Neuron stack, in one place (the dry run and the backend): degrees
+    against the world size, the batch against the data-parallel ranks, pipeline micro-batches, unsupported
+    settings. ConfigError naming the flag and the fix."""
+    grid = RankGrid(world_size, config.tensor_parallel_size, config.pipeline_parallel_size, processes_per_node)
+    batches = plan_batches(config.batch_size, config.micro_batch_size, grid.dp)
+    micro = resolve_microbatches(config, batches)
+    refuse_unsupported(config, batches, micro)
+    if config.pipeline_parallel_size > 1 and config.generator_warmup_ratio > 0:
+        raise ConfigError("generator_warmup_ratio > 0 with --pipeline_parallel_size > 1: the warm-up reads documents "
+                          "as text (another traced graph) and recopies generator layers into the compressor across "
+                          "pipeline stages. Pass --generator_warmup_ratio 0 (the tiny preset warms up by default), or warm up "
+                          "with --pipeline_parallel_size 1, then continue with --init_from.")
+    return NeuronRunPlan(grid, batches, micro)
 
 
 def mixed_precision(config: ScaleDownConfig) -> dict[str, bool]:

@@ -31,8 +31,9 @@ def installed_version(distribution: str, module: Optional[ModuleType]) -> Option
         return getattr(module, "__version__", None) if module is not None else None
 
 
-def check_versions(found: dict[str, Optional[str]]) -> None:
-    """Raise one ConfigError listing every package that is missing or not of Neuron 2.28."""
+def check_versions(found: dict[str, Optional[str]], what: str = "--device trainium") -> None:
+    """Raise one ConfigError listing every package that is missing or not of Neuron 2.28; `what` names what asked
+    for the stack (a flag or a launcher)."""
     problems = []
     for dist, (_, prefix) in REQUIRED.items():
         version = found.get(dist)
@@ -41,7 +42,7 @@ def check_versions(found: dict[str, Optional[str]]) -> None:
         elif not version.startswith(prefix):
             problems.append(f"{dist} {version} is installed but Neuron {NEURON_RELEASE} needs {prefix}x")
     if problems:
-        raise ConfigError(f"--device trainium needs the Neuron {NEURON_RELEASE} stack (the last release with NxD "
+        raise ConfigError(f"{what} needs the Neuron {NEURON_RELEASE} stack (the last release with NxD "
                           f"training): {'; '.join(problems)}. Install it with {INSTALL}. Nothing was compiled.")
 
 
@@ -64,6 +65,13 @@ def _import(name: str) -> Optional[ModuleType]:
         return importlib.import_module(name)
     except Exception:  # ImportError, or PyPI's placeholder raising on import
         return None
+
+
+def require_stack(what: str) -> None:
+    """The version check alone (no process group, no XLA backend registered): the train front-end's early refusal."""
+    modules = {dist: _import(module) for dist, (module, _) in REQUIRED.items()}
+    check_versions({dist: installed_version(dist, mod) if mod is not None else None for dist, mod in modules.items()},
+                   what)
 
 
 def load_stack() -> NeuronStack:
