@@ -198,6 +198,10 @@ class ScaleDownConfig:
     pipeline_parallel_size: int = _f(1, "NxD pipeline-parallel degree (--pp): the compressor's and generator's decoder "
                                         "layers are split into this many stages (NxD auto-partition).",
                                         section="parallel", resume="free", neuron_layout=True)
+    data_parallel_replicate_size: int = _f(1, "Torch backend: HSDP replicas; the ranks are replicas x shards, each "
+                                              "replica shards every weight over its ranks with FSDP2 (e.g. the nodes "
+                                              "x the GPUs per node). 1: plain FSDP2 over all ranks.",
+                                              section="parallel", resume="free")
     num_microbatches: Optional[int] = _f(None, "Pipeline micro-batches per optimizer step on each data-parallel rank; "
                                                "None: the accumulation steps (batch_size / micro_batch_size / DP). "
                                                "Must divide the per-rank batch.",

@@ -11,7 +11,7 @@ from scaledown.errors import ConfigError
 from scaledown.models import loading
 from scaledown.models.compressor import Compressor, embedding_output_scale
 from scaledown.models.generator import without_lora
-from scaledown.models.sharded_weights import full_weights
+from scaledown.models.sharded_weights import full_weights, whole
 
 
 def decoder_base(causal_lm: nn.Module) -> nn.Module:
@@ -76,7 +76,7 @@ def token_embedding_rms(generator: nn.Module) -> float:
     embedding = generator.get_input_embeddings()
     weight = embedding.weight
     with full_weights([weight]):
-        return float(weight.detach().float().pow(2).mean().sqrt()) * embedding_output_scale(embedding)
+        return float(whole(weight.detach()).float().pow(2).mean().sqrt()) * embedding_output_scale(embedding)
 
 
 def build_compressor(config: ScaleDownConfig, generator: nn.Module, backbone: nn.Module | None = None,

@@ -49,3 +49,10 @@ def install_gatherer(gatherer: Optional[Gatherer]) -> Optional[Gatherer]:
     global _gatherer
     previous, _gatherer = _gatherer, gatherer
     return previous
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """The full value of a tensor a backend may have turned into a DTensor (FSDP2 / tensor parallel): a collective
+    every rank of its mesh must reach; plain tensors come back as they are."""
+    from torch.distributed.tensor import DTensor
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor

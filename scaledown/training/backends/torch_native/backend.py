@@ -1,0 +1,178 @@
+# TorchBackend: FSDP2 (fully_shard per decoder layer, HSDP across replicas), mixed precision, DCP checkpoints.
+"""The PyTorch-native engine (torch.distributed.fsdp.fully_shard, DeviceMesh, torch.distributed.checkpoint), launched
+by torchrun. CPU ranks talk gloo; GPU ranks NCCL (host tensors: gloo).
+
+Sharding: every decoder layer of the generator and of the compressor backbone is one FSDP2 unit, the rest (embeddings,
+head, memory tokens, projection) joins the root unit. Frozen weights are sharded too; they get no gradients.
+Precision: weights are kept in float32 (the optimizer's master copy) and computed in bf16 when use_bf16 (FSDP2
+MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)). Gradients are reduce-scattered every micro-batch and
+accumulate sharded; FSDP2 averages them over the data-parallel ranks (Backend.gradient_average cancels that).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from scaledown.config import ScaleDownConfig
+from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
+from scaledown.training.backends.base import Backend, StepNorm, detached
+from scaledown.training.backends.torch_native import dcp_checkpoint
+from scaledown.training.backends.torch_native.clipping import clip_grad_norm
+from scaledown.training.backends.torch_native.mesh import (build_mesh, init_process_group, local_device,
+                                                           mesh_shape)
+from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
+
+
+def sharding_units(model: ScaleDownModel) -> list[torch.nn.Module]:
+    """The modules that become FSDP2 units before the root: each decoder layer of the generator and of the
+    compressor backbone (a layer's weights are gathered just before it runs and freed after)."""
+    from scaledown.models.compressor_builders import decoder_base
+    from scaledown.models.generator import base_causal_lm
+    units = list(getattr(decoder_base(base_causal_lm(model.generator)), "layers", []))
+    backbone = model.compressor.backbone
+    for owner in (backbone, getattr(backbone, "model", None), getattr(backbone, "encoder", None)):
+        layers = getattr(owner, "layers", None) or getattr(owner, "layer", None)
+        if isinstance(layers, torch.nn.ModuleList):
+            units.extend(layers)
+            break
+    return units
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, config: ScaleDownConfig, timeout_s: float = 1800.0):
+        import torch.distributed as dist
+        from scaledown.training.backends.local import resolve_device
+        self.config = config
+        device_type = resolve_device(config.device_type).type
+        init_process_group(device_type, timeout_s)
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.shape = mesh_shape(self.world_size, config.data_parallel_replicate_size,
+                                config.tensor_parallel_size, config.pipeline_parallel_size)
+        self.dp_rank, self.dp_size = self.rank, self.world_size
+        self.device = local_device(device_type)
+        self.mesh = build_mesh(self.shape, device_type)
+        bf16 = config.use_bf16 and (device_type == "cpu" or torch.cuda.is_bf16_supported())
+        self.compute_dtype = torch.bfloat16 if bf16 else torch.float32
+        self._model: Optional[ScaleDownModel] = None
+        self.optimizer = None
+        self.scheduler = None
+
+    @property
+    def model(self) -> ScaleDownModel:
+        return self._model
+
+    def describe(self) -> str:
+        return f"{self.shape.describe()}, compute in {str(self.compute_dtype).replace('torch.', '')}"
+
+    # ---- placement -----------------------------------------------------------------------------------------
+    def setup(self, model: ScaleDownModel) -> None:
+        import warnings
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+        # the root returns ScaleDownOutput, some of whose tensors are views (scores); the loop only reads and
+        # detaches them, never edits them in place, which is what FSDP2's warning is about
+        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
+        model.to(self.device)
+        for p in model.parameters():   # one float32 master copy for every weight: trainable sets change by phase
+            if p.is_floating_point() and p.dtype != torch.float32:
+                p.data = p.data.float()
+        policy = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)
+        for unit in sharding_units(model):
+            fully_shard(unit, mesh=self.mesh, mp_policy=policy)
+        fully_shard(model, mesh=self.mesh, mp_policy=policy)
+        register_fsdp_forward_method(model, "generate_from_batch")   # evaluation generates outside forward
+        self._model = model
+
+    def prepare(self, param_groups, lr_lambda, accumulation: int) -> None:
+        groups = [g for g in param_groups if g["params"]]
+        cfg = self.config
+        self.optimizer = torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
+                                           weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+
+    def enable_gradient_checkpointing(self) -> None:
+        self._model.enable_gradient_checkpointing()
+
+    # ---- steps ---------------------------------------------------------------------------------------------
+    def to_device(self, batch):
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def forward_backward(self, batch, documents_as: str, norm: StepNorm) -> ScaleDownOutput:
+        out = self._model(batch, documents_as=documents_as)
+        (norm.objective(out) * self.gradient_average).backward()
+        return detached(out)
+
+    def optimizer_step(self) -> torch.Tensor:
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
+        norm = clip_grad_norm(params, max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def learning_rates(self) -> dict[str, float]:
+        return {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+
+    def eval_forward(self, batch, documents_as: str) -> ScaleDownOutput:
+        return self._model(batch, documents_as=documents_as)
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        # every rank runs the same number of decoding steps: each step all-gathers the layers collectively
+        return {"synced_gpus": True} if self.world_size > 1 else {}
+
+    # ---- collectives ---------------------------------------------------------------------------------------
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+        if self.world_size > 1:
+            dist.all_reduce(values)   # host tensors over gloo, device tensors over NCCL (one process group)
+        return values
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+        dist.barrier()
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------
+    def save_checkpoint(self, root: str, tag: str, client_state: dict[str, Any]) -> str:
+        import os
+        path = os.path.join(root, tag)
+        if self.is_main:
+            os.makedirs(root, exist_ok=True)
+        state = {**client_state, "scheduler": self.scheduler.state_dict()}
+        dcp_checkpoint.save(self._model, self.optimizer, path, state, self.is_main, self.barrier)
+        return path
+
+    def checkpoint_files(self, path: str) -> list[str]:
+        return dcp_checkpoint.files(path)
+
+    def load_checkpoint(self, path: str) -> dict[str, Any]:
+        client = dcp_checkpoint.load(self._model, self.optimizer, path)
+        if "scheduler" in client:
+            self.scheduler.load_state_dict(client["scheduler"])
+        return client
+
+    def export_pretrained(self, directory: str) -> None:
+        """The Hugging Face folder: full weights gathered to rank 0's CPU (get_model_state_dict, full_state_dict)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        from scaledown.models.serialization import save_pretrained
+        state = get_model_state_dict(self._model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.is_main:
+            compressor = {k[len("compressor."):]: v for k, v in state.items() if k.startswith("compressor.")}
+            generator = {k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")}
+            save_pretrained(self._model, directory, state_dict=compressor, generator_state_dict=generator)
+        self.barrier()
+
+    # ---- reporting -----------------------------------------------------------------------------------------
+    def memory_gb(self) -> Optional[float]:
+        return peak_memory_gb(self.device)
+
+    def peak_flops(self) -> Optional[float]:
+        return cuda_peak_flops(self.compute_dtype) if self.device.type == "cuda" else None
+
+    def close(self) -> None:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()

@@ -1,0 +1,33 @@
+# Gradient norm and clipping over DTensor gradients that may live on different meshes (FSDP2, later TP).
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+
+def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Clip to `max_norm` (inf: only measure); returns the total L2 norm before clipping, a plain tensor.
+
+    torch.nn.utils.clip_grad_norm_ fails on gradients mixing plain tensors and DTensors or DTensors of different
+    meshes (pytorch#180346): group by mesh, take each group's norm as a full tensor, combine, then clip each group
+    with the one total (torch.nn.utils.get_total_norm / clip_grads_with_norm_; torchtitan distributed/utils.py).
+    """
+    from torch.distributed.tensor import DTensor
+    groups: dict[object, list[torch.nn.Parameter]] = {}
+    for p in params:
+        if p.grad is not None:
+            key = p.grad.device_mesh if isinstance(p.grad, DTensor) else None
+            groups.setdefault(key, []).append(p)
+    if not groups:
+        return torch.zeros(())
+    norms = []
+    for group in groups.values():
+        norm = torch.nn.utils.get_total_norm([p.grad for p in group], 2.0)
+        norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+    device = norms[0].device
+    total = torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]), 2.0)
+    if max_norm != float("inf"):
+        for group in groups.values():
+            torch.nn.utils.clip_grads_with_norm_(group, max_norm, total)
+    return total.detach()

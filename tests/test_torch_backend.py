@@ -1,0 +1,94 @@
+# The PyTorch-native backend (FSDP2 on a DeviceMesh, DCP checkpoints) under real torchrun ranks on CPU (gloo).
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, tiny_config
+from scaledown import ScaleDownModel
+from scaledown.data import ScaleDownDataset
+from scaledown.data.synthetic import generate_examples
+from scaledown.errors import ConfigError
+from scaledown.training import ScaleDownTrainer
+from scaledown.training.backends.torch_native.mesh import mesh_shape
+
+pytestmark = pytest.mark.slow
+RUNNER = os.path.join(ROOT, "tests", "torch_native_run.py")
+# the runner's settings (tests/torch_native_run.py), for the one-process reference
+COMMON = dict(max_steps=4, batch_size=8, micro_batch_size=2, use_bf16=False, gradient_checkpointing=False,
+              lora_dropout=0.0, logging_steps=1)
+
+
+def logged_losses(run_dir):
+    """train/loss per step as rank 0 logged it: the global batch's objective, all-reduced over the ranks."""
+    from deepspeed_runs import tb_scalars
+    return [value for _, value in sorted(tb_scalars(str(run_dir), "train/loss").items())]
+
+
+def torchrun(ranks, tmp_path, name, env, *pairs):
+    out = tmp_path / f"{name}.json"
+    from deepspeed_runs import free_port
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port",
+           str(free_port()), RUNNER, str(out), str(tmp_path / name), *pairs]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def one_process(tmp_path, **overrides):
+    config = tiny_config(output_dir=str(tmp_path / "local"), eval_max_examples=0, **{**COMMON, **overrides})
+    data = ScaleDownDataset(generate_examples(64, seed=1), config)
+    return ScaleDownTrainer(ScaleDownModel(config), config, data, progress=False).train()
+
+
+@pytest.fixture
+def env(subprocess_env):
+    return dict(subprocess_env, OMP_NUM_THREADS="1")
+
+
+def test_two_fsdp2_ranks_train_the_one_process_run_and_export_it(tmp_path, env):
+    # a warm-up phase too: the compressor restarts from the trained (sharded) generator layers
+    pairs = ["enable_reranking=true", "generator_warmup_ratio=0.25", "eval_max_examples=0"]
+    sharded, log = torchrun(2, tmp_path, "fsdp", env, *pairs)
+    assert "backend torch" in log
+    local = one_process(tmp_path, enable_reranking=True, generator_warmup_ratio=0.25)
+    assert len(logged_losses(tmp_path / "fsdp")) == 4
+    assert logged_losses(tmp_path / "fsdp") == pytest.approx(logged_losses(tmp_path / "local"), rel=1e-5)
+    exported = ScaleDownModel.from_pretrained(sharded["final_dir"]).state_dict()
+    reference = ScaleDownModel.from_pretrained(local.final_dir).state_dict()
+    assert exported.keys() == reference.keys()
+    for key in reference:
+        # Adam normalises each element's step: a gradient summed in another order can move a near-zero one ~5e-5
+        torch.testing.assert_close(exported[key], reference[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_a_two_rank_checkpoint_resumes_on_one_rank_as_the_same_run(tmp_path, env):
+    full, _ = torchrun(2, tmp_path, "full", env, "save_steps=2", "eval_max_examples=0")
+    # a run stopped after its step-2 checkpoint (DCP, 2 shards), resumed by one process: DCP reshards
+    os.makedirs(tmp_path / "cut" / "checkpoints")
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step_0000002", tmp_path / "cut" / "checkpoints" / "step_0000002")
+    resumed, log = torchrun(1, tmp_path, "cut", env, "save_steps=2", "eval_max_examples=0", "_resume=true")
+    assert "resumed from" in log and "at step 2/4" in log
+    assert resumed["steps"] == 4
+    assert logged_losses(tmp_path / "cut") == pytest.approx(logged_losses(tmp_path / "full")[2:], rel=1e-5)
+
+
+def test_hsdp_replicas_train_the_same_run(tmp_path, env):
+    # with activation checkpointing, the default every user gets
+    hsdp, _ = torchrun(2, tmp_path, "hsdp", env, "data_parallel_replicate_size=2", "eval_max_examples=0",
+                       "gradient_checkpointing=true")
+    one_process(tmp_path, gradient_checkpointing=True)
+    assert hsdp["steps"] == 4
+    assert logged_losses(tmp_path / "hsdp") == pytest.approx(logged_losses(tmp_path / "local"), rel=1e-5)
+
+
+def test_mesh_errors_name_the_factor_and_the_fix():
+    assert (mesh_shape(8, 2, 1, 1).replicate, mesh_shape(8, 2, 1, 1).shard) == (2, 4)
+    with pytest.raises(ConfigError, match="data_parallel_replicate_size 3 .* divide the 8 ranks"):
+        mesh_shape(8, 3, 1, 1)
+    with pytest.raises(ConfigError, match="tensor_parallel_size 2"):
+        mesh_shape(8, 1, 2, 1)
