@@ -5,6 +5,7 @@
 #   sbatch --nodes 4 --gpus-per-node 8 slurm/train_gpu.sh --train_data data.json   # four nodes
 #   DS_CONFIG=ds_configs/zero3_offload.json sbatch slurm/train_gpu.sh ...          # another DeepSpeed config
 #   NPROC_PER_NODE=2 sbatch slurm/train_gpu.sh ...                                 # ranks per node (CPU nodes)
+#   BACKEND=torch sbatch slurm/train_gpu.sh ...                                    # PyTorch-native FSDP2 instead
 #
 # Submit from the repository root (found through SLURM_SUBMIT_DIR; or set SCALEDOWN_HOME). Every
 # argument goes to launchers/train_gpu.py after `--resume_from auto`, so a requeued job continues
@@ -36,6 +37,13 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 PYTHON=${PYTHON:-python3}
 DS_CONFIG=${DS_CONFIG:-ds_configs/zero3.json}
+BACKEND=${BACKEND:-deepspeed}   # deepspeed (launchers/train_gpu.py) or torch (launchers/train_torch.py: FSDP2, DCP)
+case "$BACKEND" in
+  deepspeed) LAUNCH=(launchers/train_gpu.py --deepspeed "$DS_CONFIG") ;;
+  torch) LAUNCH=(launchers/train_torch.py) ;;
+  *) echo "error: BACKEND=$BACKEND is not a GPU backend; use BACKEND=deepspeed (default) or BACKEND=torch." >&2
+     exit 2 ;;
+esac
 JOB_TAG="${SLURM_JOB_NAME:-scaledown-gpu}-${SLURM_JOB_ID:-local}"
 OUTPUT_DIR=${OUTPUT_DIR:-$REPO/outputs/$JOB_TAG}
 LOG_DIR=${LOG_DIR:-$REPO/logs/$JOB_TAG}
@@ -62,12 +70,12 @@ MASTER_PORT=${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-150}
 
 echo "[$(date -Is)] job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}): $NNODES node(s) x $NPROC_PER_NODE" \
-     "rank(s), head $HEAD_NODE:$MASTER_PORT, config $DS_CONFIG, rank logs $LOG_DIR, arguments: $*"
+     "rank(s), head $HEAD_NODE:$MASTER_PORT, backend $BACKEND ${LAUNCH[*]}, rank logs $LOG_DIR, arguments: $*"
 
 srun --kill-on-bad-exit=1 --nodes="$NNODES" --ntasks-per-node=1 --output="$LOG_DIR/%N.log" \
   "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE" \
     --rdzv_backend=c10d --rdzv_endpoint="$HEAD_NODE:$MASTER_PORT" --rdzv_id="${SLURM_JOB_ID:-0}" \
-    launchers/train_gpu.py --deepspeed "$DS_CONFIG" --output_dir "$OUTPUT_DIR" --resume_from auto "$@" &
+    "${LAUNCH[@]}" --output_dir "$OUTPUT_DIR" --resume_from auto "$@" &
 STEP=$!
 
 on_term() {

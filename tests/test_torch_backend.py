@@ -92,3 +92,27 @@ def test_mesh_errors_name_the_factor_and_the_fix():
         mesh_shape(8, 3, 1, 1)
     with pytest.raises(ConfigError, match="tensor_parallel_size 2"):
         mesh_shape(8, 1, 2, 1)
+
+
+def test_the_launcher_and_scaledown_train_run_it_as_the_readme_says(tmp_path, env):
+    from deepspeed_runs import free_port
+    flags = ["--preset", "tiny", "--max_steps", "2", "--batch_size", "4", "--eval_max_examples", "0",
+             "--gradient_checkpointing", "false"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(free_port()), "launchers/train_torch.py", *flags, "--output_dir", str(tmp_path / "two")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    assert "backend torch" in two.stdout and "data-parallel ranks 2" in two.stdout
+    state = json.loads((tmp_path / "two" / "checkpoints" / "step_0000002" / "trainer_state.json").read_text())
+    assert state["backend"] == "torch" and state["world_size"] == 2
+    ScaleDownModel.from_pretrained(str(tmp_path / "two" / "final"))
+    # one process, no launcher: the same backend on a one-rank mesh; a DeepSpeed flag is refused by name
+    one = subprocess.run([sys.executable, "-m", "scaledown.cli.main", "train", "--backend", "torch", *flags,
+                          "--output_dir", str(tmp_path / "one")], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert one.returncode == 0 and "backend torch" in one.stdout, one.stderr[-2000:]
+    wrong = subprocess.run([sys.executable, "-m", "scaledown.cli.main", "train", "--backend", "torch", *flags,
+                            "--deepspeed", "ds_configs/zero3.json", "--output_dir", str(tmp_path / "x")],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "--deepspeed is a flag of the deepspeed backend" in wrong.stderr
+    assert "Traceback" not in wrong.stderr and not (tmp_path / "x").exists()

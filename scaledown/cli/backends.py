@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 from scaledown.errors import ConfigError
 from scaledown.training.backends.registry import REGISTRY, BackendSpec, ResolvedRun  # noqa: F401  (re-exported)
 
-AUTO_HELP = ("Which backend trains: local (one process), deepspeed (ZeRO ranks on GPUs/CPUs) or neuron (NxD on "
-             "Trn1). auto (default) picks, first match wins: --deepspeed PATH -> deepspeed; --device trainium or "
+AUTO_HELP = ("Which backend trains: local (one process), deepspeed (ZeRO ranks on GPUs/CPUs), neuron (NxD on "
+             "Trn1) or torch (PyTorch-native FSDP2 ranks; only when named). auto (default) picks, first match wins: --deepspeed PATH -> deepspeed; --device trainium or "
              "--neuron_config -> neuron; started by a multi-rank launcher (torchrun or deepspeed with WORLD_SIZE > 1, "
              "mpirun) -> deepspeed; otherwise local. A backend given here overrides all of them; flags of another "
              "backend are refused.")

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from scaledown.errors import ConfigError
 from scaledown.training.backends import deepspeed_launch, neuron_launch
+from scaledown.training.backends.torch_native import launch as torch_launch
 
 
 @dataclass(frozen=True)
@@ -75,4 +76,7 @@ REGISTRY: dict[str, BackendSpec] = {
                           add_flags=neuron_launch.add_neuron_flags, launch=neuron_launch.neuron_launch,
                           requires=_require_neuron, dry_run=neuron_launch.dry_run, check=neuron_launch.check,
                           settings={"device_type": "trainium"}, description=neuron_launch.DESCRIPTION),
+    # PyTorch-native (FSDP2 + DCP): chosen by name only; auto keeps deepspeed for multi-rank launchers
+    "torch": BackendSpec("torch", entry=torch_launch.LAUNCHER, ranks="many", build=torch_launch.build_torch,
+                         description=torch_launch.DESCRIPTION),
 }
