@@ -36,6 +36,9 @@ class ModelDescription:
     generator_config: dict
     compressor_config: dict
     _skeleton: Any = field(default=None, repr=False, compare=False)
+    # (generator, compressor) tokenizers the skeleton uses instead of loading them by name (a released OSCAR
+    # model's, grown by its added tokens: checkpoint/oscar_description.py); None: by name
+    tokenizers: Any = field(default=None, repr=False, compare=False)
 
     # ---- sources ---------------------------------------------------------------------------------
     @classmethod
@@ -79,7 +82,9 @@ class ModelDescription:
             width = base.get_input_embeddings().embedding_dim
             with torch.device("meta"):
                 compressor = build_compressor(self.config, _EmbeddingStandIn(width), backbone=backbone)
-            self._skeleton = ScaleDownModel(self.config, generator=generator, compressor=compressor)
+            tokenizer, compressor_tokenizer = self.tokenizers or (None, None)
+            self._skeleton = ScaleDownModel(self.config, generator=generator, compressor=compressor,
+                                            tokenizer=tokenizer, compressor_tokenizer=compressor_tokenizer)
         return self._skeleton
 
     def shapes(self) -> dict[str, tuple[int, ...]]:

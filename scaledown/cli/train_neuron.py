@@ -33,7 +33,6 @@ def add_neuron_flags(parser) -> None:
 
 def resolve(args):
     """(config, layout, world size, rank grid, batch plan, micro-batches, plan): every check, no Neuron needed."""
-    from scaledown.checkpoint.description import ModelDescription
     from scaledown.parallel import ParallelPlan
     from scaledown.training.backends.neuron_config import resolve_microbatches
     from scaledown.training.batching import plan_batches
@@ -45,7 +44,7 @@ def resolve(args):
     grid = RankGrid(world, config.tensor_parallel_size, config.pipeline_parallel_size, layout.processes_per_node)
     batches = plan_batches(config.batch_size, config.micro_batch_size, grid.dp)
     micro = resolve_microbatches(config, batches)
-    skeleton = ModelDescription.from_config(config).skeleton()
+    skeleton = model_description(config, args).skeleton()
     plan = ParallelPlan.for_model(skeleton, config.tensor_parallel_size, config.pipeline_parallel_size,
                                   config.kv_replication)
     return config, layout, world, grid, batches, micro, plan, skeleton
@@ -116,10 +115,21 @@ def neuron_main(argv: Optional[Sequence[str]] = None, prog: str = LAUNCHER) -> i
         from scaledown.training.backends.neuron import NeuronBackend
         from scaledown.training.neuron_layout import NeuronLayout
         layout = NeuronLayout.from_file(args.neuron_config) if args.neuron_config else None
-        return NeuronBackend(cfg, layout, weights_from_checkpoint=weights)
+        return NeuronBackend(cfg, layout, weights_from_checkpoint=weights, describe=lambda: model_description(cfg, args))
 
     layout_flags = ["--neuron_config", args.neuron_config] if args.neuron_config else []
     return run_training(config, args, backend_factory, prog=prog, launcher_flags=layout_flags)
+
+
+def model_description(config, args):
+    """The architecture the run builds: a released OSCAR --init_from folder's (vocabularies grown by its added
+    tokens, its tokenizers), else the config's."""
+    from scaledown.checkpoint.description import ModelDescription
+    from scaledown.checkpoint.oscar_format import is_released_folder
+    if args.init_from and is_released_folder(args.init_from):
+        from scaledown.checkpoint.oscar_description import released_description
+        return released_description(args.init_from, config, args.generator_path, args.compressor_path)
+    return ModelDescription.from_config(config)
 
 
 def _is_nxd_checkpoint(path: str) -> bool:

@@ -74,6 +74,8 @@ def train_config(args):
 
     if args.resume_from is not None and args.overwrite_output_dir:
         raise ConfigError("--resume_from continues a run and --overwrite_output_dir starts one over; pass one of them.")
+    from scaledown.checkpoint.oscar_paths import check_flags_apply
+    check_flags_apply([args.init_from], args, "--init_from")
     if args.allow_changed_settings and args.resume_from is None:
         raise ConfigError("--allow_changed_settings only applies with --resume_from (it lets a resumed run change "
                           "settings that define it); drop it for a new run.")
@@ -109,6 +111,8 @@ def _new_run_config(args):
     if args.init_compressor_from:
         from scaledown.models.compressor_reuse import read_saved_compressor
         base = read_saved_compressor(args.init_compressor_from).architecture()
+    elif args.init_from:
+        base = init_architecture(args)
     real_data = bool(args.train_data or args.pretrain_data)
     config = config_from_args(args, default_preset=None if real_data else "tiny", base=base, user_data=real_data)
     defaulted = [k for k in SYNTHETIC_TASK_FIELDS if k not in explicit_settings(args)]  # not the user's own values
@@ -119,6 +123,27 @@ def _new_run_config(args):
     if config.output_dir == DEFAULT_OUTPUT_DIR:   # not chosen: one folder per run name, never ./checkpoints/checkpoints
         config.output_dir = os.path.join("outputs", run_name(config.stage, config.preset, args))
     return config
+
+
+def init_architecture(args) -> dict:
+    """Model settings of the --init_from folder, so that the run's config describes the model it trains: every
+    backend checks, plans, shards and exports from the config (NxD builds its layout and final/ from it). A
+    released OSCAR folder's base models are resolved now (--generator_path / --compressor_path, else its hub ids),
+    before any data or weights load; its enable_reranking stays the run's (it has no head: a fresh one is added)."""
+    from scaledown.checkpoint.oscar_format import is_released_folder, released_config
+    from scaledown.cli.args import explicit_settings
+    from scaledown.config import MODEL_FIELDS
+    from scaledown.models.serialization import read_saved_config
+    if is_released_folder(args.init_from):
+        saved = released_config(args.init_from, args.generator_path, args.compressor_path, check=True)
+        keep = (MODEL_FIELDS - {"enable_reranking"}) | {"system_prompt"}   # the released prompt, token for token
+    else:
+        saved = read_saved_config(args.init_from, trust_remote_code=bool(getattr(args, "trust_remote_code", False)))[2]
+        keep = MODEL_FIELDS
+    values = {k: v for k, v in saved.to_dict().items() if k in keep}
+    if "preset" not in explicit_settings(args) and not (args.train_data or args.pretrain_data):
+        values["preset"] = "tiny"   # the built-in task's schedule, as without --init_from (the folder's model wins)
+    return values
 
 
 def run_name(stage: str, preset, args) -> str:
@@ -164,7 +189,8 @@ def run_training(config, args, backend_factory: Optional[Callable] = None, prog:
     backend = backend_factory(config) if backend_factory else default_backend(config)
     train, evaluation = load_datasets(config, args, backend.is_main)
     if args.init_from:
-        overrides = _init_overrides(config, args.init_from)
+        from scaledown.checkpoint.oscar_paths import base_paths
+        overrides = {**_init_overrides(config, args.init_from), **base_paths(args.init_from, args)}
         model = backend.build_model(lambda: ScaleDownModel.from_pretrained(args.init_from, **overrides).train())   # from_pretrained gives eval mode
     elif args.init_compressor_from:
         model = backend.build_model(lambda: ScaleDownModel.with_pretrained_compressor(args.init_compressor_from, config))
