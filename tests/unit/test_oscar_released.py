@@ -400,3 +400,14 @@ def test_nxd_continues_from_released_folder(released, tmp_path):
     own = trained.generator.get_base_model().state_dict()
     for key, value in rows.items():
         assert torch.equal(own[key].float(), value.float()), key
+
+
+def test_trn1_dry_run_plans_the_released_architecture(released, capsys):
+    """The Trn1 dry run with --init_from a released folder checks the released model (its vocabulary grown by the
+    added tokens), not the default preset's: a tensor-parallel degree that does not divide it is refused there."""
+    from scaledown.cli.train_neuron import main
+    assert main(["--dry_run", "--init_from", released["oscar-nlayers"], "--tensor_parallel_size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "vocabulary size 1939" in err and "Traceback" not in err, err
+    assert main(["--dry_run", "--init_from", released["oscar-nlayers"]]) == 0
+    assert "38 modules become NxD parallel layers" in capsys.readouterr().out
