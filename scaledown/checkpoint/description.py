@@ -54,6 +54,25 @@ class ModelDescription:
         return cls(config, generator.to_dict(), backbone.to_dict())
 
     @classmethod
+    def from_model_folder(cls, directory: str, config: ScaleDownConfig) -> "ModelDescription":
+        """A saved ScaleDown model folder (save_pretrained) as it loads: its generator_base / compressor HF configs
+        (vocabularies as saved, grown by added tokens) and its tokenizers; `config` a run's config whose model
+        settings are the folder's."""
+        import os
+        from transformers import AutoTokenizer
+        from scaledown.models import loading
+        from scaledown.models.serialization import resolve_model_dir
+        directory = resolve_model_dir(directory)
+        base_dir = os.path.join(directory, "generator_base")
+        generator = (loading.saved_config(base_dir) if os.path.isdir(base_dir)
+                     else loading.model_config(config.generator_model_name, config.trust_remote_code))
+        backbone = loading.saved_config(os.path.join(directory, "compressor"))
+        comp_tok = os.path.join(directory, "compressor_tokenizer")
+        tokenizers = (AutoTokenizer.from_pretrained(os.path.join(directory, "tokenizer")),
+                      AutoTokenizer.from_pretrained(comp_tok) if os.path.isdir(comp_tok) else None)
+        return cls(config, generator.to_dict(), backbone.to_dict(), tokenizers=tokenizers)
+
+    @classmethod
     def from_json(cls, values: dict, source: str, trust_remote_code: bool = False) -> "ModelDescription":
         config = config_from_dict(values["config"], source, trust_remote_code)
         return cls(config, values["generator_config"], values["compressor_config"])

@@ -122,13 +122,18 @@ def neuron_main(argv: Optional[Sequence[str]] = None, prog: str = LAUNCHER) -> i
 
 
 def model_description(config, args):
-    """The architecture the run builds: a released OSCAR --init_from folder's (vocabularies grown by its added
-    tokens, its tokenizers), else the config's."""
+    """The architecture the run builds: that of an --init_from released OSCAR folder or ScaleDown model folder (as
+    saved: vocabularies grown by added tokens, its tokenizers), else the config's (NxD checkpoints hold no
+    tokenizer: they load onto the config's model)."""
     from scaledown.checkpoint.description import ModelDescription
     from scaledown.checkpoint.oscar_format import is_released_folder
-    if args.init_from and is_released_folder(args.init_from):
+    from scaledown.models.serialization import CONFIG_FILE
+    folder = args.init_from
+    if folder and is_released_folder(folder):
         from scaledown.checkpoint.oscar_description import released_description
-        return released_description(args.init_from, config, args.generator_path, args.compressor_path)
+        return released_description(folder, config, args.generator_path, args.compressor_path)
+    if folder and any(os.path.isfile(os.path.join(d, CONFIG_FILE)) for d in (folder, os.path.join(folder, "final"))):
+        return ModelDescription.from_model_folder(folder, config)
     return ModelDescription.from_config(config)
 
 

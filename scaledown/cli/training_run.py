@@ -112,7 +112,7 @@ def _new_run_config(args):
         from scaledown.models.compressor_reuse import read_saved_compressor
         base = read_saved_compressor(args.init_compressor_from).architecture()
     elif args.init_from:
-        base = init_architecture(args)
+        base = init_architecture(args) or None
     real_data = bool(args.train_data or args.pretrain_data)
     config = config_from_args(args, default_preset=None if real_data else "tiny", base=base, user_data=real_data)
     defaulted = [k for k in SYNTHETIC_TASK_FIELDS if k not in explicit_settings(args)]  # not the user's own values
@@ -138,6 +138,12 @@ def init_architecture(args) -> dict:
         saved = released_config(args.init_from, args.generator_path, args.compressor_path, check=True)
         keep = (MODEL_FIELDS - {"enable_reranking"}) | {"system_prompt"}   # the released prompt, token for token
     else:
+        from scaledown.errors import CheckpointError
+        from scaledown.models.serialization import resolve_model_dir
+        try:
+            resolve_model_dir(args.init_from)
+        except CheckpointError:   # an NxD checkpoint (train_trn1 loads it onto the config's model), or an error later
+            return {}
         saved = read_saved_config(args.init_from, trust_remote_code=bool(getattr(args, "trust_remote_code", False)))[2]
         keep = MODEL_FIELDS
     values = {k: v for k, v in saved.to_dict().items() if k in keep}

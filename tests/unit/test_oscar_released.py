@@ -368,18 +368,24 @@ def test_base_model_paths_refused_without_released_folder(released, tmp_path, ca
 
 
 @pytest.mark.nxd_double
-def test_nxd_continues_from_released_folder(released, tmp_path):
-    """--init_from a released folder on the NxD backend (test double): the run plans and exports the released
-    architecture (vocabularies grown by the added tokens, its tokenizers), the RR head starts fresh with a note, the
-    step-0 evaluation equals the one-process backend's on the same released weights, and final/ keeps the released
-    generator rows (frozen) and prompt format."""
+@pytest.mark.parametrize("source", ["released", "converted"])
+def test_nxd_continues_from_released_folder(released, tmp_path, source):
+    """--init_from a released folder (or its `convert --to hf` copy) on the NxD backend (test double): the run plans
+    and exports the folder's architecture (vocabularies grown by the added tokens, its tokenizers), the RR head of
+    a released folder starts fresh with a note, the step-0 evaluation equals the one-process backend's on the same
+    weights, and final/ keeps the released generator rows (frozen) and prompt format."""
     import subprocess
     from scaledown import ScaleDownModel
+    from scaledown.checkpoint import convert
     from scaledown.training.compare_runs import read_scalars
     root = os.path.dirname(os.path.dirname(HERE))
     sys.path.insert(0, os.path.dirname(HERE))
     from test_neuron_training import free_port
-    flags = ["--init_from", released["oscar-llama"], "--max_steps", "1", "--batch_size", "4", "--micro_batch_size",
+    folder = released["oscar-llama"]
+    if source == "converted":
+        folder = str(tmp_path / "converted")
+        convert("oscar", "hf", released["oscar-llama"], folder)
+    flags = ["--init_from", folder, "--max_steps", "1", "--batch_size", "4", "--micro_batch_size",
              "2", "--logging_steps", "1", "--save_steps", "0", "--eval_steps", "0", "--use_bf16", "false",
              "--num_train_examples", "8", "--num_eval_examples", "4", "--eval_max_examples", "0",
              "--generator_warmup_ratio", "0", "--seed", "3"]
@@ -391,11 +397,12 @@ def test_nxd_continues_from_released_folder(released, tmp_path):
         proc = subprocess.run([sys.executable, entry, *flags, "--output_dir", str(runs[name])], cwd=root, env=env,
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-        assert "no reranking head" in proc.stderr
+        assert ("no reranking head" in proc.stderr) == (source == "released")
     nxd, local = (read_scalars(runs[n])["eval/loss"] for n in ("neuron", "local"))
     assert nxd[0] == pytest.approx(local[0], rel=1e-5)
     trained = ScaleDownModel.from_pretrained(str(runs["neuron"] / "final"))
-    assert trained.config.prompt_format == "oscar" and trained.compressor.rr_head is not None
+    assert trained.config.prompt_format == "oscar"
+    assert (trained.compressor.rr_head is not None) == (source == "released")
     rows = torch.load(os.path.join(released["oscar-llama"], "decoder_first_last_layers.pth"), weights_only=True)
     own = trained.generator.get_base_model().state_dict()
     for key, value in rows.items():
