@@ -55,14 +55,17 @@ class ModelDescription:
 
     @classmethod
     def from_model_folder(cls, directory: str, config: ScaleDownConfig) -> "ModelDescription":
-        """A saved ScaleDown model folder (save_pretrained) as it loads: its generator_base / compressor HF configs
-        (vocabularies as saved, grown by added tokens) and its tokenizers; `config` a run's config whose model
-        settings are the folder's."""
+        """A saved ScaleDown model folder as `ScaleDownModel.from_pretrained(directory, **training settings of
+        config)` builds it (cli/training_run.py --init_from): the folder's model settings with the run's others, its
+        generator_base / compressor HF configs (vocabularies as saved, grown by added tokens) and its tokenizers."""
         import os
         from transformers import AutoTokenizer
         from scaledown.models import loading
-        from scaledown.models.serialization import resolve_model_dir
+        from scaledown.models.serialization import read_saved_config, resolve_model_dir
         directory = resolve_model_dir(directory)
+        run = {k: v for k, v in config.to_dict().items()
+               if k not in MODEL_FIELDS and k not in ("preset", "trust_remote_code")}
+        config = read_saved_config(directory, config.trust_remote_code, **run)[2]
         base_dir = os.path.join(directory, "generator_base")
         generator = (loading.saved_config(base_dir) if os.path.isdir(base_dir)
                      else loading.model_config(config.generator_model_name, config.trust_remote_code))

@@ -126,26 +126,18 @@ def _new_run_config(args):
 
 
 def init_architecture(args) -> dict:
-    """Model settings of the --init_from folder, so that the run's config describes the model it trains: every
-    backend checks, plans, shards and exports from the config (NxD builds its layout and final/ from it). A
-    released OSCAR folder's base models are resolved now (--generator_path / --compressor_path, else its hub ids),
-    before any data or weights load; its enable_reranking stays the run's (it has no head: a fresh one is added)."""
+    """Model settings of a released OSCAR --init_from folder, so that the run's config describes the model it trains:
+    every backend checks, plans, shards and exports from the config (NxD builds its layout and final/ from it). Its
+    base models are resolved now (--generator_path / --compressor_path, else its hub ids), before any data or weights
+    load; enable_reranking stays the run's (a released model has no head: a fresh one is added). {} for any other
+    folder (a ScaleDown folder keeps its own settings in from_pretrained; NxD describes it from the folder)."""
     from scaledown.checkpoint.oscar_format import is_released_folder, released_config
     from scaledown.cli.args import explicit_settings
     from scaledown.config import MODEL_FIELDS
-    from scaledown.models.serialization import read_saved_config
-    if is_released_folder(args.init_from):
-        saved = released_config(args.init_from, args.generator_path, args.compressor_path, check=True)
-        keep = (MODEL_FIELDS - {"enable_reranking"}) | {"system_prompt"}   # the released prompt, token for token
-    else:
-        from scaledown.errors import CheckpointError
-        from scaledown.models.serialization import resolve_model_dir
-        try:
-            resolve_model_dir(args.init_from)
-        except CheckpointError:   # an NxD checkpoint (train_trn1 loads it onto the config's model), or an error later
-            return {}
-        saved = read_saved_config(args.init_from, trust_remote_code=bool(getattr(args, "trust_remote_code", False)))[2]
-        keep = MODEL_FIELDS
+    if not is_released_folder(args.init_from):
+        return {}
+    saved = released_config(args.init_from, args.generator_path, args.compressor_path, check=True)
+    keep = (MODEL_FIELDS - {"enable_reranking"}) | {"system_prompt"}   # the released prompt, token for token
     values = {k: v for k, v in saved.to_dict().items() if k in keep}
     if "preset" not in explicit_settings(args) and not (args.train_data or args.pretrain_data):
         values["preset"] = "tiny"   # the built-in task's schedule, as without --init_from (the folder's model wins)
