@@ -282,7 +282,8 @@ def test_bench_latency_reads_released_folder(released, tmp_path, capsys):
                  "--repeats", "1", "--warmup", "0", "--generated_tokens", "2", "--output", str(tmp_path / "lat")])
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "lat" / "latency.json").read_text())
-    assert report
+    assert report["results"] and report["model"]["compressor_type"] == "causal_lm"
+    assert report["model"]["compressor_layers"] == 2   # the released Llama backbone's, not num_compressor_layers
 
 
 @pytest.mark.slow
