@@ -22,21 +22,8 @@ import torch
 
 from scaledown.errors import CheckpointError
 
-from scaledown.checkpoint.oscar_files import ADAPTERS, COMPRESSOR, FIRST_LAST, MLP, TRIMMED, TRIMMED_PREFIX  # noqa: F401
-
-
-def is_released_folder(path: str) -> bool:
-    """True for a folder whose config.json is a COCOMConfig (model_type COCOM)."""
-    config = os.path.join(path, "config.json")
-    if not os.path.isfile(config) or os.path.isfile(os.path.join(path, "scaledown_config.json")):
-        return False
-    try:
-        with open(config) as f:
-            values = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(values, dict) and (str(values.get("model_type", "")).lower() == "cocom"
-                                         or {"decoder_model_name", "compr_rate"} <= set(values))
+from scaledown.checkpoint.oscar_files import (ADAPTERS, COMPRESSOR, FIRST_LAST, MLP, TRIMMED, TRIMMED_PREFIX,  # noqa: F401
+                                              is_released_folder)
 
 
 def read_released_config(folder: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def add_base_model_flags(parser, generator_help: Optional[str] = None) -> None:
 def base_paths(folder: str, args: Any) -> dict[str, Optional[str]]:
     """{generator_path, compressor_path} to pass to from_pretrained for `folder`: the flags' values when it is a
     released folder, {} otherwise (a ScaleDown folder takes no such arguments)."""
-    from scaledown.checkpoint.oscar_format import is_released_folder
+    from scaledown.checkpoint.oscar_files import is_released_folder
     if not is_released_folder(folder):
         return {}
     return {"generator_path": getattr(args, "generator_path", None),
@@ -39,7 +39,7 @@ def base_paths(folder: str, args: Any) -> dict[str, Optional[str]]:
 
 def check_flags_apply(folders, args: Any, model_flag: str) -> None:
     """--generator_path / --compressor_path given, but no released folder among `folders`: an error, not ignored."""
-    from scaledown.checkpoint.oscar_format import is_released_folder
+    from scaledown.checkpoint.oscar_files import is_released_folder
     given = [flag for flag in (GENERATOR_FLAG, COMPRESSOR_FLAG) if getattr(args, flag[2:], None)]
     if given and not any(folder and is_released_folder(folder) for folder in folders):
         raise ConfigError(f"{' / '.join(given)} only apply to a released OSCAR folder (naver/oscar-* layout, whose "
