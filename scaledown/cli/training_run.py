@@ -99,6 +99,12 @@ def train_config(args):
         inputs = {k: given.get(k, resume.RUN_INPUT_DEFAULTS.get(k)) for k in RUN_INPUTS}
         if not getattr(args, "dry_run", False):
             run_folder.check_new_run(config.output_dir, args.overwrite_output_dir)
+    if path and config.prompt_format == "oscar" and not args.init_from:
+        raise ConfigError(f"{path} belongs to a run started from a released OSCAR model (or one converted from it: "
+                          f"prompt_format oscar); its checkpoints resume onto that model's structure (grown "
+                          f"vocabulary, added tokens). Pass the --init_from folder the run started from again (with "
+                          f"its --generator_path / --compressor_path): --resume_from {args.resume_from} --init_from "
+                          f"FOLDER.")
     for name, value in inputs.items():
         setattr(args, name, value)
     args.resume_path = path
@@ -197,7 +203,8 @@ def run_training(config, args, backend_factory: Optional[Callable] = None, prog:
     trainer = ScaleDownTrainer(model, config, train, evaluation, backend=backend, resume_from=args.resume_path,
                                allow_changed_settings=args.allow_changed_settings,
                                overwrite_output_dir=args.overwrite_output_dir, run_record=args.run_record,
-                               resume_command=resume_command(prog, config, backend, launcher_flags),
+                               resume_command=resume_command(prog, config, backend,
+                                                             [*launcher_flags, *_init_flags(args)]),
                                progress=not args.no_progress)
     result = trainer.train()
     if backend.is_main:
@@ -226,6 +233,16 @@ def default_backend(config):
         return NeuronBackend(config)
     from scaledown.training.backends.local import LocalBackend
     return LocalBackend(config)
+
+
+def _init_flags(args) -> list[str]:
+    """--init_from and its base-model flags, for the resume command: a run from a released OSCAR folder (or its
+    conversion) resumes onto the model that folder builds."""
+    flags = ["--init_from", args.init_from] if args.init_from else []
+    for name in ("generator_path", "compressor_path"):
+        if args.init_from and getattr(args, name, None):
+            flags += [f"--{name}", getattr(args, name)]
+    return flags
 
 
 def _init_overrides(config, init_from: str = "") -> dict:

@@ -419,3 +419,22 @@ def test_trn1_dry_run_plans_the_released_architecture(released, capsys):
     assert "vocabulary size 1939" in err and "Traceback" not in err, err
     assert main(["--dry_run", "--init_from", released["oscar-nlayers"]]) == 0
     assert "38 modules become NxD parallel layers" in capsys.readouterr().out
+
+
+def test_run_from_released_folder_resumes_with_its_init_from(released, tmp_path, capsys):
+    """A run started from a released folder resumes onto the released structure: without --init_from the resume
+    stops with a message naming it (it used to fail deep in model building), with it the run continues."""
+    from scaledown.cli.main import main
+    out = tmp_path / "run"
+    flags = ["--batch_size", "2", "--micro_batch_size", "2", "--num_train_examples", "4", "--num_eval_examples", "2",
+             "--eval_max_examples", "0", "--generator_warmup_ratio", "0", "--output_dir", str(out)]
+    assert main(["train", "--init_from", released["oscar-nlayers"], "--max_steps", "1", "--save_steps", "1",
+                       *flags]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume_from", "auto", "--max_steps", "2", "--allow_changed_settings",
+                       "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--init_from" in err and "released OSCAR" in err and "Traceback" not in err, err
+    assert main(["train", "--resume_from", "auto", "--init_from", released["oscar-nlayers"], "--max_steps", "2",
+                       "--allow_changed_settings", "--output_dir", str(out)]) == 0
+    assert (out / "checkpoints" / "step_0000002").is_dir()
