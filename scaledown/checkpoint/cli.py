@@ -7,6 +7,7 @@ import warnings
 from typing import Optional, Sequence
 
 from scaledown.checkpoint.convert import FORMATS, convert
+from scaledown.checkpoint.oscar_paths import add_base_model_flags
 
 DESCRIPTION = """Convert a ScaleDown checkpoint between layouts:
   hf         the ScaleDownModel.save_pretrained folder (a run's OUTPUT_DIR/final, or OUTPUT_DIR)
@@ -48,11 +49,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                                  "else pretrained_weight for nxd, global_stepN for deepspeed)")
     p.add_argument("--src_tag", "--src-tag", help="tag to read when SRC is a checkpoint dir (default: newest)")
     p.add_argument("--config", help="ScaleDownConfig (YAML/JSON) of a checkpoint that does not record its model")
-    p.add_argument("--generator_path", "--generator-path",
-                   help="oscar: local folder (or hub name) of the base generator, instead of config.json's "
-                        "decoder_model_name (--from oscar) / the model's generator_model_name (--to oscar)")
-    p.add_argument("--compressor_path", "--compressor-path",
-                   help="--from oscar: local folder of the compressor's base model, instead of compr_model_name")
+    add_base_model_flags(p, generator_help="oscar: local folder (or hub name) of the base generator, instead of "
+                         "config.json's decoder_model_name (--from oscar) / the model's generator_model_name (--to oscar)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace what DST already holds (hf: the folder; nxd / deepspeed: DST/TAG); without it an "
                         "existing destination is an error and nothing is written")

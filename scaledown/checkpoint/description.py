@@ -36,6 +36,9 @@ class ModelDescription:
     generator_config: dict
     compressor_config: dict
     _skeleton: Any = field(default=None, repr=False, compare=False)
+    # (generator, compressor) tokenizers the skeleton uses instead of loading them by name (a released OSCAR
+    # model's, grown by its added tokens: checkpoint/oscar_description.py); None: by name
+    tokenizers: Any = field(default=None, repr=False, compare=False)
 
     # ---- sources ---------------------------------------------------------------------------------
     @classmethod
@@ -49,6 +52,28 @@ class ModelDescription:
         else:
             backbone = loading.model_config(config.resolved_compressor_model_name, config.trust_remote_code)
         return cls(config, generator.to_dict(), backbone.to_dict())
+
+    @classmethod
+    def from_model_folder(cls, directory: str, config: ScaleDownConfig) -> "ModelDescription":
+        """A saved ScaleDown model folder as `ScaleDownModel.from_pretrained(directory, **training settings of
+        config)` builds it (cli/training_run.py --init_from): the folder's model settings with the run's others, its
+        generator_base / compressor HF configs (vocabularies as saved, grown by added tokens) and its tokenizers."""
+        import os
+        from transformers import AutoTokenizer
+        from scaledown.models import loading
+        from scaledown.models.serialization import read_saved_config, resolve_model_dir
+        directory = resolve_model_dir(directory)
+        run = {k: v for k, v in config.to_dict().items()
+               if k not in MODEL_FIELDS and k not in ("preset", "trust_remote_code")}
+        config = read_saved_config(directory, config.trust_remote_code, **run)[2]
+        base_dir = os.path.join(directory, "generator_base")
+        generator = (loading.saved_config(base_dir) if os.path.isdir(base_dir)
+                     else loading.model_config(config.generator_model_name, config.trust_remote_code))
+        backbone = loading.saved_config(os.path.join(directory, "compressor"))
+        comp_tok = os.path.join(directory, "compressor_tokenizer")
+        tokenizers = (AutoTokenizer.from_pretrained(os.path.join(directory, "tokenizer")),
+                      AutoTokenizer.from_pretrained(comp_tok) if os.path.isdir(comp_tok) else None)
+        return cls(config, generator.to_dict(), backbone.to_dict(), tokenizers=tokenizers)
 
     @classmethod
     def from_json(cls, values: dict, source: str, trust_remote_code: bool = False) -> "ModelDescription":
@@ -79,7 +104,9 @@ class ModelDescription:
             width = base.get_input_embeddings().embedding_dim
             with torch.device("meta"):
                 compressor = build_compressor(self.config, _EmbeddingStandIn(width), backbone=backbone)
-            self._skeleton = ScaleDownModel(self.config, generator=generator, compressor=compressor)
+            tokenizer, compressor_tokenizer = self.tokenizers or (None, None)
+            self._skeleton = ScaleDownModel(self.config, generator=generator, compressor=compressor,
+                                            tokenizer=tokenizer, compressor_tokenizer=compressor_tokenizer)
         return self._skeleton
 
     def shapes(self) -> dict[str, tuple[int, ...]]:

@@ -1,4 +1,7 @@
-# File names of NAVER's released OSCAR layout (reference/oscar.md §8), shared by its reader, builder and writer.
+# The file names of NAVER's released OSCAR layout (reference/oscar.md §8) and how a folder in it is recognised.
+from __future__ import annotations
+
+import json
 import os
 
 ADAPTERS = "adapters.pth"                                # PEFT state dicts by adapter name
@@ -7,3 +10,17 @@ COMPRESSOR = os.path.join("compressor", "compressor.pth")
 MLP = os.path.join("compressor", "mlp.pth")
 TRIMMED = "mistral_trimmed"                              # compr_model_name of an N-layers compressor
 TRIMMED_PREFIX = "custom_model.model."                   # its state-dict prefix
+
+
+def is_released_folder(path: str) -> bool:
+    """True for a folder whose config.json is a COCOMConfig (model_type COCOM)."""
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config) or os.path.isfile(os.path.join(path, "scaledown_config.json")):
+        return False
+    try:
+        with open(config) as f:
+            values = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(values, dict) and (str(values.get("model_type", "")).lower() == "cocom"
+                                         or {"decoder_model_name", "compr_rate"} <= set(values))

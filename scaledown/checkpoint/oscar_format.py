@@ -22,21 +22,8 @@ import torch
 
 from scaledown.errors import CheckpointError
 
-from scaledown.checkpoint.oscar_files import ADAPTERS, COMPRESSOR, FIRST_LAST, MLP, TRIMMED, TRIMMED_PREFIX  # noqa: F401
-
-
-def is_released_folder(path: str) -> bool:
-    """True for a folder whose config.json is a COCOMConfig (model_type COCOM)."""
-    config = os.path.join(path, "config.json")
-    if not os.path.isfile(config) or os.path.isfile(os.path.join(path, "scaledown_config.json")):
-        return False
-    try:
-        with open(config) as f:
-            values = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(values, dict) and (str(values.get("model_type", "")).lower() == "cocom"
-                                         or {"decoder_model_name", "compr_rate"} <= set(values))
+from scaledown.checkpoint.oscar_files import (ADAPTERS, COMPRESSOR, FIRST_LAST, MLP, TRIMMED, TRIMMED_PREFIX,  # noqa: F401
+                                              is_released_folder)
 
 
 def read_released_config(folder: str) -> dict[str, Any]:
@@ -99,12 +86,28 @@ def _rows(state: dict, suffix: str, path: str) -> torch.Tensor:
     return state[keys[0]]
 
 
+def released_tokenizers(cfg: dict[str, Any], generator_name: str, compressor_name: str):
+    """(generator tokenizer, its base size, tokens added, compressor tokenizer, its base size): the base tokenizers
+    grown as the reference grows them (<MEM..>, <AE>, <ENC>, <SEP> in the generator; <MEM0>.. in the compressor)."""
+    from scaledown.models import loading
+    from scaledown.models.oscar_prompt import compressor_memory_tokens, decoder_added_tokens
+    n = cfg["doc_max_length"] // cfg["compr_rate"]
+    tokenizer = loading.load_tokenizer(generator_name)
+    base_vocab = len(tokenizer)
+    added = decoder_added_tokens(n, bool(cfg.get("different_mem_tokens", False)))
+    tokenizer.add_special_tokens({"additional_special_tokens": added})
+    compressor_tokenizer = loading.load_tokenizer(compressor_name)
+    comp_base_vocab = len(compressor_tokenizer)
+    compressor_tokenizer.add_special_tokens({"additional_special_tokens": compressor_memory_tokens(n)})
+    return tokenizer, base_vocab, len(added), compressor_tokenizer, comp_base_vocab
+
+
 class ReleasedOscar:
     """A released folder read and checked: config, tensors, tokenizers and base model names (no model built)."""
 
     def __init__(self, folder: str, generator_path: Optional[str] = None, compressor_path: Optional[str] = None):
         from scaledown.models import loading
-        from scaledown.models.oscar_prompt import compressor_memory_tokens, decoder_added_tokens
+        from scaledown.models.oscar_prompt import compressor_memory_tokens
         self.folder = folder
         cfg = self.cfg = read_released_config(folder)
         self.trimmed = cfg["compr_model_name"] == TRIMMED
@@ -113,19 +116,10 @@ class ReleasedOscar:
         for name in (ADAPTERS, FIRST_LAST, COMPRESSOR) + ((MLP,) if self.use_mlp else ()):
             if not os.path.isfile(os.path.join(folder, name)):
                 load_pth(folder, name)   # raises the missing-file message
-        self.generator_name = generator_path or cfg["decoder_model_name"]
-        if self.trimmed:
-            same = cfg.get("compr_base_model_name") in (None, cfg["decoder_model_name"])
-            self.compressor_name = compressor_path or (self.generator_name if same else cfg["compr_base_model_name"])
-        else:
-            self.compressor_name = compressor_path or cfg["compr_model_name"]
-        self.tokenizer = loading.load_tokenizer(self.generator_name)
-        base_vocab = len(self.tokenizer)
-        added = decoder_added_tokens(self.n, bool(cfg.get("different_mem_tokens", False)))
-        self.tokenizer.add_special_tokens({"additional_special_tokens": added})
-        self.compressor_tokenizer = loading.load_tokenizer(self.compressor_name)
-        comp_base_vocab = len(self.compressor_tokenizer)
-        self.compressor_tokenizer.add_special_tokens({"additional_special_tokens": compressor_memory_tokens(self.n)})
+        from scaledown.checkpoint.oscar_paths import check_base_models
+        self.generator_name, self.compressor_name = check_base_models(folder, cfg, generator_path, compressor_path)
+        self.tokenizer, base_vocab, n_added, self.compressor_tokenizer, comp_base_vocab = released_tokenizers(
+            cfg, self.generator_name, self.compressor_name)
         self.memory_ids = self.compressor_tokenizer.convert_tokens_to_ids(compressor_memory_tokens(self.n))
         self.generator_config = loading.model_config(self.generator_name)
         self.compressor_config = self.generator_config if self.trimmed else loading.model_config(self.compressor_name)
@@ -133,7 +127,7 @@ class ReleasedOscar:
         self.adapters = load_pth(folder, ADAPTERS)
         self.compressor = load_pth(folder, COMPRESSOR)
         self.mlp = load_pth(folder, MLP) if self.use_mlp else None
-        self._check_shapes(base_vocab, len(added), comp_base_vocab)
+        self._check_shapes(base_vocab, n_added, comp_base_vocab)
 
     def _check_shapes(self, base_vocab: int, n_added: int, comp_base_vocab: int) -> None:
         cfg, folder = self.cfg, self.folder
@@ -212,13 +206,19 @@ def scaledown_values(cfg: dict[str, Any], generator_name: str, compressor_name: 
     return values
 
 
-def released_config(folder: str):
-    """The ScaleDownConfig of a released folder from its config.json alone (no tensors or tokenizers read)."""
+def released_config(folder: str, generator_path: Optional[str] = None, compressor_path: Optional[str] = None,
+                     check: bool = False):
+    """The ScaleDownConfig of a released folder from its config.json (no tensors or tokenizers read), its base
+    models named by the paths if given, else by config.json. check: resolve both base models first (their configs
+    only), raising ConfigError naming --generator_path / --compressor_path when one cannot be loaded."""
+    from scaledown.checkpoint.oscar_paths import base_names, check_base_models
     from scaledown.config import ScaleDownConfig
     cfg = read_released_config(folder)
-    trimmed = cfg["compr_model_name"] == TRIMMED
-    compressor = cfg.get("compr_base_model_name") if trimmed else cfg["compr_model_name"]
-    return ScaleDownConfig.from_dict(scaledown_values(cfg, cfg["decoder_model_name"], compressor),
+    if check:
+        generator, compressor = check_base_models(folder, cfg, generator_path, compressor_path)
+    else:
+        generator, compressor, _ = base_names(cfg, generator_path, compressor_path)
+    return ScaleDownConfig.from_dict(scaledown_values(cfg, generator, compressor),
                                      source=os.path.join(folder, "config.json"))
 
 

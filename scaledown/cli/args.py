@@ -96,7 +96,10 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                      help="Start a new run in an --output_dir that holds another run (final/, checkpoints, "
                           "train_summary.json): the previous run's files are deleted first.")
     run.add_argument("--init_from", "--init-from", help="Start from a saved ScaleDown model folder "
-                     "(e.g. a pretraining run's OUTPUT_DIR/final).")
+                     "(e.g. a pretraining run's OUTPUT_DIR/final) or a released OSCAR folder (naver/oscar-* layout; "
+                     "its base models by hub id, or from --generator_path / --compressor_path).")
+    from scaledown.checkpoint.oscar_paths import add_base_model_flags
+    add_base_model_flags(run)
     run.add_argument("--init_compressor_from", "--init-compressor-from", metavar="DIR",
                      help="Take only the compressor of a saved model folder (e.g. a pretraining run's OUTPUT_DIR/final) "
                           "and pair it with this run's generator and a fresh LoRA; its architecture settings "

@@ -74,6 +74,8 @@ def train_config(args):
 
     if args.resume_from is not None and args.overwrite_output_dir:
         raise ConfigError("--resume_from continues a run and --overwrite_output_dir starts one over; pass one of them.")
+    from scaledown.checkpoint.oscar_paths import check_flags_apply
+    check_flags_apply([args.init_from], args, "--init_from")
     if args.allow_changed_settings and args.resume_from is None:
         raise ConfigError("--allow_changed_settings only applies with --resume_from (it lets a resumed run change "
                           "settings that define it); drop it for a new run.")
@@ -97,6 +99,12 @@ def train_config(args):
         inputs = {k: given.get(k, resume.RUN_INPUT_DEFAULTS.get(k)) for k in RUN_INPUTS}
         if not getattr(args, "dry_run", False):
             run_folder.check_new_run(config.output_dir, args.overwrite_output_dir)
+    if path and config.prompt_format == "oscar" and not args.init_from:
+        raise ConfigError(f"{path} belongs to a run started from a released OSCAR model (or one converted from it: "
+                          f"prompt_format oscar); its checkpoints resume onto that model's structure (grown "
+                          f"vocabulary, added tokens). Pass the --init_from folder the run started from again (with "
+                          f"its --generator_path / --compressor_path): --resume_from {args.resume_from} --init_from "
+                          f"FOLDER.")
     for name, value in inputs.items():
         setattr(args, name, value)
     args.resume_path = path
@@ -109,6 +117,8 @@ def _new_run_config(args):
     if args.init_compressor_from:
         from scaledown.models.compressor_reuse import read_saved_compressor
         base = read_saved_compressor(args.init_compressor_from).architecture()
+    elif args.init_from:
+        base = init_architecture(args) or None
     real_data = bool(args.train_data or args.pretrain_data)
     config = config_from_args(args, default_preset=None if real_data else "tiny", base=base, user_data=real_data)
     defaulted = [k for k in SYNTHETIC_TASK_FIELDS if k not in explicit_settings(args)]  # not the user's own values
@@ -119,6 +129,25 @@ def _new_run_config(args):
     if config.output_dir == DEFAULT_OUTPUT_DIR:   # not chosen: one folder per run name, never ./checkpoints/checkpoints
         config.output_dir = os.path.join("outputs", run_name(config.stage, config.preset, args))
     return config
+
+
+def init_architecture(args) -> dict:
+    """Model settings of a released OSCAR --init_from folder, so that the run's config describes the model it trains:
+    every backend checks, plans, shards and exports from the config (NxD builds its layout and final/ from it). Its
+    base models are resolved now (--generator_path / --compressor_path, else its hub ids), before any data or weights
+    load; enable_reranking stays the run's (a released model has no head: a fresh one is added). {} for any other
+    folder (a ScaleDown folder keeps its own settings in from_pretrained; NxD describes it from the folder)."""
+    from scaledown.checkpoint.oscar_format import is_released_folder, released_config
+    from scaledown.cli.args import explicit_settings
+    from scaledown.config import MODEL_FIELDS
+    if not is_released_folder(args.init_from):
+        return {}
+    saved = released_config(args.init_from, args.generator_path, args.compressor_path, check=True)
+    keep = (MODEL_FIELDS - {"enable_reranking"}) | {"system_prompt"}   # the released prompt, token for token
+    values = {k: v for k, v in saved.to_dict().items() if k in keep}
+    if "preset" not in explicit_settings(args) and not (args.train_data or args.pretrain_data):
+        values["preset"] = "tiny"   # the built-in task's schedule, as without --init_from (the folder's model wins)
+    return values
 
 
 def run_name(stage: str, preset, args) -> str:
@@ -165,7 +194,8 @@ def run_training(config, args, backend_factory: Callable, prog: str = "train.py"
     backend = backend_factory(config)
     train, evaluation = load_datasets(config, args, backend.is_main)
     if args.init_from:
-        overrides = _init_overrides(config, args.init_from)
+        from scaledown.checkpoint.oscar_paths import base_paths
+        overrides = {**_init_overrides(config, args.init_from), **base_paths(args.init_from, args)}
         model = backend.build_model(lambda: ScaleDownModel.from_pretrained(args.init_from, **overrides).train())   # from_pretrained gives eval mode
     elif args.init_compressor_from:
         model = backend.build_model(lambda: ScaleDownModel.with_pretrained_compressor(args.init_compressor_from, config))
@@ -174,7 +204,8 @@ def run_training(config, args, backend_factory: Callable, prog: str = "train.py"
     trainer = ScaleDownTrainer(model, config, train, evaluation, backend=backend, resume_from=args.resume_path,
                                allow_changed_settings=args.allow_changed_settings,
                                overwrite_output_dir=args.overwrite_output_dir, run_record=args.run_record,
-                               resume_command=resume_command(prog, config, backend, launcher_flags),
+                               resume_command=resume_command(prog, config, backend,
+                                                             [*launcher_flags, *_init_flags(args)]),
                                progress=not args.no_progress)
     result = trainer.train()
     if backend.is_main:
@@ -194,6 +225,16 @@ def run_training(config, args, backend_factory: Callable, prog: str = "train.py"
     if not result.interrupted:
         return 0
     return 130 if trainer.stopped_by == "SIGINT" else 143   # the shell's codes for Ctrl-C and SIGTERM
+
+
+def _init_flags(args) -> list[str]:
+    """--init_from and its base-model flags, for the resume command: a run from a released OSCAR folder (or its
+    conversion) resumes onto the model that folder builds."""
+    flags = ["--init_from", args.init_from] if args.init_from else []
+    for name in ("generator_path", "compressor_path"):
+        if args.init_from and getattr(args, name, None):
+            flags += [f"--{name}", getattr(args, name)]
+    return flags
 
 
 def _init_overrides(config, init_from: str = "") -> dict:

@@ -5,6 +5,7 @@ import json
 import os
 from typing import Optional, Sequence
 
+from scaledown.checkpoint.oscar_paths import add_base_model_flags, base_paths, check_flags_apply
 from scaledown.cli.args import FriendlyParser
 from scaledown.errors import ConfigError
 
@@ -100,6 +101,7 @@ def latency_main(argv: Sequence[str], prog: str) -> int:
                                "default: a random small Mistral-shaped model")
     _add(parser, "trust_remote_code", action="store_true", help="let --model's generator run its own code (a value "
                                                                 "saved in the folder is ignored)")
+    add_base_model_flags(parser)
     _add(parser, "overwrite", action="store_true", help="replace latency.json / latency.png already in --output")
     _add(parser, "documents", default="1,5,10,20,50", help="documents per query to sweep (comma-separated)")
     _add(parser, "batch_sizes", default="8", help="batch sizes to sweep (comma-separated)")
@@ -118,6 +120,7 @@ def latency_main(argv: Sequence[str], prog: str) -> int:
     _add(parser, "dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
          help="auto: bfloat16 on GPU, float32 on CPU")
     args = parser.parse_args(argv)
+    check_flags_apply([args.model], args, "--model")
     from scaledown.destination import check_destination
     check_destination(args.output, args.overwrite, "--output", contents=["latency.json", "latency.png"])
     settings = latency.LatencySettings(documents=_ints(args.documents), batch_sizes=_ints(args.batch_sizes),
@@ -134,7 +137,8 @@ def latency_main(argv: Sequence[str], prog: str) -> int:
         args.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
     if args.model:
         from scaledown.models import ScaleDownModel
-        model = latency.merge_lora(ScaleDownModel.from_pretrained(args.model, trust_remote_code=args.trust_remote_code))
+        model = latency.merge_lora(ScaleDownModel.from_pretrained(args.model, trust_remote_code=args.trust_remote_code,
+                                                                  **base_paths(args.model, args)))
         settings.document_tokens = model.config.doc_max_length
         settings.compression_rate = model.config.compression_rate
     else:

@@ -5,6 +5,7 @@ import json
 import os
 from typing import Optional, Sequence
 
+from scaledown.checkpoint.oscar_paths import add_base_model_flags, base_paths, check_flags_apply
 from scaledown.cli.args import FriendlyParser
 from scaledown.errors import ConfigError, DataError
 
@@ -41,6 +42,7 @@ def build_parser(prog: str) -> FriendlyParser:
     add("trust_remote_code", action="store_true", help="let the models this command loads (the evaluated model's "
                                                         "generator, judge, SPLADE) run their own code; a value saved "
                                                         "in the model folder is ignored")
+    add_base_model_flags(p)
     add("output", required=True, help="output folder")
     add("overwrite", action="store_true", help="replace the results an earlier evaluation wrote to --output "
                                                "(its retrieval index is reused either way)")
@@ -87,12 +89,13 @@ def collect_datasets(args) -> list[tuple[str, str, list[dict]]]:
     return out
 
 
-def _saved_config(model_dir: str, trust_remote_code: bool = False):
-    """A model's ScaleDownConfig without loading weights (ScaleDown folder or released OSCAR folder)."""
+def _saved_config(model_dir: str, trust_remote_code: bool = False, args=None):
+    """A model's ScaleDownConfig without loading weights (ScaleDown folder or released OSCAR folder: its base
+    models resolved now, with --generator_path / --compressor_path, so a missing one fails before any work)."""
     from scaledown.checkpoint.oscar_format import is_released_folder, released_config
     from scaledown.models.serialization import read_saved_config
     if is_released_folder(model_dir):
-        return released_config(model_dir)
+        return released_config(model_dir, **base_paths(model_dir, args), check=True)
     return read_saved_config(model_dir, trust_remote_code=trust_remote_code)[2]
 
 
@@ -171,10 +174,11 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ConfigError(f"--{flag} must be a positive integer, got {value}.")
+    check_flags_apply(args.model, args, "--model")
     check_results_destination(args.output, args.overwrite)
     # everything cheap first: the models' configs, the data, retrieval (the first model's document tokens); then
     # the weights, one model at a time
-    configs = [_saved_config(path, args.trust_remote_code) for path in args.model]
+    configs = [_saved_config(path, args.trust_remote_code, args) for path in args.model]
     labels = model_labels(args.model)
     saved_config = configs[0]
     model_path = args.model[0]
@@ -217,7 +221,8 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
     all_metrics: dict[str, dict] = {name: {} for name, _, _ in datasets}
     tflops = {} if args.benchmark and not args.no_flops else None
     for path, label in zip(args.model, labels):
-        model = ScaleDownModel.from_pretrained(path, trust_remote_code=args.trust_remote_code).to(device).eval()
+        model = ScaleDownModel.from_pretrained(path, trust_remote_code=args.trust_remote_code,
+                                               **base_paths(path, args)).to(device).eval()
         for name, source, rows in datasets:
             rows = _prepare_rows(rows, model.config, model.inputs.compressor_tokenizer, source, num_documents,
                                  model.inputs.tokenizer)

@@ -152,7 +152,8 @@ def describe_model(model) -> dict:
                                                              "num_attention_heads", "num_key_value_heads",
                                                              "intermediate_size", "vocab_size")},
             "compressor_type": model.config.compressor_type,
-            "compressor_layers": model.config.num_compressor_layers,
+            # the backbone's own depth: num_compressor_layers only sizes an n_layers compressor
+            "compressor_layers": getattr(model.compressor.backbone.config, "num_hidden_layers", None),
             "num_memory_tokens": model.config.num_memory_tokens,
             "doc_max_length": model.config.doc_max_length}
 

@@ -282,7 +282,8 @@ def test_bench_latency_reads_released_folder(released, tmp_path, capsys):
                  "--repeats", "1", "--warmup", "0", "--generated_tokens", "2", "--output", str(tmp_path / "lat")])
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "lat" / "latency.json").read_text())
-    assert report
+    assert report["results"] and report["model"]["compressor_type"] == "causal_lm"
+    assert report["model"]["compressor_layers"] == 2   # the released Llama backbone's, not num_compressor_layers
 
 
 @pytest.mark.slow
@@ -310,3 +311,133 @@ def test_zero3_two_ranks_continue_from_released_folder(released, tmp_path):
     source = torch.load(os.path.join(released["oscar-llama"], "compressor", "compressor.pth"), weights_only=True)
     moved = (comp["backbone.layers.0.mlp.up_proj.weight"].float() - source["layers.0.mlp.up_proj.weight"].float())
     assert 0 < moved.abs().max() < 0.05
+
+
+def _hub_named(released, tmp_path):
+    """oscar-llama as downloaded: config.json names its base models by hub id (this machine has no hub)."""
+    folder = _malformed(released, tmp_path)
+    _edit_config(folder, decoder_model_name="Qwen/Qwen2-7B-Instruct", compr_model_name="meta-llama/Llama-3.2-1B")
+    bases = os.path.join(os.path.dirname(released["oscar-llama"]), "bases")
+    return str(folder), ["--generator_path", os.path.join(bases, "generator-qwen2"),
+                         "--compressor_path", os.path.join(bases, "compressor-llama")]
+
+
+def _commands(folder, tmp_path):
+    assets = os.path.join(os.path.dirname(HERE), "assets", "kilt")
+    return {
+        "train": ["train", "--init_from", folder, "--max_steps", "1", "--batch_size", "2", "--micro_batch_size", "2",
+                  "--num_train_examples", "2", "--num_eval_examples", "2", "--eval_max_examples", "0",
+                  "--generator_warmup_ratio", "0", "--output_dir", str(tmp_path / "run")],
+        "eval": ["eval", "--model", folder, "--benchmark", "nq", "--data_dir", assets, "--corpus",
+                 os.path.join(assets, "corpus.jsonl"), "--num_documents", "1", "--max_examples", "1",
+                 "--max_new_tokens", "2", "--no_flops", "--output", str(tmp_path / "eval"), "--no_progress"],
+        "bench": ["bench", "latency", "--model", folder, "--documents", "1", "--batch_sizes", "1", "--repeats", "1",
+                  "--warmup", "0", "--generated_tokens", "1", "--output", str(tmp_path / "lat")],
+    }
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "bench"])
+def test_base_model_paths_for_hub_named_released_folder(released, tmp_path, capsys, command):
+    """Every command reading a released folder takes --generator_path / --compressor_path (config.json names hub
+    ids; offline they cannot load): without them, an error naming the field and the flag before any work; with only
+    the generator's, the compressor's flag is named; with both, the command runs."""
+    from scaledown.cli.main import main
+    folder, flags = _hub_named(released, tmp_path)
+    argv = _commands(folder, tmp_path)[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--generator_path" in err and "decoder_model_name" in err and "Traceback" not in err, err
+    assert main(argv + flags[:2]) == 2
+    err = capsys.readouterr().err
+    assert "--compressor_path" in err and "compr_model_name" in err and "Traceback" not in err, err
+    assert main(argv + flags) == 0, capsys.readouterr().err
+    made = {"train": tmp_path / "run" / "final", "eval": tmp_path / "eval" / "table.md",
+            "bench": tmp_path / "lat" / "latency.json"}[command]
+    assert made.exists()
+
+
+def test_base_model_paths_refused_without_released_folder(released, tmp_path, capsys):
+    """The flags only mean something for a released folder: with a ScaleDown folder they are an error, not ignored."""
+    from scaledown.checkpoint import convert
+    from scaledown.cli.main import main
+    convert("oscar", "hf", released["oscar-llama"], str(tmp_path / "converted"))
+    folder, flags = _hub_named(released, tmp_path)
+    for command, argv in _commands(str(tmp_path / "converted"), tmp_path).items():
+        assert main(argv + flags) == 2, command
+        err = capsys.readouterr().err
+        assert "only apply to a released OSCAR folder" in err and "Traceback" not in err, (command, err)
+
+
+@pytest.mark.nxd_double
+@pytest.mark.parametrize("source", ["released", "converted"])
+def test_nxd_continues_from_released_folder(released, tmp_path, source):
+    """--init_from a released folder (or its `convert --to hf` copy) on the NxD backend (test double): the run plans
+    and exports the folder's architecture (vocabularies grown by the added tokens, its tokenizers), the RR head of
+    a released folder starts fresh with a note, the step-0 evaluation equals the one-process backend's on the same
+    weights, and final/ keeps the released generator rows (frozen) and prompt format."""
+    import subprocess
+    from scaledown import ScaleDownModel
+    from scaledown.checkpoint import convert
+    from scaledown.training.compare_runs import read_scalars
+    root = os.path.dirname(os.path.dirname(HERE))
+    sys.path.insert(0, os.path.dirname(HERE))
+    from test_neuron_training import free_port
+    folder = released["oscar-llama"]
+    if source == "converted":
+        folder = str(tmp_path / "converted")
+        convert("oscar", "hf", released["oscar-llama"], folder)
+    flags = ["--init_from", folder, "--max_steps", "1", "--batch_size", "4", "--micro_batch_size",
+             "2", "--logging_steps", "1", "--save_steps", "0", "--eval_steps", "0", "--use_bf16", "false",
+             "--num_train_examples", "8", "--num_eval_examples", "4", "--eval_max_examples", "0",
+             "--generator_warmup_ratio", "0", "--seed", "3"]
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1",
+               MASTER_PORT=free_port())
+    runs = {}
+    for name, entry in (("neuron", os.path.join(root, "tests", "nxd_double", "run.py")), ("local", "train.py")):
+        runs[name] = tmp_path / name
+        proc = subprocess.run([sys.executable, entry, *flags, "--output_dir", str(runs[name])], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert ("no reranking head" in proc.stderr) == (source == "released")
+    nxd, local = (read_scalars(runs[n])["eval/loss"] for n in ("neuron", "local"))
+    assert nxd[0] == pytest.approx(local[0], rel=1e-5)
+    trained = ScaleDownModel.from_pretrained(str(runs["neuron"] / "final"))
+    assert trained.config.prompt_format == "oscar"
+    assert (trained.compressor.rr_head is not None) == (source == "released")
+    rows = torch.load(os.path.join(released["oscar-llama"], "decoder_first_last_layers.pth"), weights_only=True)
+    own = trained.generator.get_base_model().state_dict()
+    for key, value in rows.items():
+        assert torch.equal(own[key].float(), value.float()), key
+
+
+def test_trn1_dry_run_plans_the_released_architecture(released, capsys):
+    """The Trn1 dry run with --init_from a released folder checks the released model (its vocabulary grown by the
+    added tokens), not the default preset's: a tensor-parallel degree that does not divide it is refused there."""
+    from scaledown.cli.train import launcher_main
+
+    def main(argv):
+        return launcher_main("neuron", argv)
+    assert main(["--dry_run", "--init_from", released["oscar-nlayers"], "--tensor_parallel_size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "vocabulary size 1939" in err and "Traceback" not in err, err
+    assert main(["--dry_run", "--init_from", released["oscar-nlayers"]]) == 0
+    assert "38 modules become NxD parallel layers" in capsys.readouterr().out
+
+
+def test_run_from_released_folder_resumes_with_its_init_from(released, tmp_path, capsys):
+    """A run started from a released folder resumes onto the released structure: without --init_from the resume
+    stops with a message naming it (it used to fail deep in model building), with it the run continues."""
+    from scaledown.cli.main import main
+    out = tmp_path / "run"
+    flags = ["--batch_size", "2", "--micro_batch_size", "2", "--num_train_examples", "4", "--num_eval_examples", "2",
+             "--eval_max_examples", "0", "--generator_warmup_ratio", "0", "--output_dir", str(out)]
+    assert main(["train", "--init_from", released["oscar-nlayers"], "--max_steps", "1", "--save_steps", "1",
+                       *flags]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume_from", "auto", "--max_steps", "2", "--allow_changed_settings",
+                       "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--init_from" in err and "released OSCAR" in err and "Traceback" not in err, err
+    assert main(["train", "--resume_from", "auto", "--init_from", released["oscar-nlayers"], "--max_steps", "2",
+                       "--allow_changed_settings", "--output_dir", str(out)]) == 0
+    assert (out / "checkpoints" / "step_0000002").is_dir()

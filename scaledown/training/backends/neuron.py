@@ -63,9 +63,11 @@ class NeuronBackend(Backend):
     host_gather_indices = False   # static shapes: every batch is padded by key and forward selects nothing
 
     def __init__(self, config: ScaleDownConfig, layout: Optional[NeuronLayout] = None,
-                 weights_from_checkpoint: Optional[str] = None):
+                 weights_from_checkpoint: Optional[str] = None, describe: Optional[Callable] = None):
         """`weights_from_checkpoint`: an NxD tag (a run's checkpoint or `scaledown convert --to nxd` output) the
-        weights will come from; the model is then built on the meta device and never materialised on the host."""
+        weights will come from; the model is then built on the meta device and never materialised on the host.
+        `describe`: () -> ModelDescription of the model build_model builds when the config alone does not say it
+        (a released OSCAR folder: grown vocabularies and tokenizers); default ModelDescription.from_config."""
         import torch.distributed as dist
         self.config, self.layout = config, layout or default_layout()
         self.stack = load_stack()
@@ -84,6 +86,7 @@ class NeuronBackend(Backend):
                               "as text (another traced graph) and recopies generator layers into the compressor across "
                               "pipeline stages. Warm up with --pipeline_parallel_size 1, then continue with --init_from.")
         self.weights_from = weights_from_checkpoint
+        self.describe = describe
         self.host_group = dist.new_group(backend="gloo")   # host-side sums and flags, never an XLA graph
         self.device = self.stack.xm.xla_device()
         self._model: Optional[ScaleDownModel] = None
@@ -109,7 +112,7 @@ class NeuronBackend(Backend):
     # ---- model ---------------------------------------------------------------------------------------
     def _skeleton(self) -> ScaleDownModel:
         from scaledown.checkpoint.description import ModelDescription
-        return ModelDescription.from_config(self.config).skeleton()
+        return (self.describe() if self.describe else ModelDescription.from_config(self.config)).skeleton()
 
     def build_model(self, build: Callable[[], ScaleDownModel]) -> ScaleDownModel:
         from scaledown.parallel import ParallelPlan

@@ -41,6 +41,8 @@ def neuron_launch(args) -> dict:
     weights = args.init_from if args.init_from and _is_nxd_checkpoint(args.init_from) else None
     return {"layout": layout, "environment": layout.environment(), "weights_from": weights,
             "init_from": None if weights else args.init_from,
+            "options": {"generator_path": getattr(args, "generator_path", None),
+                        "compressor_path": getattr(args, "compressor_path", None)},
             "launcher_flags": ("--neuron_config", args.neuron_config) if args.neuron_config else ()}
 
 
@@ -54,7 +56,24 @@ def check(run, env) -> None:
 
 def build_neuron(config, run):
     from scaledown.training.backends.neuron import NeuronBackend
-    return NeuronBackend(config, run.layout, weights_from_checkpoint=run.weights_from)
+    return NeuronBackend(config, run.layout, weights_from_checkpoint=run.weights_from,
+                         describe=lambda: model_description(config, run.init_from, **run.options))
+
+
+def model_description(config, init_from=None, generator_path=None, compressor_path=None):
+    """The architecture the run builds: that of an --init_from released OSCAR folder or ScaleDown model folder (as
+    saved: vocabularies grown by added tokens, its tokenizers), else the config's (NxD checkpoints hold no
+    tokenizer: they load onto the config's model)."""
+    from scaledown.checkpoint.description import ModelDescription
+    from scaledown.checkpoint.oscar_format import is_released_folder
+    from scaledown.models.serialization import CONFIG_FILE
+    folder = init_from
+    if folder and is_released_folder(folder):
+        from scaledown.checkpoint.oscar_description import released_description
+        return released_description(folder, config, generator_path, compressor_path)
+    if folder and any(os.path.isfile(os.path.join(d, CONFIG_FILE)) for d in (folder, os.path.join(folder, "final"))):
+        return ModelDescription.from_model_folder(folder, config)
+    return ModelDescription.from_config(config)
 
 
 def _is_nxd_checkpoint(path: str) -> bool:
@@ -95,7 +114,6 @@ def commands(args, layout, flags: Sequence[str]) -> dict[str, str]:
 def dry_run(run, args, argv: Sequence[str]) -> int:
     """Print the resolved layout, rank grid, batch arithmetic, NxD config and commands. The checks are the backend's
     own (neuron_config.check_run, ParallelPlan.for_model); nothing here needs the Neuron stack."""
-    from scaledown.checkpoint.description import ModelDescription
     from scaledown.parallel import ParallelPlan
     from scaledown.training.backends.neuron_config import check_run, describe, nxd_config_kwargs
     from scaledown.training.backends.neuron_parallelize import layer_classes
@@ -103,7 +121,7 @@ def dry_run(run, args, argv: Sequence[str]) -> int:
     config, layout = run.config, run.layout
     world = args.nnodes * layout.processes_per_node
     plan_ = check_run(config, world, layout.processes_per_node)
-    skeleton = ModelDescription.from_config(config).skeleton()
+    skeleton = model_description(config, run.init_from, **run.options).skeleton()
     plan = ParallelPlan.for_model(skeleton, config.tensor_parallel_size, config.pipeline_parallel_size,
                                   config.kv_replication)
     kwargs = nxd_config_kwargs(config, layer_classes=layer_classes(skeleton, plan), num_microbatches=plan_.num_microbatches,
