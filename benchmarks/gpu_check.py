@@ -215,6 +215,12 @@ def recording_backend(device: str, count_flops: bool, on_step: Callable[[int], N
 
         def prepare(self, param_groups, *args, **kwargs):
             super().prepare(param_groups, *args, **kwargs)
+            try:
+                self._note_phase()
+            except Exception as exc:  # noqa: BLE001 - the check reports it; training goes on
+                self.phases.append({"error": repr(exc), "dtypes": {}, "devices": [], "compressor": {}})
+
+        def _note_phase(self):
             groups = self.optimizer.param_groups
             self.phases.append({
                 "dtypes": {g.get("name", str(i)): sorted({str(p.dtype) for p in g["params"]})
@@ -227,15 +233,10 @@ def recording_backend(device: str, count_flops: bool, on_step: Callable[[int], N
             batches = args[0] if args else kwargs.get("batches")
             record: dict[str, Any] = {}
             if count_flops:
-                from scaledown.training.throughput import TrainingFlops
-                if self.flops_counter is None:
-                    self.flops_counter = TrainingFlops(self._model)
-                    self.dims = (_dims(self._generator_config()), _dims(self._model.compressor.backbone.config))
-                documents_as = args[1] if len(args) > 1 else kwargs.get("documents_as")
-                record["scaledown_flops"] = sum(self.flops_counter.batch_flops(b, documents_as) for b in batches)
-                record["hand_flops"] = sum(self._hand(b, documents_as) for b in batches)
-                record["tokens"] = sum(_tokens(b, documents_as, self._model) for b in batches)
-                record["documents_as"] = documents_as
+                try:
+                    self._count(batches, args, kwargs, record)
+                except Exception as exc:  # noqa: BLE001 - the throughput figures say so; training goes on
+                    record["count_error"] = repr(exc)
                 _sync(device)
             start = time.perf_counter()
             out = super().train_step(*args, **kwargs)
@@ -244,6 +245,17 @@ def recording_backend(device: str, count_flops: bool, on_step: Callable[[int], N
                 record["seconds"] = time.perf_counter() - start
             self.steps.append(record)
             return out
+
+        def _count(self, batches, args, kwargs, record):
+            from scaledown.training.throughput import TrainingFlops
+            if self.flops_counter is None:
+                self.flops_counter = TrainingFlops(self._model)
+                self.dims = (_dims(self._generator_config()), _dims(self._model.compressor.backbone.config))
+            documents_as = args[1] if len(args) > 1 else kwargs.get("documents_as")
+            record["scaledown_flops"] = sum(self.flops_counter.batch_flops(b, documents_as) for b in batches)
+            record["hand_flops"] = sum(self._hand(b, documents_as) for b in batches)
+            record["tokens"] = sum(_tokens(b, documents_as, self._model) for b in batches)
+            record["documents_as"] = documents_as
 
         def _generator_config(self):
             from scaledown.models.generator import base_causal_lm
@@ -318,9 +330,10 @@ def train_one_process(part: Part, folder: str, work: str, device: str, shape: di
     backend = backends[0]
     model = backend.model
     part.figures["optimizer_dtypes_per_phase"] = [p["dtypes"] for p in backend.phases]
+    fp32 = all(d == ["torch.float32"] for p in backend.phases for d in p["dtypes"].values())
     part.check("optimizer_params_fp32_every_phase",
-               bool(backend.phases) and all(d == ["torch.float32"] for p in backend.phases for d in p["dtypes"].values()),
-               [p["dtypes"] for p in backend.phases])
+               bool(backend.phases) and not any("error" in p for p in backend.phases) and fp32,
+               [p.get("error") or p["dtypes"] for p in backend.phases])
     want = "cuda" if device == "cuda" else "cpu"
     placed = {p.device.type for p in model.parameters()}
     part.check(f"parameters_on_{want}", placed == {want} and all(p["devices"] == [want] for p in backend.phases),
@@ -344,6 +357,9 @@ def train_one_process(part: Part, folder: str, work: str, device: str, shape: di
     part.check("compressor_fp32", {p.dtype for p in model.compressor.parameters()} == {torch.float32})
     # throughput: steady steps (skip the first 2 of each phase), timed with a device sync around each step
     records = backend.steps
+    errors = sorted({r["count_error"] for r in records if "count_error" in r})
+    part.check("flops_counted_every_step", not errors, errors or None)
+    records = [r for r in records if "count_error" not in r]
     steady = [r for i, r in enumerate(records) if i >= 2 and r["documents_as"] == "memory"
               and records[i - 1]["documents_as"] == "memory" and records[i - 2]["documents_as"] == "memory"]
     secs = sum(r["seconds"] for r in steady)
@@ -495,9 +511,27 @@ def torchrun(args: list[str], log: str, timeout: float) -> int:
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
     start = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, cwd=ROOT)
-    say(f"  exit {proc.returncode} after {time.perf_counter() - start:.1f} s; log {log}")
-    return proc.returncode
+        code = run_bounded(cmd, env, f, timeout)
+    say(f"  exit {code} after {time.perf_counter() - start:.1f} s; log {log}")
+    return code
+
+
+def run_bounded(cmd: list[str], env: dict, stdout, timeout: float) -> int:
+    """Run `cmd` in its own process group; past `timeout` the whole group (torchrun and its ranks) is ended."""
+    import signal
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... ran past {timeout:.0f} s and was stopped (process group)")
 
 
 def _tail(log: str, chars: int = 3000) -> str:
@@ -601,10 +635,12 @@ def latency(part: Part, work: str, out_dir: str, device: str, timeout: float) ->
     say("  " + " ".join(cmd[1:]))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    for line in (proc.stdout + proc.stderr).splitlines()[-12:]:
+    log = os.path.join(work, "latency.log")
+    with open(log, "w") as f:
+        code = run_bounded(cmd, env, f, timeout)
+    for line in _tail(log, 3000).splitlines()[-12:]:
         say("  | " + line)
-    part.check("exit_code_0", proc.returncode == 0, proc.returncode)
+    part.check("exit_code_0", code == 0, code)
     report = json.load(open(os.path.join(folder, "latency.json")))
     shutil.copy(os.path.join(folder, "latency.json"), os.path.join(out_dir, "latency.json"))
     part.figures["environment"] = report["environment"]
@@ -658,7 +694,8 @@ def main(argv=None) -> int:
     os.makedirs(work, exist_ok=True)
     shape = SHAPES[args.device]
     wanted = set(args.parts.split(","))
-    results: dict = {"device": args.device, "shape": shape, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    results: dict = {"device": args.device, "shape": shape, "started": started}
     folder = os.path.join(work, "bf16_generator")
     t0 = time.perf_counter()
 

@@ -35,7 +35,6 @@ def test_gpu_check_rehearsal_one_process_parts(tmp_path):
         assert train["checks"][name] is True, name
     # warm-up (the generator trains) and compression phases both stepped float32 weights
     assert len(train["figures"]["optimizer_dtypes_per_phase"]) == 2
-    assert set(train["figures"]["frozen_dtypes"]) == {"torch.bfloat16"}   # the frozen base keeps the folder's bf16
     throughput = train["figures"]["throughput"]
     assert throughput["steady_steps"] >= 3 and throughput["tokens_per_sec"] > 0
     assert abs(throughput["scaledown_over_hand"] - 1) < 0.02
