@@ -403,7 +403,10 @@ def sync_recorder(device: str, on_sync: Callable[[list], None]):
 
         def record(message, category, filename, lineno, file=None, line=None):
             if "ynchroniz" in str(message):
-                on_sync(traceback.extract_stack()[:-1])
+                try:
+                    on_sync(traceback.extract_stack()[:-1])
+                except Exception as exc:  # noqa: BLE001 - never break the training step being measured
+                    LOG.append(f"sync record failed: {exc!r}")
             else:
                 shown(message, category, filename, lineno, file, line)
         warnings.showwarning = record
@@ -509,6 +512,9 @@ def torchrun(args: list[str], log: str, timeout: float) -> int:
     say("  " + " ".join(cmd[1:]))
     env = dict(os.environ, PYTHONUNBUFFERED="1", NCCL_DEBUG="INFO", NCCL_DEBUG_SUBSYS="INIT")
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+    # on CPU DeepSpeed JIT-builds its shared-memory comm op; a folder per environment keeps other environments'
+    # builds of it (another source path: a rebuild, under one lock) from stalling this one. No op is built on CUDA.
+    env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
     start = time.perf_counter()
     with open(log, "w") as f:
         code = run_bounded(cmd, env, f, timeout)
