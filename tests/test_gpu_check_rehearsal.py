@@ -15,7 +15,7 @@ def _rehearse(tmp_path, parts: str) -> tuple[dict, str]:
     out, work = tmp_path / "out", tmp_path / "work"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, SCRIPT, "--device", "cpu", "--out", str(out), "--work", str(work),
-                           "--parts", parts], env=env, capture_output=True, text=True, timeout=1500, cwd=ROOT)
+                           "--parts", parts, "--timeout", "900"], env=env, capture_output=True, text=True, timeout=3000, cwd=ROOT)
     report = json.loads((out / "gpu_check.json").read_text())
     log = (out / "gpu_check.log").read_text()
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
