@@ -90,13 +90,26 @@ def bench_rows(model, num_queries: int, num_documents: int, seed: int = 0) -> li
     return rows
 
 
-def answer_seconds(model, rows: Sequence[dict], mode: str, new_tokens: int) -> float:
+def synchronize(device: torch.device) -> None:
+    """Wait until `device` has finished its queued work (CUDA kernels run asynchronously to the host)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def answer_seconds(model, rows: Sequence[dict], mode: str, new_tokens: int,
+                   sync: Callable[[torch.device], None] = synchronize) -> float:
+    """Seconds from text rows to answers. The device is synchronised before the clock starts (earlier work is not
+    charged to this call) and before it stops (all of this call's kernels are)."""
+    device = model.device
+    sync(device)
     start = time.perf_counter()
     with torch.no_grad():
         batch = model.inputs.collate(rows, mode=mode, with_answers=False)
         answers = model.generate_from_batch(batch, mode, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    sync(device)
+    seconds = time.perf_counter() - start
     assert len(answers) == len(rows)
-    return time.perf_counter() - start
+    return seconds
 
 
 def measure_point(model, rows: Sequence[dict], settings: LatencySettings) -> dict:

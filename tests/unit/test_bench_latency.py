@@ -36,3 +36,25 @@ def test_bad_sweep_values_are_refused(capsys):
     assert main(["bench", "latency", "--documents", "1,x"]) == 2
     assert "comma-separated list of integers" in capsys.readouterr().err
     assert main(["bench", "nope"]) == 2
+
+
+def test_each_timed_call_is_synchronised_before_and_after():
+    """GPU kernels are queued asynchronously: the clock must start after earlier work drained and stop after this
+    call's work drained. A stand-in device wait (a sleep, as pending kernels would cost) shows which side counts."""
+    import time
+    import torch
+    from scaledown.evaluation import latency
+    settings = latency.LatencySettings(document_tokens=32, compression_rate=8, generated_tokens=2)
+    shape = latency.BenchModelShape(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128)
+    model = latency.build_bench_model(shape, settings)
+    rows = latency.bench_rows(model, 1, 1)
+    waits = []
+
+    def pending_work(device):   # the first wait is earlier work (not ours), the second this call's own
+        waits.append(device)
+        time.sleep(2.0 if len(waits) == 1 else 0.5)
+
+    seconds = latency.answer_seconds(model, rows, "memory", 2, sync=pending_work)
+    assert waits == [torch.device("cpu"), torch.device("cpu")]
+    assert 0.5 <= seconds < 2.0
+    assert latency.answer_seconds.__defaults__[-1] is latency.synchronize
