@@ -140,5 +140,5 @@ def test_scaledown_train_help_states_the_precedence(subprocess_env):
     proc = cli(["-m", "scaledown.cli.main", "train", "--help"], subprocess_env)
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
-    assert "--backend {auto,local,deepspeed,neuron}" in text and "first match wins" in text
+    assert "--backend {auto,local,deepspeed,neuron,torch}" in text and "first match wins" in text and "torch (PyTorch-native FSDP2" in text
     assert "--deepspeed PATH" in text and "--neuron_config PATH" in text and "--dry_run" in text
