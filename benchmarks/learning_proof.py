@@ -17,6 +17,9 @@ document tokens per memory embedding (the default short documents: about 4.6 at 
 --generator picks the generator: 'tiny' (the preset's Mistral-shaped model) or a family of tests/model_zoo.py
 (e.g. llama3: tied embeddings, llama3 RoPE, BOS, Llama-3 chat template) built at the tiny preset's sizes.
 
+SIGTERM (kill PID) ends the training at the current step; the proof then evaluates what was trained and says so
+(`steps`, `interrupted` / `fair_interrupted` in the JSON).
+
     python benchmarks/learning_proof.py --json learning_proof.json
     python benchmarks/learning_proof.py --generator llama3 --long_documents --json proof_llama3_x16.json
 """
@@ -78,6 +81,7 @@ def fair_baseline(config, train, held_out, trainer_cls, model_cls, answer_accura
     acc = answer_accuracy(model, held_out, documents_as="text", batch_size=64,
                           max_documents=config.num_documents_eval)["accuracy"]
     return {"acc_fair_uncompressed": acc, "fair_train_seconds": round(seconds, 1), "fair_steps": result.steps,
+            "fair_interrupted": result.interrupted,
             "fair_final_train_loss": result.losses[-1] if result.losses else None}
 
 
@@ -145,7 +149,7 @@ def main() -> int:
                                      max_documents=config.num_documents_eval)["accuracy"]
                for mode in ("memory", "none", "text")}
         report.update(acc_with_docs=acc["memory"], acc_no_docs=acc["none"], acc_uncompressed=acc["text"],
-                      train_seconds=round(train_seconds, 1), steps=result.steps,
+                      train_seconds=round(train_seconds, 1), steps=result.steps, interrupted=result.interrupted,
                       final_train_loss=result.losses[-1] if result.losses else None)
     else:
         model = ScaleDownModel(config)  # only for its tokenizer and generator config

@@ -64,6 +64,7 @@ def test_proof_runs_a_zoo_family_on_long_documents_with_the_fair_baseline(tmp_pa
     assert report["documents_truncated"] == 0
     assert 16 <= report["tokens_per_memory_vector"] <= 20
     assert report["steps"] == 2 and report["fair_steps"] == 2
+    assert report["interrupted"] is False and report["fair_interrupted"] is False
     for key in ("acc_with_docs", "acc_no_docs", "acc_uncompressed", "acc_fair_uncompressed"):
         assert 0.0 <= report[key] <= 1.0
     assert report["fair_train_seconds"] > 0 and report["fair_final_train_loss"] > 0
