@@ -228,8 +228,9 @@ def build_tokenizer(tok: Tok):
     return out
 
 
-def build(name: str, folder: str, seed: int = 0):
-    """Write family `name` (random weights, its tokenizer) to `folder` with save_pretrained; returns folder."""
+def build(name: str, folder: str, seed: int = 0, sizes: Optional[dict[str, Any]] = None):
+    """Write family `name` (random weights, its tokenizer) to `folder` with save_pretrained; returns folder.
+    `sizes`: config values over the family's (e.g. the learning proof's wider, deeper model); quirks stay."""
     import transformers
     fam = FAMILIES[name]
     tokenizer = build_tokenizer(fam.tok)
@@ -241,7 +242,8 @@ def build(name: str, folder: str, seed: int = 0):
     # the model starts at the base BPE's size (no special ids yet: they lie past it); the family's added
     # tokens then need the resize below, as for a user who adds tokens
     none = {k: None for k in special}
-    config = getattr(transformers, fam.config_class)(vocab_size=base_vocab_size(), **none, **fam.config)
+    config = getattr(transformers, fam.config_class)(vocab_size=base_vocab_size(), **none,
+                                                     **{**fam.config, **(sizes or {})})
     torch.manual_seed(seed)
     model = getattr(transformers, fam.model_class).from_config(config)
     # new rows drawn like the others (as trained special tokens are), not at the mean (mean_resizing)

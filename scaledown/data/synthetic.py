@@ -9,7 +9,7 @@ offline tiny tokenizer holds each as a single token; which entity has which valu
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "tr", "st"]
@@ -49,6 +49,18 @@ RELATIONS: dict[str, tuple[list[str], str, str]] = {
     "music": (INSTRUMENTS, "{e} plays the {v}.", "What does {e} play?"),
 }
 
+# Six more relations over the same value pools, used only by long documents (SyntheticSpec.long_documents):
+# up to 12 facts per document (about 80 tokens), each value pool shared by two relations, so the compressor
+# must keep which relation a value belongs to ("eats figs every day" vs "never eats figs").
+LONG_RELATIONS: dict[str, tuple[list[str], str, str]] = {
+    "visited": (CITIES, "{e} has visited {v}.", "Which city has {e} visited?"),
+    "mother": (JOBS, "{e}'s mother works as a {v}.", "What does {e}'s mother work as?"),
+    "door": (COLORS, "{e}'s door is painted {v}.", "Which color is {e}'s door?"),
+    "fear": (ANIMALS, "{e} is afraid of the {v}.", "Which animal is {e} afraid of?"),
+    "never": (FOODS, "{e} never eats {v}.", "What does {e} never eat?"),
+    "learning": (INSTRUMENTS, "{e} is learning the {v}.", "What is {e} learning?"),
+}
+
 
 @dataclass
 class SyntheticSpec:
@@ -56,21 +68,31 @@ class SyntheticSpec:
     num_documents: int = 3          # documents per query (>= 3 gives distractors)
     facts_per_document: int = 3     # sentences per document (more facts: longer documents, harder lookup)
     distractor_same_relation: float = 0.5  # chance a distractor also states the asked relation
+    long_documents: bool = False    # draw facts from RELATIONS + LONG_RELATIONS (up to 12 facts per document)
+
+    def relations(self) -> dict[str, tuple[list[str], str, str]]:
+        """The relations a document's facts (and the question) are drawn from."""
+        table = {**RELATIONS, **LONG_RELATIONS} if self.long_documents else RELATIONS
+        if not 1 <= self.facts_per_document <= len(table):
+            raise ValueError(f"facts_per_document={self.facts_per_document} must be 1..{len(table)} "
+                             f"({'long' if self.long_documents else 'short'} documents have {len(table)} relations)")
+        return table
 
 
 def make_example(rng: random.Random, spec: SyntheticSpec = SyntheticSpec()) -> dict:
     """One query with `spec.num_documents` documents; exactly one holds the answer."""
+    table = spec.relations()
     entities = rng.sample(ENTITIES, spec.num_documents)
-    asked = rng.choice(sorted(RELATIONS))
+    asked = rng.choice(sorted(table))
     documents, gold = [], None
     for index, entity in enumerate(entities):
-        relations = rng.sample(sorted(RELATIONS), spec.facts_per_document)
+        relations = rng.sample(sorted(table), spec.facts_per_document)
         must_have = index == 0 or rng.random() < spec.distractor_same_relation
         if must_have and asked not in relations:
             relations[rng.randrange(len(relations))] = asked
         sentences = []
         for relation in relations:
-            pool, sentence, _ = RELATIONS[relation]
+            pool, sentence, _ = table[relation]
             value = rng.choice(pool)
             if index == 0 and relation == asked:
                 gold = value
@@ -78,7 +100,7 @@ def make_example(rng: random.Random, spec: SyntheticSpec = SyntheticSpec()) -> d
         documents.append(" ".join(sentences))
     order = list(range(spec.num_documents))
     rng.shuffle(order)
-    question = RELATIONS[asked][2].format(e=entities[0])
+    question = table[asked][2].format(e=entities[0])
     return {
         "query": question,
         "documents": [documents[i] for i in order],
@@ -100,7 +122,8 @@ def iter_examples(seed: int = 0, spec: SyntheticSpec = SyntheticSpec()) -> Itera
         yield make_example(rng, spec)
 
 
-def curriculum(warmup_steps: int, finetune_steps: int) -> list[tuple[int, SyntheticSpec]]:
+def curriculum(warmup_steps: int, finetune_steps: int,
+               full: SyntheticSpec = SyntheticSpec()) -> list[tuple[int, SyntheticSpec]]:
     """The built-in task's curriculum as (steps, spec) stages, easiest first.
 
     A random generator cannot find the relevant document among distractors at once (tiny transformers
@@ -108,13 +131,15 @@ def curriculum(warmup_steps: int, finetune_steps: int) -> list[tuple[int, Synthe
     document: the generator warm-up first copies a lone fact, then picks the asked fact out of three;
     the compression phase starts with one document (memory must carry the asked fact) before the full
     task with distractors, where the reranking head learns which document is about the queried entity.
+    `full` is the final task (default: 3 documents, 3 facts); the easier stages keep its document length.
     """
     half = warmup_steps // 2
     easy = finetune_steps // 4 if warmup_steps else 0
-    stages = [(half, SyntheticSpec(num_documents=1, facts_per_document=1)),
-              (warmup_steps - half, SyntheticSpec(num_documents=1)),
-              (easy, SyntheticSpec(num_documents=1)),
-              (finetune_steps - easy, SyntheticSpec())]
+    one = replace(full, num_documents=1)
+    stages = [(half, replace(one, facts_per_document=1)),
+              (warmup_steps - half, one),
+              (easy, one),
+              (finetune_steps - easy, full)]
     return [(steps, spec) for steps, spec in stages if steps > 0]
 
 
@@ -124,11 +149,12 @@ def curriculum_examples(stages: list[tuple[int, SyntheticSpec]], batch_size: int
     return [make_example(rng, spec) for steps, spec in stages for _ in range(steps * batch_size)]
 
 
-def builtin_training_rows(config) -> list[dict]:
-    """The tiny default's training rows: the curriculum sized to the run's steps, one fresh row per example."""
+def builtin_training_rows(config, spec: SyntheticSpec = SyntheticSpec()) -> list[dict]:
+    """The tiny default's training rows: the curriculum sized to the run's steps, one fresh row per example.
+    `spec`: the final task (default: the quick-start's 3 documents of 3 short facts)."""
     total = config.max_steps if config.max_steps > 0 else 1600
     warm = config.generator_warmup_steps(total)
-    stages = curriculum(warm, total - warm)
+    stages = curriculum(warm, total - warm, spec)
     return curriculum_examples(stages, config.batch_size, seed=config.seed)
 
 
