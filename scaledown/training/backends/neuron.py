@@ -28,21 +28,19 @@ from typing import Any, Callable, Optional
 import torch
 
 from scaledown.config import ScaleDownConfig
-from scaledown.errors import CheckpointError, ConfigError
+from scaledown.errors import CheckpointError
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput, loss_counts
 from scaledown.models.tied_weights import drop_aliases, retie, tied_aliases
 from scaledown.training import checkpoint_dirs as ckpt
 from scaledown.training.backends import neuron_batches as nb
 from scaledown.training.backends.base import Backend, StepNorm
-from scaledown.training.backends.neuron_config import nxd_config_kwargs, refuse_unsupported, resolve_microbatches
+from scaledown.training.backends.neuron_config import check_run, nxd_config_kwargs
 from scaledown.training.backends.neuron_parallelize import (apply_plan, kv_replica_groups, layer_classes,
                                                             materialise_buffers, vocab_parallel_token_hits,
                                                             vocab_parallel_token_loss)
 from scaledown.training.backends.neuron_stack import load_stack
 from scaledown.training.backends.neuron_trace import leaf_module_names, tracer_class
-from scaledown.training.batching import plan_batches
 from scaledown.training.neuron_layout import NeuronLayout, default_layout
-from scaledown.training.neuron_ranks import RankGrid
 from scaledown.training.throughput import neuroncore_peak_flops
 
 BACKEND_STATE = "scaledown_backend"
@@ -76,15 +74,9 @@ class NeuronBackend(Backend):
         _init_distributed()
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
-        self.grid = RankGrid(self.world_size, config.tensor_parallel_size, config.pipeline_parallel_size, local)
+        plan = check_run(config, self.world_size, local)   # the dry run's checks, the same function (one place)
+        self.grid, self.batch_plan, self.num_microbatches = plan.grid, plan.batches, plan.num_microbatches
         self.dp_size = self.grid.dp
-        self.batch_plan = plan_batches(config.batch_size, config.micro_batch_size, self.dp_size)
-        self.num_microbatches = resolve_microbatches(config, self.batch_plan)
-        refuse_unsupported(config, self.batch_plan, self.num_microbatches)
-        if config.pipeline_parallel_size > 1 and config.generator_warmup_ratio > 0:
-            raise ConfigError("generator_warmup_ratio > 0 with --pipeline_parallel_size > 1: the warm-up reads documents "
-                              "as text (another traced graph) and recopies generator layers into the compressor across "
-                              "pipeline stages. Warm up with --pipeline_parallel_size 1, then continue with --init_from.")
         self.weights_from = weights_from_checkpoint
         self.describe = describe
         self.host_group = dist.new_group(backend="gloo")   # host-side sums and flags, never an XLA graph
