@@ -60,4 +60,6 @@ def test_nxd_double_tp2_equals_one_process(zoo, name, tmp_path):
     ours, reference = tb_scalars(str(tmp_path / "tp2"), "train/loss"), _one_process(zoo, name, tmp_path / "one")
     assert sorted(ours) == sorted(reference) == [1, 2, 3]
     for step in reference:
-        assert ours[step] == pytest.approx(reference[step], rel=1e-5), (name, step, ours, reference)
+        # float32 sums in another order (the TP all-reduces) drift by ~1e-5 relative after two Adam steps: with the
+        # run seeded from --seed (dropout masks follow it) step 3 measured 1.05e-5, step 1 equal to the last bit
+        assert ours[step] == pytest.approx(reference[step], rel=2e-5), (name, step, ours, reference)
