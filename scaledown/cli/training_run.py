@@ -126,9 +126,34 @@ def _new_run_config(args):
         logger.warning("preset %s with your own data: %s keep their defaults (the preset's values belong to its "
                        "built-in synthetic task); set them with flags if you want others.", config.preset,
                        ", ".join(f"{k}={getattr(config, k)}" for k in defaulted))
+    if args.init_from and config.generator_warmup_ratio > 0 and _warmup_discards_compressor(args.init_from):
+        from scaledown.errors import ConfigError
+        if "generator_warmup_ratio" in explicit_settings(args):
+            raise ConfigError(f"--generator_warmup_ratio {config.generator_warmup_ratio} with --init_from "
+                              f"{args.init_from}: after the warm-up the N-layers compressor restarts from the "
+                              f"generator's layers, which would discard the trained compressor loaded from that "
+                              f"folder (and a released model's generator is already trained for RAG). Pass "
+                              f"--generator_warmup_ratio 0.")
+        config.generator_warmup_ratio = 0.0   # the preset's warm-up is for random generators, not a trained model
+        logger.warning("--init_from %s: no generator warm-up (the %s preset's would restart the trained compressor "
+                       "from the generator's layers).", args.init_from, config.preset)
     if config.output_dir == DEFAULT_OUTPUT_DIR:   # not chosen: one folder per run name, never ./checkpoints/checkpoints
         config.output_dir = os.path.join("outputs", run_name(config.stage, config.preset, args))
     return config
+
+
+def _warmup_discards_compressor(folder: str) -> bool:
+    """Whether a generator warm-up would throw away the compressor of --init_from `folder`: a released OSCAR folder
+    (its generator is trained; an N-layers compressor would be recopied) or a ScaleDown folder with an N-layers
+    compressor (trainer._enter recopies the generator's first layers after the warm-up)."""
+    from scaledown.checkpoint.oscar_format import is_released_folder
+    if is_released_folder(folder):
+        return True
+    try:
+        from scaledown.models.serialization import read_saved_config
+        return read_saved_config(folder)[2].compressor_type == "n_layers"
+    except Exception:   # not a model folder (an NxD checkpoint): its own loader reports what is wrong
+        return False
 
 
 def init_architecture(args) -> dict:

@@ -116,3 +116,22 @@ def test_preset_warning_names_only_the_values_the_user_left_unset(tmp_path, capl
                            "--output_dir", str(tmp_path / "out")))
     text = " ".join(r.getMessage() for r in caplog.records if "keep their defaults" in r.getMessage())
     assert "answer_max_length=" in text and "max_steps" not in text, text
+
+
+def test_init_from_a_trained_n_layers_model_gets_no_warmup_that_would_discard_its_compressor(tmp_path, capsys, caplog):
+    """The tiny preset's generator warm-up ends by recopying the generator's layers into the N-layers compressor:
+    after --init_from a trained model that silently threw its compressor away (or crashed when the released folder's
+    added rows differ). Now the preset's warm-up is dropped with a note, and an explicit one is refused."""
+    from scaledown.cli.train import main
+    flags = ["--preset", "tiny", "--batch_size", "4", "--eval_max_examples", "0", "--gradient_checkpointing", "false"]
+    assert main([*flags, "--max_steps", "1", "--generator_warmup_ratio", "0", "--output_dir", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main([*flags, "--max_steps", "2", "--init_from", str(tmp_path / "a" / "final"),
+                 "--output_dir", str(tmp_path / "b")]) == 0
+    assert "training 2 steps (finetune 2)" in capsys.readouterr().out
+    assert "no generator warm-up" in caplog.text
+    assert main([*flags, "--max_steps", "2", "--init_from", str(tmp_path / "a" / "final"),
+                 "--generator_warmup_ratio", "0.5", "--output_dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "would discard the trained compressor" in err and "--generator_warmup_ratio 0" in err
+    assert "Traceback" not in err and not (tmp_path / "c").exists()
