@@ -19,8 +19,13 @@ from scaledown.models.sharded_weights import full_weights
 
 
 def _strict_load(module: torch.nn.Module, state: dict, path: str, what: str) -> None:
-    with full_weights(module.parameters(), modify=True):   # ZeRO-3 builds the backbone partitioned
-        missing, unexpected = module.load_state_dict(state, strict=False)
+    try:
+        with full_weights(module.parameters(), modify=True):   # ZeRO-3 builds the backbone partitioned
+            missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:   # size mismatches: the weights are not of the architecture config.json names
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:200])
+        raise CheckpointError(f"{path} does not fit {what}: {detail}. config.json names another architecture than "
+                              f"the weights'.") from None
     if missing or unexpected:
         raise CheckpointError(f"{path} does not fit {what} (missing {sorted(missing)[:4]}, unexpected "
                               f"{sorted(unexpected)[:4]}); config.json names another architecture than the weights'.")

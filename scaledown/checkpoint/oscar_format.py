@@ -37,6 +37,11 @@ def read_released_config(folder: str) -> dict[str, Any]:
     for name in ("decoder_model_name", "doc_max_length", "compr_rate", "lora_r"):
         if cfg.get(name) is None:
             raise CheckpointError(f"{path} has no '{name}': it is not a complete COCOMConfig of a released OSCAR model.")
+    for name in ("doc_max_length", "compr_rate", "lora_r", "compr_n_layers", "compr_mlp_hidden_dim"):
+        value = cfg.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise CheckpointError(f"{path}: {name}={value!r} must be a whole number (as the released configs write it, "
+                                  f"e.g. \"{name}\": {int(value) if str(value).isdigit() else 8}).")
     if cfg.get("compr_model_name") is None:
         raise CheckpointError(f"{path}: compr_model_name is null, so this is a PISCO model (the generator compresses "
                               f"with an encoder_adapter). ScaleDown reads OSCAR models (a separate or N-layers "
@@ -76,7 +81,26 @@ def load_pth(folder: str, name: str) -> dict:
                               f"than tensors.") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict.")
+    bad = _non_tensor(state)
+    if bad:
+        key, value = bad
+        raise CheckpointError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; a released file holds "
+                              f"tensors by name only (adapters.pth: by adapter name, then by tensor name). The file "
+                              f"is damaged or was not written by the released model.")
     return state
+
+
+def _non_tensor(state: dict, prefix: str = "") -> Optional[tuple[str, Any]]:
+    """The first (dotted key, value) of a nested state dict that is neither a tensor nor a dict, or None."""
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found = _non_tensor(value, name + ".")
+            if found:
+                return found
+        elif not isinstance(value, torch.Tensor):
+            return name, value
+    return None
 
 
 def _rows(state: dict, suffix: str, path: str) -> torch.Tensor:

@@ -188,6 +188,10 @@ def _edit_pth(folder, file, edit):
     ("pisco", ["PISCO", "compr_model_name"]),
     ("damaged pth", ["decoder_first_last_layers.pth", "weights_only=True"]),
     ("n_layers count", ["compressor.pth", "compr_n_layers=2"]),
+    # found by a fresh user: these raised AttributeError / RuntimeError / TypeError tracebacks
+    ("non-tensor rows", ["decoder_first_last_layers.pth", "is a list, not a tensor"]),
+    ("compressor weight shape", ["compressor.pth", "size mismatch"]),
+    ("compr_rate as text", ["compr_rate='4'", "whole number"]),
 ])
 def test_malformed_released_folder_names_file_and_field(released, tmp_path, kind, names):
     from scaledown import ScaleDownModel
@@ -213,6 +217,15 @@ def test_malformed_released_folder_names_file_and_field(released, tmp_path, kind
         (folder / "decoder_first_last_layers.pth").write_bytes(data[: len(data) // 2])
     elif kind == "n_layers count":
         _edit_config(folder, compr_n_layers=2)
+    elif kind == "non-tensor rows":
+        _edit_pth(folder, "decoder_first_last_layers.pth", lambda state: state.update({next(iter(state)): [1, 2]}))
+    elif kind == "compressor weight shape":
+        def widen(state):
+            key = next(k for k in state if k.endswith("up_proj.weight"))
+            state[key] = torch.zeros(state[key].shape[0] + 6, state[key].shape[1])
+        _edit_pth(folder, "compressor/compressor.pth", widen)
+    elif kind == "compr_rate as text":
+        _edit_config(folder, compr_rate="4")
     with pytest.raises(CheckpointError) as err:
         ScaleDownModel.from_pretrained(str(folder))
     for text in names:
