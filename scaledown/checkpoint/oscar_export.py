@@ -46,10 +46,14 @@ def _check_base_unchanged(model, generator_name: str) -> None:
                and (k not in reference or reference[k].shape != v.shape
                     or not torch.equal(reference[k].to(v.dtype), v.detach().cpu()))]
     if changed:
+        if model.config.generator_warmup_ratio > 0:
+            fix = ("this model's base generator was trained (a generator warm-up, generator_warmup_ratio "
+                   f"{model.config.generator_warmup_ratio}); train it again with --generator_warmup_ratio 0 to export it")
+        else:
+            fix = "pass --generator_path with the base model this one was trained from"
         raise CheckpointError(f"the generator's base weights differ from {generator_name} ({len(changed)} tensors, "
-                              f"e.g. {changed[0]}): a generator warm-up or a tiny random generator cannot be written "
-                              f"in the released layout, which keeps only LoRA and the embedding/head rows. Pass "
-                              f"--generator_path with the base model this one was trained from.")
+                              f"e.g. {changed[0]}): the released layout keeps only LoRA and the embedding/head rows, "
+                              f"so the rest must be the base model's. {fix[0].upper() + fix[1:]}.")
 
 
 def _grow(rows: torch.Tensor, keep: int, extra: int) -> torch.Tensor:
