@@ -13,9 +13,15 @@ TRIMMED_PREFIX = "custom_model.model."                   # its state-dict prefix
 
 
 def is_released_folder(path: str) -> bool:
-    """True for a folder whose config.json is a COCOMConfig (model_type COCOM)."""
+    """True for a folder whose config.json is a COCOMConfig (model_type COCOM), or that holds the released layout's
+    weight files (adapters.pth / decoder_first_last_layers.pth) whatever its config.json: a damaged or missing
+    config.json is then reported by the released reader, naming the file, not as "not a model folder"."""
     config = os.path.join(path, "config.json")
-    if not os.path.isfile(config) or os.path.isfile(os.path.join(path, "scaledown_config.json")):
+    if os.path.isfile(os.path.join(path, "scaledown_config.json")):
+        return False
+    if any(os.path.isfile(os.path.join(path, name)) for name in (ADAPTERS, FIRST_LAST)):
+        return True
+    if not os.path.isfile(config):
         return False
     try:
         with open(config) as f:

@@ -29,6 +29,10 @@ from scaledown.checkpoint.oscar_files import (ADAPTERS, COMPRESSOR, FIRST_LAST, 
 def read_released_config(folder: str) -> dict[str, Any]:
     """config.json, checked for what ScaleDown supports (OSCAR-llama and OSCAR-N-Layers; not PISCO)."""
     path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path} is missing: a released OSCAR folder needs config.json (its COCOMConfig), "
+                              f"{ADAPTERS}, {FIRST_LAST}, {COMPRESSOR} (and {MLP} when compr_use_mlp is true). "
+                              f"Download the complete model folder.")
     try:
         with open(path) as f:
             cfg = json.load(f)
@@ -40,8 +44,8 @@ def read_released_config(folder: str) -> dict[str, Any]:
     for name in ("doc_max_length", "compr_rate", "lora_r", "compr_n_layers", "compr_mlp_hidden_dim"):
         value = cfg.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise CheckpointError(f"{path}: {name}={value!r} must be a whole number (as the released configs write it, "
-                                  f"e.g. \"{name}\": {int(value) if str(value).isdigit() else 8}).")
+            raise CheckpointError(f"{path}: {name}={value!r} must be a whole number, written as the released configs "
+                                  f"write it: \"{name}\": {_whole_number_hint(value)}.")
     if cfg.get("compr_model_name") is None:
         raise CheckpointError(f"{path}: compr_model_name is null, so this is a PISCO model (the generator compresses "
                               f"with an encoder_adapter). ScaleDown reads OSCAR models (a separate or N-layers "
@@ -66,6 +70,16 @@ def read_released_config(folder: str) -> dict[str, Any]:
     return cfg
 
 
+def _whole_number_hint(value: Any) -> str:
+    """The value to write instead of `value` when it plainly means a whole number ("16", 16.0), else a placeholder."""
+    text = str(value).strip()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str) and text.isdigit():
+        return text
+    return "<a whole number>"
+
+
 def load_pth(folder: str, name: str) -> dict:
     """torch.load(weights_only=True) of one released file, with a clear error if missing or damaged."""
     path = os.path.join(folder, name)
@@ -74,7 +88,12 @@ def load_pth(folder: str, name: str) -> dict:
                               f"{FIRST_LAST}, {COMPRESSOR} (and {MLP} when compr_use_mlp is true). Download the "
                               f"complete model folder.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:   # memory-mapped: checking a 7B folder's shapes reads headers, not gigabytes
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)   # legacy (non-zip) torch.save file
     except Exception as exc:   # truncated download, or a pickle holding code (refused by weights_only)
         raise CheckpointError(f"{path} cannot be loaded with torch.load(weights_only=True) ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}); the file is damaged or holds more "
@@ -233,13 +252,16 @@ def scaledown_values(cfg: dict[str, Any], generator_name: str, compressor_name: 
 def released_config(folder: str, generator_path: Optional[str] = None, compressor_path: Optional[str] = None,
                      check: bool = False):
     """The ScaleDownConfig of a released folder from its config.json (no tensors or tokenizers read), its base
-    models named by the paths if given, else by config.json. check: resolve both base models first (their configs
-    only), raising ConfigError naming --generator_path / --compressor_path when one cannot be loaded."""
-    from scaledown.checkpoint.oscar_paths import base_names, check_base_models
+    models named by the paths if given, else by config.json. check: also resolve both base models (ConfigError naming
+    --generator_path / --compressor_path when one cannot be loaded) and check every file's tensor shapes against
+    config.json (CheckpointError naming the file and field; the .pth files are memory-mapped, not read whole), so
+    a command stops before any data or model work."""
+    from scaledown.checkpoint.oscar_paths import base_names
     from scaledown.config import ScaleDownConfig
     cfg = read_released_config(folder)
     if check:
-        generator, compressor = check_base_models(folder, cfg, generator_path, compressor_path)
+        released = ReleasedOscar(folder, generator_path, compressor_path)
+        generator, compressor = released.generator_name, released.compressor_name
     else:
         generator, compressor, _ = base_names(cfg, generator_path, compressor_path)
     return ScaleDownConfig.from_dict(scaledown_values(cfg, generator, compressor),

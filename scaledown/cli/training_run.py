@@ -166,13 +166,24 @@ def init_architecture(args) -> dict:
     from scaledown.cli.args import explicit_settings
     from scaledown.config import MODEL_FIELDS
     if not is_released_folder(args.init_from):
-        return {}
+        return _saved_prompt(args.init_from)
     saved = released_config(args.init_from, args.generator_path, args.compressor_path, check=True)
     keep = (MODEL_FIELDS - {"enable_reranking"}) | {"system_prompt"}   # the released prompt, token for token
     values = {k: v for k, v in saved.to_dict().items() if k in keep}
     if "preset" not in explicit_settings(args) and not (args.train_data or args.pretrain_data):
         values["preset"] = "tiny"   # the built-in task's schedule, as without --init_from (the folder's model wins)
     return values
+
+
+def _saved_prompt(folder: str) -> dict:
+    """The system prompt a ScaleDown --init_from folder was trained with (e.g. the released prompt of a `convert
+    --from oscar` copy): the run keeps it unless --system_prompt says otherwise, as it keeps the folder's model."""
+    from scaledown.models.serialization import read_saved_config
+    try:
+        saved = read_saved_config(folder)[2]
+    except Exception:   # not a model folder (an NxD checkpoint): its own loader reports what is wrong
+        return {}
+    return {"system_prompt": saved.system_prompt}
 
 
 def run_name(stage: str, preset, args) -> str:

@@ -192,6 +192,10 @@ def _edit_pth(folder, file, edit):
     ("non-tensor rows", ["decoder_first_last_layers.pth", "is a list, not a tensor"]),
     ("compressor weight shape", ["compressor.pth", "size mismatch"]),
     ("compr_rate as text", ["compr_rate='4'", "whole number"]),
+    # found by a fresh user: a damaged config.json read as "not a model folder"; no value to write instead
+    ("config.json not JSON", ["config.json", "cannot be read as JSON"]),
+    ("config.json missing", ["config.json is missing"]),
+    ("compr_rate as float", ["compr_rate=8.0", '"compr_rate": 8.']),
 ])
 def test_malformed_released_folder_names_file_and_field(released, tmp_path, kind, names):
     from scaledown import ScaleDownModel
@@ -226,6 +230,12 @@ def test_malformed_released_folder_names_file_and_field(released, tmp_path, kind
         _edit_pth(folder, "compressor/compressor.pth", widen)
     elif kind == "compr_rate as text":
         _edit_config(folder, compr_rate="4")
+    elif kind == "config.json not JSON":
+        (folder / "config.json").write_text('{"decoder_model_name": "x", ')
+    elif kind == "config.json missing":
+        (folder / "config.json").unlink()
+    elif kind == "compr_rate as float":
+        _edit_config(folder, compr_rate=8.0)
     with pytest.raises(CheckpointError) as err:
         ScaleDownModel.from_pretrained(str(folder))
     for text in names:
@@ -242,6 +252,45 @@ def test_convert_cli_reports_malformed_folder_without_traceback(released, tmp_pa
     assert not (tmp_path / "out").exists()
     assert main(["convert", "--from", "oscar", "--to", "nxd", str(folder), str(tmp_path / "out")]) == 2
     assert "--to hf" in capsys.readouterr().err
+
+
+def test_train_checks_released_shapes_before_data(released, tmp_path, capsys, monkeypatch):
+    """A released folder whose weights disagree with config.json stops `scaledown train --init_from` before any data
+    is prepared or run folder written (the shapes are read memory-mapped, not after the data as before)."""
+    import scaledown.cli.train  # noqa: F401  (imported before the probe: it binds load_datasets by name)
+    from scaledown.cli import training_run
+    from scaledown.cli.main import main
+
+    def no_data_yet(*args, **kwargs):
+        raise AssertionError("the data was prepared before the released folder's shapes were checked")
+    monkeypatch.setattr(training_run, "load_datasets", no_data_yet)
+    folder = _malformed(released, tmp_path)
+    _edit_config(folder, lora_r=8)
+    out = tmp_path / "run"
+    assert main(["train", "--init_from", str(folder), "--max_steps", "1", "--generator_warmup_ratio", "0",
+                 "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "lora_r=8" in err and "adapters.pth" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_converted_released_folder_keeps_its_system_prompt(released, tmp_path):
+    """--init_from a `convert --from oscar` copy trains with the released system prompt it was saved with (before:
+    the run's preset prompt replaced it), unless --system_prompt is given."""
+    from scaledown import ScaleDownModel
+    from scaledown.checkpoint import convert
+    from scaledown.cli.train import train_main
+    from scaledown.models.oscar_prompt import RELEASED_SYSTEM_PROMPT
+    folder = str(tmp_path / "converted")
+    convert("oscar", "hf", released["oscar-llama"], folder)
+    flags = ["--init_from", folder, "--max_steps", "1", "--batch_size", "2", "--micro_batch_size", "2",
+             "--num_train_examples", "4", "--num_eval_examples", "2", "--eval_max_examples", "0",
+             "--generator_warmup_ratio", "0", "--save_steps", "0"]
+    assert train_main([*flags, "--output_dir", str(tmp_path / "kept")]) == 0
+    assert ScaleDownModel.from_pretrained(str(tmp_path / "kept" / "final")).config.system_prompt == \
+        RELEASED_SYSTEM_PROMPT
+    assert train_main([*flags, "--system_prompt", "Answer briefly.", "--output_dir", str(tmp_path / "own")]) == 0
+    assert ScaleDownModel.from_pretrained(str(tmp_path / "own" / "final")).config.system_prompt == "Answer briefly."
 
 
 @pytest.mark.parametrize("name", NAMES)
