@@ -349,20 +349,31 @@ def test_bench_latency_reads_released_folder(released, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_zero3_two_ranks_continue_from_released_folder(released, tmp_path):
-    """--init_from a released folder under real 2-rank DeepSpeed ZeRO-3 (torchrun): the frozen embedding / head rows
-    come out exactly as released (so they were loaded, not left partitioned-empty), the compressor moved a little."""
+@pytest.mark.parametrize("backend", ["deepspeed", "torch"])
+def test_two_ranks_continue_from_released_folder(released, tmp_path, backend):
+    """--init_from a released folder under 2 real ranks (torchrun) of DeepSpeed ZeRO-3 and of the torch backend
+    (FSDP2): the frozen embedding / head rows come out exactly as released (so they were loaded, not left
+    partitioned-empty), the compressor moved a little."""
+    import subprocess
     from safetensors.torch import load_file
-    from deepspeed_runs import log_tail, require_deepspeed, run, zero3_config
-    require_deepspeed()
-    config = zero3_config(str(tmp_path / "z3.json"), stage3_param_persistence_threshold=0)
+    from deepspeed_runs import free_port, log_tail, require_deepspeed, run, zero3_config
     out, log = tmp_path / "out", str(tmp_path / "log")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(HERE)) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = run("torchrun", 2, ["--deepspeed", config, "--init_from", released["oscar-llama"], "--max_steps", "2",
-                               "--batch_size", "8", "--micro_batch_size", "4", "--num_eval_examples", "4",
-                               "--eval_max_examples", "2", "--generator_warmup_ratio", "0", "--output_dir", str(out)],
-               env, log)
+    root = os.path.dirname(os.path.dirname(HERE))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    flags = ["--init_from", released["oscar-llama"], "--max_steps", "2", "--batch_size", "8", "--micro_batch_size",
+             "4", "--num_eval_examples", "4", "--eval_max_examples", "2", "--generator_warmup_ratio", "0",
+             "--output_dir", str(out)]
+    if backend == "deepspeed":
+        require_deepspeed()
+        config = zero3_config(str(tmp_path / "z3.json"), stage3_param_persistence_threshold=0)
+        proc = run("torchrun", 2, ["--deepspeed", config, *flags], env, log)
+    else:
+        with open(log, "w") as f:
+            proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                   "--master_port", str(free_port()), os.path.join(root, "launchers", "train_torch.py"),
+                                   "--use_bf16", "false", *flags], env=env, stdout=f, stderr=subprocess.STDOUT,
+                                  timeout=900, cwd=root)
     assert proc.returncode == 0, log_tail(log)
     assert "no reranking head" in log_tail(log, 100_000)
     base = load_file(str(out / "final" / "generator_base" / "model.safetensors"))
