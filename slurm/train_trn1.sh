@@ -39,7 +39,7 @@ for arg in "$@"; do
   prev=$arg
 done
 
-EXPORTS=$("$PYTHON" -m scaledown.training.neuron_layout "$NEURON_CONFIG")   # fails with the layout's error
+EXPORTS=$("$PYTHON" -m scaledown.cli.neuron_exports "$NEURON_CONFIG")   # fails with the layout's error
 eval "$EXPORTS"
 NNODES=${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}
 HOSTS=$(scontrol show hostnames "${SLURM_JOB_NODELIST:-$(hostname)}" 2>/dev/null || hostname)

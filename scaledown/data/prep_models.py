@@ -7,8 +7,9 @@ unless --trust_remote_code).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
+from scaledown.errors import ConfigError
 from scaledown.models import loading, presets
 
 TINY = "tiny"
@@ -97,7 +98,6 @@ def load_teacher_lm(name: str, device, trust_remote_code: bool = False):
 
 def check_available(name: str, flag: str, trust_remote_code: bool = False) -> None:
     """Fail before any heavy work when a hub model's config cannot be found (typo, offline)."""
-    from scaledown.errors import ConfigError
     if name == TINY or name in presets.TINY_MODELS:
         return
     try:
@@ -105,3 +105,20 @@ def check_available(name: str, flag: str, trust_remote_code: bool = False) -> No
     except ConfigError as exc:
         raise ConfigError(f"{flag} {name}: {exc} (`{flag} tiny` selects an offline tiny random model for "
                           f"trying the pipeline).") from None
+
+
+def resolve_retriever(args) -> tuple[str, Optional[str]]:
+    """(kind, model): bm25 | splade | a SPLADE model name | auto (SPLADE if loadable, else BM25)."""
+    choice = args.retriever
+    if choice == "bm25":
+        return "bm25", None
+    if choice == "auto" and args.retriever_model is None:
+        try:
+            check_available(DEFAULT_SPLADE, "--retriever_model", args.trust_remote_code)
+        except ConfigError:
+            print(f"note: {DEFAULT_SPLADE} cannot be loaded here (offline?); retrieving with BM25 instead. Pass "
+                  f"--retriever splade to require SPLADE, or --retriever bm25 to skip this check.", flush=True)
+            return "bm25", None
+    model = args.retriever_model or (choice if choice not in ("auto", "splade") else DEFAULT_SPLADE)
+    check_available(model, "--retriever_model", args.trust_remote_code)
+    return "splade", model

@@ -10,7 +10,6 @@ retrieval quality can be measured (recall@k) and the whole pipeline tried withou
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass
@@ -40,16 +39,6 @@ def write_synthetic_corpus(directory: str, num_queries: int, seed: int = 0) -> S
     return SyntheticCorpus(corpus_path, queries_path, gold_ids)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Write the synthetic task as corpus.jsonl + queries.jsonl.",
-                                     allow_abbrev=False)
-    parser.add_argument("--num_queries", type=int, default=200)
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    made = write_synthetic_corpus(args.output_dir, args.num_queries, args.seed)
-    print(f"wrote {made.corpus_path} and {made.queries_path} ({len(made.gold_ids)} queries)")
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":   # the command line lives in scaledown/cli/synthetic_corpus.py
+    from scaledown.cli.synthetic_corpus import main
     main()

@@ -50,7 +50,7 @@ class CorpusRetriever:
 
 def open_corpus_retriever(args, tokenizer, tokenizer_name: str, chunk_tokens: int) -> CorpusRetriever:
     """From `scaledown eval` flags: --corpus, --index_dir, --retriever, --retriever_model (as prepare-data)."""
-    from scaledown.data.prepare_dataset import resolve_retriever
+    from scaledown.data.prep_models import resolve_retriever
     kind, model = resolve_retriever(args)
     index_dir = args.index_dir or os.path.join(args.output, "index")
     return CorpusRetriever(args.corpus, index_dir, tokenizer, tokenizer_name, chunk_tokens, kind, model,

@@ -92,9 +92,3 @@ def shell_exports(path: Optional[str]) -> str:
     values = {**layout.environment(), "NPROC_PER_NODE": str(layout.processes_per_node),
               "MASTER_PORT": str(layout.master_port), "PRECOMPILE_STEPS": str(layout.precompile_steps)}
     return "\n".join(f"export {k}=${{{k}:-{shlex.quote(v)}}}" for k, v in values.items())
-
-
-if __name__ == "__main__":
-    import sys
-    from scaledown.cli.errors import run_cli
-    sys.exit(run_cli(lambda: print(shell_exports(sys.argv[1] if len(sys.argv) > 1 else None)) or 0))

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from scaledown.evaluation.bench_cli import FLOPS_KEYS
+from scaledown.cli.bench import FLOPS_KEYS
 from scaledown.evaluation.flops import PAPER_TFLOPS, count, generation_flops, meta_causal_lm
 
 

@@ -51,7 +51,7 @@ def test_default_output_dir_is_outputs_run_name(tmp_path):
 
 
 def test_eval_truncation_warning_names_the_file_and_a_real_fix(tmp_path, caplog):
-    from scaledown.evaluation.cli import _prepare_rows
+    from scaledown.cli.evaluate import _prepare_rows
     from scaledown.models import loading
     config = tiny_config()
     tok = loading.load_tokenizer(config.generator_model_name)
@@ -65,7 +65,7 @@ def test_eval_truncation_warning_names_the_file_and_a_real_fix(tmp_path, caplog)
 
 def test_plot_after_a_resumed_run_plots_the_whole_run(tmp_path, capsys):
     from torch.utils.tensorboard import SummaryWriter
-    from scaledown.evaluation.plots import plot_main
+    from scaledown.cli.plot import plot_main
     from scaledown.training import tags
     first, second = SummaryWriter(str(tmp_path / "runs")), SummaryWriter(str(tmp_path / "runs"))
     for step in range(0, 6):
