@@ -12,12 +12,20 @@ over the steps after the first --skip_steps, from the end of one optimizer step 
 
     python benchmarks/train_throughput.py                      # 6 rounds, 24 steps each (~17 min on 2 cores)
     python benchmarks/train_throughput.py --rounds 2 --steps 12 --skip_steps 3 --ranks 0   # a quick look
+
+--torch_backend measures instead our two multi-rank engines side by side: the PyTorch-native backend
+(launchers/train_torch.py, FSDP2) against DeepSpeed ZeRO-3 (launchers/train_gpu.py), both under torchrun at
+--ranks ranks (default 2) with the model, rows and global batch above, alternating; it prints tokens/s of each, the
+ratio torch / DeepSpeed (target >= 1.0) and the parameter elements rank 0 holds under each (about 1/ranks).
+
+    python benchmarks/train_throughput.py --torch_backend --rounds 2 --steps 12 --skip_steps 3
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -76,6 +84,55 @@ def run_ours(workdir: str, flags: list[str], ranks: int, skip: int, env: dict) -
     seconds = {e.step: e.value for e in acc.Scalars("perf/step_seconds")}
     steps = sorted(rate)[skip:]
     return sum(rate[s] * seconds[s] for s in steps) / sum(seconds[s] for s in steps)
+
+
+# ---- (c) our two multi-rank engines, torch (FSDP2) vs DeepSpeed ZeRO-3, both under torchrun -------------
+HELD = re.compile(r"parameter elements held by this rank: ([\d,]+) of ([\d,]+)")
+
+
+def run_engine(engine: str, workdir: str, flags: list[str], ranks: int, skip: int, env: dict) -> tuple[float, str]:
+    """(tokens/s, rank 0's 'held' figure) of one run of launchers/train_torch.py or launchers/train_gpu.py."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    out = tempfile.mkdtemp(prefix=f"{engine}-", dir=workdir)
+    args = [*flags, "--logging_steps", "1", "--save_steps", "0", "--num_eval_examples", "1", "--eval_max_examples",
+            "0", "--output_dir", out]
+    launcher = os.path.join(ROOT, "launchers", "train_torch.py" if engine == "torch" else "train_gpu.py")
+    if engine == "deepspeed":
+        args = ["--deepspeed", ZERO3, *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port",
+           str(_free_port()), launcher, *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise SystemExit(f"the {engine} run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    acc = EventAccumulator(os.path.join(out, "runs"), size_guidance={"scalars": 0})
+    acc.Reload()
+    rate = {e.step: e.value for e in acc.Scalars("perf/tokens_per_sec")}
+    seconds = {e.step: e.value for e in acc.Scalars("perf/step_seconds")}
+    steps = sorted(rate)[skip:]
+    held = HELD.search(proc.stdout + proc.stderr)
+    share = (f"{held.group(1)} of {held.group(2)} "
+             f"({int(held.group(1).replace(',', '')) / int(held.group(2).replace(',', '')):.1%})" if held else "?")
+    return sum(rate[s] * seconds[s] for s in steps) / sum(seconds[s] for s in steps), share
+
+
+def torch_vs_deepspeed(args, workdir: str, flags: list[str], env: dict) -> None:
+    ranks = args.ranks or 2
+    rates: dict[str, list[float]] = {"torch": [], "deepspeed": []}
+    held: dict[str, str] = {}
+    for round_ in range(args.rounds):
+        for engine in (("torch", "deepspeed") if round_ % 2 == 0 else ("deepspeed", "torch")):
+            rate, held[engine] = run_engine(engine, workdir, flags, ranks, args.skip_steps, env)
+            rates[engine].append(rate)
+        print(f"round {round_ + 1}: torch {rates['torch'][-1]:.0f} tok/s, DeepSpeed {rates['deepspeed'][-1]:.0f} "
+              f"tok/s, ratio {rates['torch'][-1] / rates['deepspeed'][-1]:.3f}", flush=True)
+    a, b = statistics.median(rates["torch"]), statistics.median(rates["deepspeed"])
+    print(f"\n{ranks} CPU ranks, {MODEL_SHAPE['num_hidden_layers']}-layer {MODEL_SHAPE['hidden_size']}-wide generator "
+          f"+ 2-layer compressor, global batch {args.batch_size}, micro batch {args.micro_batch_size}, {args.steps} "
+          f"steps (first {args.skip_steps} left out), median of {args.rounds} alternating runs:")
+    print(f"  torch backend (FSDP2)    : {a:8.0f} tokens/s, rank 0 holds {held['torch']} parameter elements")
+    print(f"  DeepSpeed ZeRO-3         : {b:8.0f} tokens/s, rank 0 holds {held['deepspeed']} parameter elements")
+    print(f"  ratio of the medians     : {a / b:8.3f}   (target >= 1.0)")
+    print(f"  per-round ratios         : {', '.join(f'{x / y:.3f}' for x, y in zip(rates['torch'], rates['deepspeed']))}")
 
 
 # ---- (b) the Hugging Face Trainer, in its own process -------------------------------------------------
@@ -183,6 +240,8 @@ def main() -> None:
     parser.add_argument("--micro_batch_size", type=int, default=8, help="per rank (1 rank: accumulation 2)")
     parser.add_argument("--ranks", type=int, default=2, help="ranks of the extra multi-rank run of ours (0: none)")
     parser.add_argument("--workdir", default=None, help="where the model and runs go (default: a temp folder)")
+    parser.add_argument("--torch_backend", action="store_true",
+                        help="measure the torch backend (FSDP2) against DeepSpeed ZeRO-3 instead, both at --ranks")
     args = parser.parse_args()
     workdir = args.workdir or tempfile.mkdtemp(prefix="train-throughput-")
     os.makedirs(workdir, exist_ok=True)
@@ -190,6 +249,8 @@ def main() -> None:
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     make_model(workdir)
     flags = bench_flags(workdir, args.steps, args.batch_size, args.micro_batch_size)
+    if args.torch_backend:
+        return torch_vs_deepspeed(args, workdir, flags, env)
     ours, theirs = [], []
     for round_ in range(args.rounds):
         # A B, then B A: a machine whose load drifts favours neither side

@@ -1,6 +1,7 @@
 # The PyTorch-native backend (FSDP2 on a DeviceMesh, DCP checkpoints) under real torchrun ranks on CPU (gloo).
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,9 @@ def test_two_fsdp2_ranks_train_the_one_process_run_and_export_it(tmp_path, env):
     pairs = ["enable_reranking=true", "generator_warmup_ratio=0.25", "eval_max_examples=0"]
     sharded, log = torchrun(2, tmp_path, "fsdp", env, *pairs)
     assert "backend torch" in log
+    held = re.search(r"parameter elements held by this rank: ([\d,]+) of ([\d,]+)", log)
+    share = int(held.group(1).replace(",", "")) / int(held.group(2).replace(",", ""))
+    assert 0.45 < share < 0.55, held.group(0)   # FSDP2 over 2 ranks: half of every weight, frozen ones too
     local = one_process(tmp_path, enable_reranking=True, generator_warmup_ratio=0.25)
     assert len(logged_losses(tmp_path / "fsdp")) == 4
     assert logged_losses(tmp_path / "fsdp") == pytest.approx(logged_losses(tmp_path / "local"), rel=1e-5)

@@ -187,3 +187,32 @@ def mfu(flops_per_sec: float, peak_flops_per_device: Optional[float], num_device
     if not peak_flops_per_device:
         return None
     return flops_per_sec / (peak_flops_per_device * num_devices)
+
+
+def held_parameter_elements(model: nn.Module, tp: int = 1) -> tuple[int, int]:
+    """(elements this rank holds, elements of the whole model) over every parameter, trainable or frozen.
+
+    A DeepSpeed ZeRO-3 parameter holds its partition (`ds_tensor`, padded to a multiple of the world size) of
+    `ds_numel`; an FSDP2 / tensor-parallel DTensor its local shard of `numel()`; an NxD tensor-parallel layer's
+    weight 1/tp of it; any other tensor all of itself. Counted once per parameter object (tied weights once)."""
+    held = total = 0
+    seen: set[int] = set()
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if hasattr(p, "ds_tensor"):
+            held += p.ds_tensor.numel()
+            total += int(p.ds_numel)
+        elif hasattr(p, "to_local"):
+            held += p.to_local().numel()
+            total += p.numel()
+        else:
+            held += p.numel()
+            total += _full_numel(p, tp)
+    return held, total
+
+
+def held_parameters_note(model: nn.Module, tp: int = 1) -> str:
+    held, total = held_parameter_elements(model, tp)
+    return f"parameter elements held by this rank: {held:,} of {total:,} ({held / max(total, 1):.1%})"

@@ -25,7 +25,7 @@ from scaledown.training.run_logger import RunLogger
 from scaledown.training.sampler import GlobalBatchOrder
 from scaledown.training.schedule import lr_multiplier, warmup_steps_for
 from scaledown.training.step_batches import StepBatches, StepDataset, resolve_workers, step_loader, worker_count_note
-from scaledown.training.throughput import TrainingFlops, mfu
+from scaledown.training.throughput import TrainingFlops, held_parameters_note, mfu
 
 # per-step sums the loop keeps (this rank's; all-reduced over data-parallel ranks when logged): the first three come
 # from the device (read once per logging window), the rest are counted on the host
@@ -166,6 +166,7 @@ class ScaleDownTrainer:
         else:
             log.write(f"training {total} steps ({', '.join(f'{p.name} {p.end - p.start}' for p in phases)}); "
                       f"{plan.describe()}; backend {be.name}")
+            log.write(held_parameters_note(be.model, cfg.tensor_parallel_size))   # rank 0's share: ~1/world under ZeRO-3 / FSDP
             if cfg.stage == "finetune" and be.is_main:
                 warn_if_compressor_untrained(be.model)
             if self.eval_rows:
