@@ -145,9 +145,9 @@ def hf_worker(argv: list[str]) -> None:
     from scaledown.data.synthetic import generate_examples
     from scaledown.models import ScaleDownModel
     from scaledown.models.sharded_weights import use_gatherer
-    from scaledown.training.backends.ds_gather import gathered
+    from scaledown.training.backends.deepspeed.gather import gathered
     from scaledown.training.backends.distributed_env import init_distributed
-    from scaledown.training.backends.ds_config import resolve_ds_config
+    from scaledown.training.backends.deepspeed.ds_config import resolve_ds_config
     from scaledown.training.batching import plan_batches
     from scaledown.training.schedule import warmup_steps_for
 

@@ -11,7 +11,7 @@ import pytest
 from deepspeed_runs import DS_CONFIGS, LAUNCHER, ROOT
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError, ConfigError
-from scaledown.training.backends.ds_config import resolve_ds_config
+from scaledown.training.backends.deepspeed.ds_config import resolve_ds_config
 from scaledown.training.batching import plan_batches
 
 
@@ -90,7 +90,7 @@ def test_launcher_declares_every_train_flag(subprocess_env):
 
 def test_resume_preflight_names_the_mismatch(tmp_path):
     from scaledown.training import checkpoint_dirs as ckpt
-    from scaledown.training.backends.ds_checkpoint_io import check_deepspeed_checkpoint
+    from scaledown.training.backends.deepspeed.checkpoint_io import check_deepspeed_checkpoint
     path = tmp_path / "step_0000004"
     path.mkdir()
     ckpt.write_state(str(path), {"step": 4, "backend": "deepspeed", "dp_size": 4})

@@ -8,7 +8,7 @@ import torch
 from deepspeed_runs import (DS_CONFIGS, ROOT, SMALL, load_export, log_tail, make_folder_generator,
                             require_deepspeed, run, tb_scalars)
 from scaledown.errors import ConfigError
-from scaledown.training.backends.ds_config import check_checkpointing_support
+from scaledown.training.backends.deepspeed.ds_config import check_checkpointing_support
 
 pytestmark = pytest.mark.slow
 

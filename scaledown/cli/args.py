@@ -139,7 +139,7 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
     fields = set(ScaleDownConfig.field_names())
     values: dict[str, Any] = {}
     if getattr(args, "neuron_config", None):
-        from scaledown.training.neuron_layout import NeuronLayout
+        from scaledown.training.backends.neuron.layout_file import NeuronLayout
         values.update(NeuronLayout.from_file(args.neuron_config).config_values())
     if getattr(args, "config", None):
         run_keys = set(vars(args)) - fields

@@ -2,7 +2,7 @@
 import sys
 
 from scaledown.cli.errors import run_cli
-from scaledown.training.neuron_layout import shell_exports
+from scaledown.training.backends.neuron.layout_file import shell_exports
 
 if __name__ == "__main__":
     sys.exit(run_cli(lambda: print(shell_exports(sys.argv[1] if len(sys.argv) > 1 else None)) or 0))

@@ -39,7 +39,7 @@ class ModuleSpec:
 
     Sizes in kwargs are the full (unsharded) sizes NxD's constructors take. kv_shared_group_size > 1 marks a
     layer whose weights are KV replicas: the backend sums their gradients over the ranks holding the same KV heads
-    (neuron_parallelize.kv_replica_groups, one group set per factor) before the optimizer step, as
+    (neuron/parallelize.kv_replica_groups, one group set per factor) before the optimizer step, as
     GQAQKVColumnParallelLinear does for its weight_k / weight_v over NxD's kv-shared group.
     loss="parallel_cross_entropy" marks the vocabulary-parallel lm_head whose logits feed NxD's parallel_cross_entropy.
     """

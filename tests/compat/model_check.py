@@ -19,10 +19,10 @@ def pipeline_trace_loss(model, batch) -> float:
     install()
     from neuronx_distributed.pipeline.trace import TorchTracerWrapper, trace_model
     from scaledown.parallel import ParallelPlan
-    from scaledown.training.backends.neuron_batches import PipelineModule
-    from scaledown.training.backends.neuron_config import PIPELINE_INPUTS
-    from scaledown.training.backends.neuron_parallelize import layer_classes
-    from scaledown.training.backends.neuron_trace import leaf_module_names, tracer_class
+    from scaledown.training.backends.neuron.batches import PipelineModule
+    from scaledown.training.backends.neuron.nxd_config import PIPELINE_INPUTS
+    from scaledown.training.backends.neuron.parallelize import layer_classes
+    from scaledown.training.backends.neuron.trace import leaf_module_names, tracer_class
     plan = ParallelPlan.for_model(model, 1, 2, None)
     leaves = leaf_module_names(model, plan.layer_names) + [c.__name__ for c in layer_classes(model, plan)]
     module = PipelineModule(model)
@@ -32,7 +32,7 @@ def pipeline_trace_loss(model, batch) -> float:
     loose = [n.target for n in traced.graph.nodes if n.op == "get_attr" and n.target in weights]
     assert not loose, f"weights read outside leaf modules stay outside every pipeline stage: {loose}"
     from scaledown.models.scaledown_model import loss_counts
-    from scaledown.training.backends.neuron_batches import with_loss_weights
+    from scaledown.training.backends.neuron.batches import with_loss_weights
     tokens, scored = loss_counts(batch)   # weights 1/T, 1/S: the traced objective is the batch's mean loss
     inputs = with_loss_weights(batch, 1.0 / max(tokens, 1), 1.0 / max(scored, 1))
     with torch.no_grad():

@@ -17,7 +17,7 @@ shared/reference/neuronx_distributed.md; behaviour is the part the backend relie
   is reentrant, parallel layers reduce in fp32, ParallelEmbedding keeps a local padding_idx, arrange_kv_groups
   is NxD's, NxDPPModel keeps its first call's inter-stage shapes and reduces DP gradients unless told not to.
 
-Use: `from nxd_double import install; install()` before importing scaledown.training.backends.neuron
+Use: `from nxd_double import install; install()` before importing scaledown.training.backends.neuron.backend
 (tests/nxd_double/run.py does it for launched processes).
 """
 from __future__ import annotations

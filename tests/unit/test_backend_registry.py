@@ -11,7 +11,7 @@ from conftest import ROOT
 from scaledown.cli import backends as registry
 from scaledown.cli.train import ALL_BACKENDS, TRAIN_PY_BACKENDS, resolve_run
 from scaledown.errors import ConfigError
-from scaledown.training.neuron_layout import NeuronLayout
+from scaledown.training.backends.neuron.layout_file import NeuronLayout
 
 LAYOUT = "neuron_configs/tp8_pp1.json"
 TRN1 = "launchers/train_trn1.py"

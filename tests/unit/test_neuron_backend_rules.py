@@ -4,8 +4,8 @@ import torch
 
 from conftest import tiny_config
 from scaledown.errors import ConfigError
-from scaledown.training.backends import neuron_batches as nb
-from scaledown.training.backends.neuron_config import nxd_config_kwargs, refuse_unsupported
+from scaledown.training.backends.neuron import batches as nb
+from scaledown.training.backends.neuron.nxd_config import nxd_config_kwargs, refuse_unsupported
 from scaledown.training.batching import plan_batches
 
 
@@ -72,7 +72,7 @@ def test_meta_built_rotary_buffers_are_computed():
     it: the backend's param_init_fn computes it (NxD's reinit_model replaces parameters only)."""
     from scaledown import ScaleDownModel
     from scaledown.checkpoint.description import ModelDescription
-    from scaledown.training.backends.neuron import _init_on_host
+    from scaledown.training.backends.neuron.backend import _init_on_host
     cfg = tiny_config()
     skeleton = ModelDescription.from_config(cfg).skeleton()
     real = ScaleDownModel(cfg)

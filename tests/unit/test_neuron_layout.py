@@ -9,11 +9,11 @@ import torch
 
 from conftest import ROOT, tiny_config
 from scaledown.errors import ConfigError
-from scaledown.training.backends.neuron_config import mixed_precision, nxd_config_kwargs, resolve_microbatches
-from scaledown.training.backends.neuron_stack import check_versions
+from scaledown.training.backends.neuron.nxd_config import mixed_precision, nxd_config_kwargs, resolve_microbatches
+from scaledown.training.backends.neuron.stack import check_versions
 from scaledown.training.batching import plan_batches
-from scaledown.training.neuron_layout import NeuronLayout
-from scaledown.training.neuron_ranks import RankGrid
+from scaledown.training.backends.neuron.layout_file import NeuronLayout
+from scaledown.parallel.nxd_ranks import RankGrid
 
 
 def nxd_formula(world, tp, pp, cp=1):
@@ -84,7 +84,7 @@ def test_neuron_versions_are_checked_before_anything_runs():
 
 
 def test_backend_without_neuron_says_how_to_install(config):
-    from scaledown.training.backends.neuron import NeuronBackend
+    from scaledown.training.backends.neuron.backend import NeuronBackend
     with pytest.raises(ConfigError, match="needs the Neuron 2.28 stack"):
         NeuronBackend(config)
 
@@ -112,8 +112,8 @@ def test_nxd_auto_partition_of_the_pipeline_module_equals_the_plan(pp):
     pipeline module registers the compressor first, so the cuts are the plan's (compressor layers, then generator)."""
     from scaledown.checkpoint.description import ModelDescription
     from scaledown.parallel import ParallelPlan
-    from scaledown.training.backends.neuron_batches import PipelineModule
-    from scaledown.training.backends.neuron_parallelize import layer_classes
+    from scaledown.training.backends.neuron.batches import PipelineModule
+    from scaledown.training.backends.neuron.parallelize import layer_classes
     import importlib.util   # NxD's partition file of the double, loaded alone (no torch_xla on sys.path)
     spec = importlib.util.spec_from_file_location("nxd_partition", os.path.join(
         ROOT, "tests", "nxd_double", "neuronx_distributed", "pipeline", "partition.py"))
@@ -178,10 +178,10 @@ def test_nxd_fx_partition_puts_every_weight_on_the_plans_stage(pp, nxd_double_im
     from neuronx_distributed.pipeline.trace import TorchTracerWrapper, trace_model
     from scaledown.models.scaledown_model import ScaleDownModel
     from scaledown.parallel import ParallelPlan
-    from scaledown.training.backends.neuron_batches import PipelineModule
-    from scaledown.training.backends.neuron_config import PIPELINE_INPUTS
-    from scaledown.training.backends.neuron_parallelize import layer_classes
-    from scaledown.training.backends.neuron_trace import leaf_module_names, tracer_class
+    from scaledown.training.backends.neuron.batches import PipelineModule
+    from scaledown.training.backends.neuron.nxd_config import PIPELINE_INPUTS
+    from scaledown.training.backends.neuron.parallelize import layer_classes
+    from scaledown.training.backends.neuron.trace import leaf_module_names, tracer_class
     model = ScaleDownModel(tiny_config())
     plan = ParallelPlan.for_model(model, 1, pp)
     leaves = leaf_module_names(model, plan.layer_names) + [c.__name__ for c in layer_classes(model, plan)]

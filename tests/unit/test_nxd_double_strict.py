@@ -144,7 +144,7 @@ def test_backend_passes_its_clip_norm_to_zero1(nxd, monkeypatch):
     would leave 1.0). A loss comparison cannot show this: Adam's update barely depends on a uniform gradient scale
     (4 steps at 0.5 vs 1.0 differ by 2.5e-6 relative in the loss)."""
     from scaledown import ScaleDownModel
-    from scaledown.training.backends.neuron import NeuronBackend
+    from scaledown.training.backends.neuron.backend import NeuronBackend
     from conftest import tiny_config
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     cfg = tiny_config(zero1=True, use_bf16=False, max_grad_norm=0.5)
@@ -167,8 +167,8 @@ def test_kv_groups_follow_nxd_arrange_kv_groups_and_the_backend_pairs_tp_ranks()
         for name in [n for n in sys.modules if n.split(".")[0] == "neuronx_distributed"]:
             del sys.modules[name]
     from scaledown.parallel.heads import AttentionGeometry, kv_heads_of_rank
-    from scaledown.training.backends.neuron_parallelize import kv_replica_groups
-    from scaledown.training.neuron_ranks import RankGrid
+    from scaledown.training.backends.neuron.parallelize import kv_replica_groups
+    from scaledown.parallel.nxd_ranks import RankGrid
     assert arrange_kv_groups(2, 4, 2) == [[0, 2], [1, 3], [4, 6], [5, 7]]
     grid = RankGrid(64, 4, 1, local_world_size=32)                 # Trn1 TP=4: TP groups [0, 8, 16, 24], ...
     ours = kv_replica_groups(grid.tp_groups(), {2})[2]

@@ -132,8 +132,8 @@ def test_tsv_queries_bom_and_separators(tmp_path):
 def test_config_files_bom_and_wide_encodings(tmp_path):
     from scaledown import ScaleDownConfig
     from scaledown.cli.args import build_parser
-    from scaledown.training.backends.ds_config import read_ds_config
-    from scaledown.training.neuron_layout import NeuronLayout
+    from scaledown.training.backends.deepspeed.ds_config import read_ds_config
+    from scaledown.training.backends.neuron.layout_file import NeuronLayout
     yml, js = tmp_path / "run.yaml", tmp_path / "run.json"
     yml.write_bytes(b"\xef\xbb\xbfpreset: tiny\nbatch_size: 8\n")
     js.write_bytes(b"\xef\xbb\xbf" + json.dumps({"preset": "tiny", "batch_size": 8}).encode())

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from scaledown.errors import ConfigError
-from scaledown.training.backends import deepspeed_launch, neuron_launch
+from scaledown.training.backends.deepspeed import launch as deepspeed_launch
+from scaledown.training.backends.neuron import launch as neuron_launch
 from scaledown.training.backends.torch_native import launch as torch_launch
 
 
@@ -54,7 +55,7 @@ def _require_deepspeed(why: str) -> None:
 
 
 def _require_neuron(why: str) -> None:
-    from scaledown.training.backends.neuron_stack import require_stack
+    from scaledown.training.backends.neuron.stack import require_stack
     try:
         require_stack(why)
     except ConfigError as exc:

@@ -33,9 +33,9 @@ from scaledown.models.sharded_weights import install_gatherer
 from scaledown.training import checkpoint_dirs as ckpt
 from scaledown.training.backends.base import Backend, StepNorm, detached
 from scaledown.training.backends.distributed_env import init_distributed
-from scaledown.training.backends.ds_config import (check_checkpointing_support, offload_device, resolve_ds_config,
+from scaledown.training.backends.deepspeed.ds_config import (check_checkpointing_support, offload_device, resolve_ds_config,
                                                    zero_stage)
-from scaledown.training.backends.ds_gather import (free_bytes, full_bytes, gathered, gathered_state_dict,
+from scaledown.training.backends.deepspeed.gather import (free_bytes, full_bytes, gathered, gathered_state_dict,
                                                    is_partitioned, partition_report, resident)
 from scaledown.training.backends.local import float32_trainable
 from scaledown.training.batching import plan_batches
@@ -281,7 +281,7 @@ class DeepSpeedBackend(Backend):
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:
         from scaledown.checkpoint.deepspeed_engine import is_universal, load_universal_checkpoint
-        from scaledown.training.backends.ds_checkpoint_io import check_deepspeed_checkpoint, use_safe_loading
+        from scaledown.training.backends.deepspeed.checkpoint_io import check_deepspeed_checkpoint, use_safe_loading
         if is_universal(path):  # written by `scaledown convert --to deepspeed`: any world size starts from it
             client = load_universal_checkpoint(self.engine, path)
             self._set_schedule_step(int(client.get("optimizer_step", 0)))

@@ -18,8 +18,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from scaledown.training.backends.neuron_config import PIPELINE_INPUTS
-from scaledown.training.backends.neuron_trace import mask_calls
+from scaledown.training.backends.neuron.nxd_config import PIPELINE_INPUTS
+from scaledown.training.backends.neuron.trace import mask_calls
 
 TOKEN_BUCKET = 64
 

@@ -36,7 +36,7 @@ def neuron_launch(args) -> dict:
     """What a Neuron run takes from its flags besides settings: the layout and the environment exported before
     torch_xla starts (the layout's compiler then runtime variables), and whether --init_from names NxD weights
     (then the model is built on the meta device and the weights loaded into its shards)."""
-    from scaledown.training.neuron_layout import NeuronLayout, default_layout
+    from scaledown.training.backends.neuron.layout_file import NeuronLayout, default_layout
     layout = NeuronLayout.from_file(args.neuron_config) if args.neuron_config else default_layout()
     weights = args.init_from if args.init_from and _is_nxd_checkpoint(args.init_from) else None
     return {"layout": layout, "environment": layout.environment(), "weights_from": weights,
@@ -49,13 +49,13 @@ def neuron_launch(args) -> dict:
 def check(run, env) -> None:
     """The backend's own checks (degrees, batch, micro-batches, unsupported settings) for the world the launcher
     started, before any data or model is built; the dry run makes the same call for --nnodes nodes."""
-    from scaledown.training.backends.neuron_config import check_run
+    from scaledown.training.backends.neuron.nxd_config import check_run
     world = int(env.get("WORLD_SIZE") or 1)
     check_run(run.config, world, int(env.get("LOCAL_WORLD_SIZE") or world))
 
 
 def build_neuron(config, run):
-    from scaledown.training.backends.neuron import NeuronBackend
+    from scaledown.training.backends.neuron.backend import NeuronBackend
     return NeuronBackend(config, run.layout, weights_from_checkpoint=run.weights_from,
                          describe=lambda: model_description(config, run.init_from, **run.options))
 
@@ -113,11 +113,11 @@ def commands(args, layout, flags: Sequence[str]) -> dict[str, str]:
 
 def dry_run(run, args, argv: Sequence[str]) -> int:
     """Print the resolved layout, rank grid, batch arithmetic, NxD config and commands. The checks are the backend's
-    own (neuron_config.check_run, ParallelPlan.for_model); nothing here needs the Neuron stack."""
+    own (neuron/nxd_config.check_run, ParallelPlan.for_model); nothing here needs the Neuron stack."""
     from scaledown.parallel import ParallelPlan
-    from scaledown.training.backends.neuron_config import check_run, describe, nxd_config_kwargs
-    from scaledown.training.backends.neuron_parallelize import layer_classes
-    from scaledown.training.backends.neuron_trace import leaf_module_names
+    from scaledown.training.backends.neuron.nxd_config import check_run, describe, nxd_config_kwargs
+    from scaledown.training.backends.neuron.parallelize import layer_classes
+    from scaledown.training.backends.neuron.trace import leaf_module_names
     config, layout = run.config, run.layout
     world = args.nnodes * layout.processes_per_node
     plan_ = check_run(config, world, layout.processes_per_node)
@@ -127,7 +127,7 @@ def dry_run(run, args, argv: Sequence[str]) -> int:
     kwargs = nxd_config_kwargs(config, layer_classes=layer_classes(skeleton, plan), num_microbatches=plan_.num_microbatches,
                                meta_device_init=run.weights_from is not None,
                                leaf_module_names=leaf_module_names(skeleton, plan.layer_names),
-                               tracer_cls="torch + scaledown mask leaves (neuron_trace.py)")
+                               tracer_cls="torch + scaledown mask leaves (neuron/trace.py)")
     print(f"layout: {layout.path or '(default: one Trn1 node, no --neuron_config)'}"
           + (f" - {layout.description}" if layout.description else ""))
     print(f"nodes {args.nnodes} x processes per node {layout.processes_per_node} = {world} ranks")

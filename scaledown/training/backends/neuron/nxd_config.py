@@ -7,10 +7,10 @@ from typing import Any, Callable, Optional, Sequence
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import ConfigError
 from scaledown.training.batching import BatchPlan, plan_batches
-from scaledown.training.neuron_ranks import RankGrid
+from scaledown.parallel.nxd_ranks import RankGrid
 
 # ScaleDownModel's forward under pipeline parallelism takes the collated batch as these tensors (CPU, dim 0 = batch),
-# plus the step's loss weights as one value per row (neuron_batches.with_loss_weights): the traced graph is fixed,
+# plus the step's loss weights as one value per row (neuron/batches.with_loss_weights): the traced graph is fixed,
 # the global batch's counts change every step
 PIPELINE_INPUTS = ("compressor_input_ids", "compressor_attention_mask", "document_mask", "input_ids", "attention_mask",
                    "memory_slots", "labels", "reranking_scores", "reranking_mask", "ce_weight", "rerank_weight")

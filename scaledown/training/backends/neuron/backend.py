@@ -6,9 +6,9 @@
   meta skeleton) and the micro-batches against the batch: all before anything is compiled.
 * Model: `build_model` hands NxD's initialize_parallel_model a model_fn that builds ScaleDownModel (on the
   meta device when weights come from a checkpoint) and applies the shared plan from outside
-  (neuron_parallelize.py). PP > 1 wraps the compressor + generator (PipelineModule) in NxDPPModel with
+  (neuron/parallelize.py). PP > 1 wraps the compressor + generator (PipelineModule) in NxDPPModel with
   auto_partition over the decoder layers; its cuts equal plan.pipeline_cuts.
-* Steps: `train_step` pads the step's micro-batches to the run's static shapes (neuron_batches.StaticShapes:
+* Steps: `train_step` pads the step's micro-batches to the run's static shapes (neuron/batches.StaticShapes:
   from the configured lengths, so NxDPPModel's traced inter-stage shapes hold for every call, evaluation
   included), feeds them through MpDeviceLoader (TP) or NxDPPModel.run_train (PP), sums KV-replica gradients
   where NxD leaves them (param.grad, or main_grad under ZeRO-1 + bf16's accumulation hook), steps the
@@ -32,15 +32,15 @@ from scaledown.errors import CheckpointError
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput, loss_counts
 from scaledown.models.tied_weights import drop_aliases, retie, tied_aliases
 from scaledown.training import checkpoint_dirs as ckpt
-from scaledown.training.backends import neuron_batches as nb
+from scaledown.training.backends.neuron import batches as nb
 from scaledown.training.backends.base import Backend, StepNorm
-from scaledown.training.backends.neuron_config import check_run, nxd_config_kwargs
-from scaledown.training.backends.neuron_parallelize import (apply_plan, kv_replica_groups, layer_classes,
+from scaledown.training.backends.neuron.nxd_config import check_run, nxd_config_kwargs
+from scaledown.training.backends.neuron.parallelize import (apply_plan, kv_replica_groups, layer_classes,
                                                             materialise_buffers, vocab_parallel_token_hits,
                                                             vocab_parallel_token_loss)
-from scaledown.training.backends.neuron_stack import load_stack
-from scaledown.training.backends.neuron_trace import leaf_module_names, tracer_class
-from scaledown.training.neuron_layout import NeuronLayout, default_layout
+from scaledown.training.backends.neuron.stack import load_stack
+from scaledown.training.backends.neuron.trace import leaf_module_names, tracer_class
+from scaledown.training.backends.neuron.layout_file import NeuronLayout, default_layout
 from scaledown.training.throughput import neuroncore_peak_flops
 
 BACKEND_STATE = "scaledown_backend"
@@ -428,7 +428,7 @@ class NeuronBackend(Backend):
 def _init_on_host(module: torch.nn.Module, device: torch.device) -> None:
     """param_init_fn for meta-device builds (NxD reinit_model calls it per module after replacing the parameters
     only): zero placeholders for the parameters, overwritten by the checkpoint that follows, and the module's
-    buffers still on the meta device computed for real (neuron_parallelize.materialise_buffers: rotary inv_freq
+    buffers still on the meta device computed for real (neuron/parallelize.materialise_buffers: rotary inv_freq
     is not in any checkpoint; NxD would otherwise fail moving it to the device)."""
     for param in module.parameters(recurse=False):
         param.data.zero_()

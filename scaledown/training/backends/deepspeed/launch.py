@@ -32,6 +32,6 @@ def deepspeed_launch(args) -> dict:
 
 
 def build_deepspeed(config, run):
-    from scaledown.training.backends.deepspeed import DeepSpeedBackend
+    from scaledown.training.backends.deepspeed.backend import DeepSpeedBackend
     return DeepSpeedBackend(config, run.options["deepspeed"], timeout_s=run.options["dist_timeout"])
 
