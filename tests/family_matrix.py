@@ -4,7 +4,8 @@
 
 Every generator runs with its natural compressor; every compressor with one generator (not the cross product).
 An expectation is "ok" (the path runs and its check holds), "refused: <regex>" (the run stops before any model
-is built with a ConfigError matching the regex: the family, the module and what to use instead).
+is built with a ConfigError matching the regex: the family, the module and what to use instead), or "runs: <why>"
+(the path runs, but its equality cannot hold for the reason given; the check is looser, see LOOSE).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ PATHS = {
     "answer": "answer(), ragged batch",
     "deepspeed": "convert HF -> DeepSpeed -> HF, bit-exact",
     "nxd": "convert HF -> NxD (tp 2, pp 2) -> HF, bit-exact",
+    "torch": "2 FSDP2 ranks (torchrun) log the one-process losses",
 }
 ONE_GENERATOR = "mistral"   # the generator the separate compressors are paired with
 
@@ -41,11 +43,19 @@ REFUSED = {
 }
 
 
+# runs, but what the path compares cannot be equal: BERT / RoBERTa encoders keep their configs' dropout 0.1 (hidden
+# and attention), whose masks depend on how the batch is split over ranks (measured, 2 ranks vs one process: step-1
+# loss 1.3e-5 and 4.3e-4 relative apart, step 2 up to 1.3e-3); checked within 1e-3 (step 1) and 1e-2 (step 2)
+LOOSE = {("bert", "torch"): "runs: encoder dropout", ("roberta", "torch"): "runs: encoder dropout"}
+
+
 def expectation(cell: tuple[str, str], path: str) -> str:
     generator, compressor = cell
     for key in ((generator, path), (compressor, path)):
         if key in REFUSED:
             return REFUSED[key]
+        if key in LOOSE:
+            return LOOSE[key]
     return "ok"
 
 
@@ -54,6 +64,8 @@ def readme_mark(cell: tuple[str, str], path: str) -> str:
     want = expectation(cell, path)
     if want == "ok":
         return "✓"
+    if want.startswith("runs: "):
+        return "runs; losses differ by the encoder's dropout masks"
     if "ties lm_head" in want:
         return "✓ at pp 1; pp 2 refused (tied)"
     return "refused (fused q/k/v: --tp 1)" if "qkv_proj" in want else "refused (no `layers` stack)"

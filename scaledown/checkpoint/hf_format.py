@@ -97,3 +97,24 @@ def write_hf(ckpt: FullCheckpoint, directory: str, merge_lora: bool = False) -> 
                     state_dict=pick("compressor."), generator_state_dict=pick("generator."))
     if ckpt.optimizer is not None:
         ckpt.notes.append("optimizer state (Adam moments) is not carried into a Hugging Face folder")
+
+
+# ---- the format table's entry points (checkpoint/formats.py) -------------------------------------------------
+def describe_hf_checkpoint(src: str, src_tag, config_file, trust_remote_code: bool = False) -> ModelDescription:
+    """The folder's description; --config, when given, must describe the same model."""
+    directory, description = describe_folder(src, trust_remote_code)
+    if config_file:
+        from scaledown.config import ScaleDownConfig
+        given = ScaleDownConfig.from_file(config_file, trust_remote_code=trust_remote_code)
+        description.check_same(ModelDescription.from_config(given), directory, f"--config {config_file}")
+    return description
+
+
+def read_hf_checkpoint(src: str, src_tag, config_file, trust_remote_code: bool = False) -> FullCheckpoint:
+    return read_hf(src, trust_remote_code)
+
+
+def write_hf_folder(ckpt: FullCheckpoint, directory: str, merge_lora: bool = False, overwrite: bool = False) -> str:
+    """write_hf; `convert` has already refused an existing DST without --overwrite."""
+    write_hf(ckpt, directory, merge_lora=merge_lora)
+    return directory

@@ -35,6 +35,11 @@ def plan_for(ckpt_or_description, tp: int, pp: int, kv_replication: Optional[int
     return ParallelPlan.for_model(description.skeleton(), tp=tp, pp=pp, kv_replication=kv_replication)
 
 
+def check_layout(description, tp: int = 1, pp: int = 1, kv_replication: Optional[int] = None, **_) -> None:
+    """tp / pp / KV-head problems of the layout to write, before any tensor is read (ConfigError naming them)."""
+    plan_for(description, tp, pp, kv_replication)
+
+
 # ---- reading ---------------------------------------------------------------------------------------
 def read_nxd(path: str, tag: Optional[str] = None, config_file: Optional[str] = None,
              trust_remote_code: bool = False) -> FullCheckpoint:

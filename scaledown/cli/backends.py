@@ -15,12 +15,13 @@ from typing import Any, Mapping, Sequence
 
 from scaledown.errors import ConfigError
 from scaledown.training.backends.registry import REGISTRY, BackendSpec, ResolvedRun  # noqa: F401  (re-exported)
+from scaledown.training.backends.user_backend import HELP as IMPORT_HELP, is_import_name, spec_for  # noqa: F401
 
 AUTO_HELP = ("Which backend trains: local (one process), deepspeed (ZeRO ranks on GPUs/CPUs), neuron (NxD on "
              "Trn1) or torch (PyTorch-native FSDP2 ranks; only when named). auto (default) picks, first match wins: --deepspeed PATH -> deepspeed; --device trainium or "
              "--neuron_config -> neuron; started by a multi-rank launcher (torchrun or deepspeed with WORLD_SIZE > 1, "
              "mpirun) -> deepspeed; otherwise local. A backend given here overrides all of them; flags of another "
-             "backend are refused.")
+             "backend are refused. `scaledown train` also takes " + IMPORT_HELP + ".")
 # launcher variables that say how many ranks this process is one of, and who sets them
 WORLD_KEYS = (("WORLD_SIZE", "torchrun or deepspeed"), ("OMPI_COMM_WORLD_SIZE", "mpirun"),
               ("PMI_SIZE", "an MPI launcher"), ("MV2_COMM_WORLD_SIZE", "MVAPICH's mpirun"))
@@ -50,12 +51,15 @@ def choose_backend(args: argparse.Namespace, explicit: Mapping[str, Any], allowe
     """(backend name, what chose it) by the precedence in AUTO_HELP, among the entry point's `allowed` backends."""
     requested = getattr(args, "backend", "auto") or "auto"
     if requested != "auto":
+        if is_import_name(requested) and set(allowed) == set(REGISTRY):   # `scaledown train`: imported on use
+            return requested, f"--backend {requested}"
         if requested not in allowed:
             raise ConfigError(f"--backend {requested}: this command runs only the {' or '.join(allowed)} backend"
                               f"{'s' if len(allowed) > 1 else ''}. Use `scaledown train --backend {requested}` "
                               f"(or {REGISTRY[requested].entry}) with the same flags."
                               if requested in REGISTRY else
-                              f"--backend {requested} is not a backend. Choose one of auto, {', '.join(REGISTRY)}.")
+                              f"--backend {requested} is not a backend. Choose one of auto, {', '.join(REGISTRY)}, or "
+                              f"package.module:Class (a Backend subclass, `scaledown train` only).")
         return requested, f"--backend {requested}"
     if len(allowed) == 1:
         return allowed[0], REGISTRY[allowed[0]].entry
@@ -87,7 +91,7 @@ def check_launcher(name: str, why: str, tokens: Sequence[str], env: Mapping[str,
     `srun` step's tasks are never ranks (task_check.py)."""
     import shlex
     from scaledown.cli.task_check import check_task_launch
-    spec = REGISTRY[name]
+    spec = spec_for(name)
     world, launcher = launcher_world(env)
     if spec.ranks == "one" and world > 1 and why.startswith("--backend"):
         flags = " ".join(shlex.quote(t) for t in tokens)
@@ -101,7 +105,7 @@ def check_launcher(name: str, why: str, tokens: Sequence[str], env: Mapping[str,
 def apply_backend_settings(name: str, why: str, args: argparse.Namespace, explicit: Mapping[str, Any]) -> None:
     """The settings a backend implies (neuron: device_type trainium) become this command's; a flag or --config value
     saying otherwise is refused."""
-    for key, value in REGISTRY[name].settings.items():
+    for key, value in spec_for(name).settings.items():
         if key in explicit and explicit[key] != value:
             flag = "--device" if key == "device_type" else f"--{key}"
             raise ConfigError(f"{why} trains with {key} {value}, but {flag} {explicit[key]} was given (on the "

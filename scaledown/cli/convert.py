@@ -1,4 +1,4 @@
-# `scaledown convert`: command line of the checkpoint converters (DeepSpeed ZeRO-3 <-> Hugging Face <-> NxD TP/PP).
+# `scaledown convert`: command line of the checkpoint converters (Hugging Face, DeepSpeed ZeRO-3, NxD TP/PP, DCP).
 from __future__ import annotations
 
 import argparse
@@ -9,20 +9,26 @@ from typing import Optional, Sequence
 from scaledown.checkpoint.convert import FORMATS, convert
 from scaledown.checkpoint.oscar_paths import add_base_model_flags
 
-DESCRIPTION = """Convert a ScaleDown checkpoint between layouts:
-  hf         the ScaleDownModel.save_pretrained folder (a run's OUTPUT_DIR/final, or OUTPUT_DIR)
-  deepspeed  a ZeRO-3 save dir or one tag in it (read); a universal checkpoint any world size starts from (write)
-  nxd        NeuronX Distributed trainer format DIR/TAG/model/dp_rank_00_tp_rank_TT_pp_rank_PP.pt (plain or xser)
-  oscar      NAVER's released OSCAR layout (naver/oscar-*: config.json, adapters.pth, compressor/...), read
-             natively without remote code; converts to and from hf only
-Weights always convert; Adam moments and the step carry between deepspeed and nxd; a Hugging Face folder
-holds no optimizer state."""
+
+def _description() -> str:
+    """One line per format of the table (checkpoint/formats.py)."""
+    from scaledown.checkpoint.formats import FORMATS
+    width = max(len(name) for name in FORMATS) + 2
+    lines = [f"  {name:<{width}}{fmt.help}" for name, fmt in FORMATS.items()]
+    return ("Convert a ScaleDown checkpoint between layouts:\n" + "\n".join(lines) + "\nWeights always convert; "
+            "Adam moments and the step carry between deepspeed, nxd and dcp; a Hugging Face folder\nholds no "
+            "optimizer state.")
+
+
+DESCRIPTION = _description()
 
 EXAMPLES = """examples:
   scaledown convert --from hf --to nxd runs/tiny/final ckpt_trn1 --tp 8 --pp 4
   scaledown convert --from deepspeed --to nxd runs/gpu/checkpoints/step_0001000 ckpt_trn1 --tp 32 --pp 8 --xser
   scaledown convert --from nxd --to hf ckpt_trn1 exported_model --merge_lora
   scaledown convert --from deepspeed --to deepspeed runs/gpu/checkpoints/step_0001000 runs/one_gpu/checkpoints
+  scaledown convert --from dcp --to hf runs/torch/checkpoints/step_0001000 exported_model
+  scaledown convert --from deepspeed --to dcp runs/gpu/checkpoints/step_0001000 runs/torch/checkpoints
   scaledown convert --from oscar --to hf oscar-qwen2-7B my_oscar --generator_path /models/Qwen2-7B-Instruct
   scaledown convert --from hf --to oscar runs/gpu/final released_layout"""
 
@@ -33,7 +39,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--from", dest="src_format", required=True, choices=FORMATS, help="layout of SRC")
     p.add_argument("--to", dest="dst_format", required=True, choices=FORMATS, help="layout to write at DST")
     p.add_argument("src", metavar="SRC", help="checkpoint to read")
-    p.add_argument("dst", metavar="DST", help="folder to write (nxd / deepspeed: DST/TAG is created)")
+    p.add_argument("dst", metavar="DST", help="folder to write (nxd / deepspeed / dcp: DST/TAG is created)")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree of the NxD output (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline-parallel degree of the NxD output (default 1)")
     p.add_argument("--kv_replication", "--kv-replication", type=int, default=None,
@@ -46,14 +52,15 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--merge_lora", "--merge-lora", action="store_true",
                    help="hf output: fold LoRA into the base weights (the adapter is kept as a no-op)")
     p.add_argument("--tag", help="checkpoint tag written under DST (default: step_N of a training checkpoint, "
-                                 "else pretrained_weight for nxd, global_stepN for deepspeed)")
+                                 "else pretrained_weight for nxd, global_stepN for deepspeed, step_N of the Adam "
+                                 "step for dcp)")
     p.add_argument("--src_tag", "--src-tag", help="tag to read when SRC is a checkpoint dir (default: newest)")
     p.add_argument("--config", help="ScaleDownConfig (YAML/JSON) of a checkpoint that does not record its model")
     add_base_model_flags(p, generator_help="oscar: local folder (or hub name) of the base generator, instead of "
                          "config.json's decoder_model_name (--from oscar) / the model's generator_model_name (--to oscar)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace what DST already holds (hf: the folder; nxd / deepspeed: DST/TAG); without it an "
-                        "existing destination is an error and nothing is written")
+                   help="replace what DST already holds (hf: the folder; nxd / deepspeed / dcp: DST/TAG); without "
+                        "it an existing destination is an error and nothing is written")
     p.add_argument("--trust_remote_code", "--trust-remote-code", action="store_true",
                    help="let the models this conversion loads run their own code (custom generator architectures); "
                         "a trust_remote_code value saved in SRC is ignored")

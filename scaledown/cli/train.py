@@ -24,7 +24,8 @@ def build_train_parser(prog: str, allowed: Sequence[str]):
     description = registry.REGISTRY[allowed[0]].description if len(allowed) == 1 else None
     parser = build_parser(prog, description or DESCRIPTION)
     parser.add_argument_group("backend").add_argument(
-        "--backend", choices=("auto", *registry.REGISTRY), default="auto", help=registry.AUTO_HELP)
+        "--backend", default="auto", help=registry.AUTO_HELP,
+        metavar="{" + ",".join(("auto", *registry.REGISTRY)) + "} or package.module:Class")
     for name in allowed:
         if registry.REGISTRY[name].add_flags:
             registry.REGISTRY[name].add_flags(parser)
@@ -42,7 +43,7 @@ def resolve_run(argv: Sequence[str], prog: str = "train.py", allowed: Sequence[s
     explicit = explicit_settings(args)
     name, why = registry.choose_backend(args, explicit, allowed, env)
     registry.refuse_foreign_flags(name, why, tokens, allowed)
-    spec = registry.REGISTRY[name]
+    spec = registry.spec_for(name)
     dry = bool(getattr(args, "dry_run", False))
     if check_launch and not dry:
         registry.check_launcher(name, why, tokens, env)
@@ -70,7 +71,7 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py",
     one backend; `scaledown train`: all). `backend_factory(config)`: a backend built by the caller instead."""
     tokens = list(sys.argv[1:] if argv is None else argv)
     run, args = resolve_run(tokens, prog, backends, check_launch=backend_factory is None)
-    spec = registry.REGISTRY[run.backend]
+    spec = registry.spec_for(run.backend)
     if getattr(args, "dry_run", False):
         if spec.dry_run is None:
             raise AssertionError(f"the {run.backend} backend has no --dry_run flag")   # refused as a foreign flag

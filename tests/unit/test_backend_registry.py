@@ -142,3 +142,32 @@ def test_scaledown_train_help_states_the_precedence(subprocess_env):
     text = " ".join(proc.stdout.split())
     assert "--backend {auto,local,deepspeed,neuron,torch}" in text and "first match wins" in text and "torch (PyTorch-native FSDP2" in text
     assert "--deepspeed PATH" in text and "--neuron_config PATH" in text and "--dry_run" in text
+
+
+def test_a_backend_defined_outside_scaledown_trains_through_scaledown_train(tmp_path, subprocess_env):
+    """`--backend package.module:Class` imports a Backend subclass from the Python path (tests/toy_backend.py),
+    with no edit to scaledown/; a module or class that cannot be used is refused before anything is built."""
+    env = no_launcher(subprocess_env)
+    flags = ["--preset", "tiny", "--max_steps", "2", "--batch_size", "4", "--eval_max_examples", "0",
+             "--gradient_checkpointing", "false", "--generator_warmup_ratio", "0", "--num_train_examples", "8",
+             "--num_eval_examples", "2"]
+    run = cli(["-m", "scaledown.cli.main", "train", "--backend", "tests.toy_backend:ToyBackend", *flags,
+               "--output_dir", str(tmp_path / "toy")], env, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert "backend toy" in run.stdout
+    assert json.loads((tmp_path / "toy" / "toy_backend.json").read_text()) == {"setup": 1, "optimizer_step": 2}
+    state = json.loads((tmp_path / "toy" / "checkpoints" / "step_0000002" / "trainer_state.json").read_text())
+    assert state["backend"] == "toy" and state["step"] == 2
+    refused = cli(["-m", "scaledown.cli.main", "train", "--backend", "tests.toy_backend:NotABackend", *flags,
+                   "--output_dir", str(tmp_path / "x")], env)
+    assert refused.returncode == 2 and "has no class NotABackend deriving from" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "x").exists()
+    for name, problem in (("tests.no_such_module:Toy", "module tests.no_such_module cannot be imported"),
+                          ("tests.toy_backend:Missing", "has no class Missing deriving from")):
+        with pytest.raises(ConfigError, match=problem):
+            resolve_run(["--backend", name, *flags], "scaledown train", ALL_BACKENDS, env={})
+    # train.py runs its own backends only; --help says what naming a module does
+    with pytest.raises(ConfigError, match="scaledown train` only"):
+        resolve_run(["--backend", "tests.toy_backend:ToyBackend", *flags], "train.py", TRAIN_PY_BACKENDS, env={})
+    helptext = cli(["-m", "scaledown.cli.main", "train", "--help"], env).stdout
+    assert "package.module:Class" in helptext and "name only code you trust" in " ".join(helptext.split())

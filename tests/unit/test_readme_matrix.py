@@ -20,4 +20,4 @@ def test_every_family_is_in_the_table_with_every_path():
     assert {c for _, c in table} >= set(COMPRESSORS)
     for cell in table:
         for path in PATHS:
-            assert expectation(cell, path) == "ok" or expectation(cell, path).startswith("refused: ")
+            assert expectation(cell, path) == "ok" or expectation(cell, path).startswith(("refused: ", "runs: "))

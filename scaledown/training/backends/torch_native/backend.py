@@ -151,6 +151,8 @@ class TorchBackend(Backend):
         client = dcp_checkpoint.load(self._model, self.optimizer, path)
         if "scheduler" in client:
             self.scheduler.load_state_dict(client["scheduler"])
+        else:   # a converted checkpoint: the schedule continues at its Adam step
+            dcp_checkpoint.resume_schedule(self.scheduler, client)
         return client
 
     def export_pretrained(self, directory: str) -> None:

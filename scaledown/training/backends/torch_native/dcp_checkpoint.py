@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 
-STATE_DIR = "model_and_optimizer"
-CLIENT_FILE = "client_state.pt"
+from scaledown.checkpoint.dcp_format import CLIENT_FILE, STATE_DIR  # the format's definition (offline reader/writer)
 
 
 def save(model, optimizer, path: str, client_state: dict[str, Any], is_main: bool, barrier) -> None:
@@ -44,7 +43,7 @@ def save(model, optimizer, path: str, client_state: dict[str, Any], is_main: boo
 
 
 def files(path: str) -> list[str]:
-    """The torch files a resume reads (checked for damage before loading; DCP checks its own shards on load)."""
+    """The torch files a resume reads (checked for damage before loading; load() checks the DCP shards)."""
     return [os.path.join(path, CLIENT_FILE)]
 
 
@@ -54,18 +53,33 @@ def load(model, optimizer, path: str) -> dict[str, Any]:
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
     from scaledown.checkpoint import safe_load
     from scaledown.errors import CheckpointError
+    from scaledown.checkpoint import dcp_format
     state_dir = os.path.join(path, STATE_DIR)
-    if not os.path.isfile(os.path.join(state_dir, ".metadata")):
-        raise CheckpointError(f"{path} has no {STATE_DIR}/.metadata: it is not a checkpoint of the torch backend "
-                              f"(or it is incomplete). Resume it with the backend that wrote it, or convert it with "
-                              f"`scaledown convert`.")
+    if not os.path.isdir(state_dir):
+        raise CheckpointError(f"{path} has no {STATE_DIR}/: it is not a checkpoint of the torch backend. Resume it "
+                              f"with the backend that wrote it, or convert it with `scaledown convert --to dcp`.")
+    dcp_format.check_files(path)   # a missing shard or damaged .metadata: named, with the previous complete checkpoint
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optim": optim_state}
+    partial = dcp_format.partial_load_allowed(state_dir, state)   # converted: no hyper-parameters, the run keeps its own
     from scaledown.training.backends.torch_native.safe_dcp import SafePlanner, SafeReader
-    try:
-        dcp.load(state, storage_reader=SafeReader(state_dir), planner=SafePlanner())   # no arbitrary unpickling
+    try:   # no arbitrary unpickling
+        dcp.load(state, storage_reader=SafeReader(state_dir), planner=SafePlanner(allow_partial_load=partial))
     except dcp.api.CheckpointException as exc:   # DCP gathers every rank's failure into one exception
         reasons = "; ".join(str(error).strip().splitlines()[-1][:300] for error, _ in exc.failures.values())
         raise CheckpointError(f"{state_dir} could not be loaded: {reasons}") from None
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     return safe_load.load_file(os.path.join(path, CLIENT_FILE))
+
+
+def resume_schedule(scheduler, client: dict[str, Any]) -> None:
+    """A converted checkpoint (`scaledown convert --to dcp`) records the Adam step instead of the scheduler's state:
+    continue the LambdaLR there, as `optimizer_step` scheduler.step() calls would have (lr = base x lambda(step))."""
+    step = client.get("optimizer_step")
+    if step is None:
+        return
+    scheduler.last_epoch, scheduler._step_count = int(step), int(step) + 1
+    lrs = [base * rule(int(step)) for base, rule in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
