@@ -111,10 +111,12 @@ def test_tensor_parallel_runs_equal_the_one_process_run(tmp_path, env, ranks, tp
     overrides = {k: json.loads(v) for k, v in (p.split("=") for p in pairs)}
     local = one_process(tmp_path, **overrides)
     assert result["steps"] == 4 and len(logged_losses(tmp_path / "tp")) == 4
-    # float32 sums over another split of the vocabulary / heads: measured within 1e-7 relative; 1e-5 allows headroom
     assert logged_losses(tmp_path / "tp") == pytest.approx(logged_losses(tmp_path / "local"), rel=1e-5)
+    # Gradient norms: 5e-5. In float64 the TP gradients equal the unsharded ones to ~1e-16 (the placement test), so
+    # what remains is float32 summation order (row-parallel partial sums, the vocabulary-parallel softmax): 4e-6 at
+    # step 1, which Adam (each element's step normalised) turns into 2.3e-5 by step 4 (measured, tp2 with warm-up).
     assert logged(tmp_path / "tp", "train/grad_norm") == pytest.approx(logged(tmp_path / "local", "train/grad_norm"),
-                                                                       rel=1e-5)
+                                                                       rel=5e-5)
     if ranks == 2:   # the exported folder is the full model (TP and FSDP2 shards gathered)
         from scaledown import ScaleDownModel
         exported = ScaleDownModel.from_pretrained(result["final_dir"]).state_dict()
