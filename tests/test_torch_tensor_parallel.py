@@ -131,6 +131,28 @@ def test_tensor_parallel_runs_equal_the_one_process_run(tmp_path, env, ranks, tp
             torch.testing.assert_close(exported[key], reference[key], rtol=0, atol=4 * 2e-3, msg=key)
 
 
+def test_the_launcher_with_tp_evaluates_and_generates_like_one_process(tmp_path, env):
+    """torchrun launchers/train_torch.py --tp 2 (the CLI's checks pass at 2 ranks): evaluation's loss, teacher-forced
+    token accuracy (argmax of the gathered logits) and generated answers (lm_head gathered while decoding) equal
+    train.py's in one process."""
+    from deepspeed_runs import free_port
+    flags = ["--preset", "tiny", "--max_steps", "2", "--batch_size", "4", "--eval_max_examples", "4", "--eval_steps",
+             "2", "--gradient_checkpointing", "false"]
+    runs = {"tp": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                   str(free_port()), "launchers/train_torch.py", "--tp", "2"],
+            "one": [sys.executable, "train.py"]}
+    logs = {}
+    for name, head in runs.items():
+        proc = subprocess.run([*head, *flags, "--output_dir", str(tmp_path / name)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        logs[name] = proc.stdout
+    assert "tensor parallel 2 (world 2 = data-parallel 1 x tp 2)" in logs["tp"]
+    for tag in ("eval/loss", "eval/token_accuracy", "eval/accuracy", "eval/exact_match", "train/loss"):
+        tp, one = logged(tmp_path / "tp", tag), logged(tmp_path / "one", tag)
+        assert len(one) >= 1 and tp == pytest.approx(one, rel=1e-5, abs=1e-6), (tag, tp, one)
+
+
 def _train(env, tmp_path, *flags):
     out = tmp_path / "refused"
     proc = subprocess.run([sys.executable, "-m", "scaledown.cli.main", "train", "--backend", "torch", "--preset", "tiny",
