@@ -1,4 +1,4 @@
-# The device mesh of the PyTorch-native backend: data-parallel replicas x shards (HSDP) x tensor parallel, checked first.
+# The PyTorch-native backend's device mesh: data-parallel replicas x shards (HSDP) x tensor parallel, checked first.
 from __future__ import annotations
 
 import os

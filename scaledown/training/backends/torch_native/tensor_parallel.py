@@ -15,9 +15,9 @@ After placing, every parameter's placement is compared with the plan's layout (e
 changes changes the placement or stops the run.
 
 What DTensor cannot express of the NxD path is refused by name before any model is built (build_plan on a meta
-skeleton: check_before_build): KV-head replication when tp exceeds the key/value heads (NxD kv_replication; torch has none, torchtitan
-#2574 / #4016), and fused projections cut with a stride (ModernBERT Wqkv / Wi; fused projections no rule names, such as
-Phi-3's qkv_proj / gate_up_proj, are refused by the plan itself).
+skeleton: check_before_build): KV-head replication when tp exceeds the key/value heads (NxD kv_replication; torch
+has none, torchtitan #2574 / #4016), and fused projections cut with a stride (ModernBERT Wqkv / Wi; fused projections
+no rule names, such as Phi-3's qkv_proj / gate_up_proj, are refused by the plan itself).
 """
 from __future__ import annotations
 
