@@ -190,3 +190,17 @@ def test_mesh_factors_are_named():
         mesh_shape(8, 4, 4, 1)
     with pytest.raises(ConfigError, match="pipeline_parallel_size 2"):
         mesh_shape(8, 1, 1, 2)
+
+
+def test_a_width_tp_does_not_divide_is_named(tmp_path):
+    """Heads fit --tp 2 but the MLP width (65) does not: the shared plan's own check, named for this backend."""
+    from tests.model_zoo import build
+    from scaledown import ScaleDownConfig
+    from scaledown.checkpoint.description import ModelDescription
+    from scaledown.training.backends.torch_native.tensor_parallel import check_before_build
+    folder = build("qwen2", str(tmp_path / "qwen2"), sizes={"intermediate_size": 65})
+    config = ScaleDownConfig.from_dict({"preset": "tiny", "generator_model_name": folder, "compressor_type": "n_layers",
+                                        "num_compressor_layers": 1, "tensor_parallel_size": 2})
+    with pytest.raises(ConfigError, match=r"--backend torch .*--tp 2 does not divide the MLP width "
+                                          r"\(intermediate_size\) 65 of .*mlp\.(gate|up)_proj"):
+        check_before_build(config, lambda: ModelDescription.from_config(config))
