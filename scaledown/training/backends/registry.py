@@ -79,5 +79,5 @@ REGISTRY: dict[str, BackendSpec] = {
                           settings={"device_type": "trainium"}, description=neuron_launch.DESCRIPTION),
     # PyTorch-native (FSDP2 + DCP): chosen by name only; auto keeps deepspeed for multi-rank launchers
     "torch": BackendSpec("torch", entry=torch_launch.LAUNCHER, ranks="many", build=torch_launch.build_torch,
-                         description=torch_launch.DESCRIPTION),
+                         check=torch_launch.check, description=torch_launch.DESCRIPTION),
 }

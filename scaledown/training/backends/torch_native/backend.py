@@ -18,9 +18,10 @@ from scaledown.config import ScaleDownConfig
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
 from scaledown.training.backends.base import Backend, StepNorm, detached
 from scaledown.training.backends.torch_native import dcp_checkpoint
+from scaledown.training.backends.torch_native import tensor_parallel as tp_native
 from scaledown.training.backends.torch_native.clipping import clip_grad_norm
-from scaledown.training.backends.torch_native.mesh import (build_mesh, init_process_group, local_device,
-                                                           mesh_shape)
+from scaledown.training.backends.torch_native.mesh import (build_mesh, data_parallel_mesh, data_parallel_rank,
+                                                           init_process_group, local_device, mesh_shape)
 from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
 
 
@@ -51,9 +52,15 @@ class TorchBackend(Backend):
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.shape = mesh_shape(self.world_size, config.data_parallel_replicate_size,
                                 config.tensor_parallel_size, config.pipeline_parallel_size)
-        self.dp_rank, self.dp_size = self.rank, self.world_size
+        tp_native.check_settings(config)
         self.device = local_device(device_type)
         self.mesh = build_mesh(self.shape, device_type)
+        # tensor parallel: the tp ranks of one data-parallel rank read the same micro-batches (dp = world / tp)
+        self.dp_mesh = data_parallel_mesh(self.mesh, self.shape)
+        self.dp_rank, self.dp_size = data_parallel_rank(self.mesh, self.shape), self.shape.dp
+        self.tp_plan = None
+        if self.rank == 0:
+            print(f"torch backend mesh: {self.shape.describe()}", flush=True)
         bf16 = config.use_bf16 and (device_type == "cpu" or torch.cuda.is_bf16_supported())
         self.compute_dtype = torch.bfloat16 if bf16 else torch.float32
         self._model: Optional[ScaleDownModel] = None
@@ -78,10 +85,12 @@ class TorchBackend(Backend):
         for p in model.parameters():   # one float32 master copy for every weight: trainable sets change by phase
             if p.is_floating_point() and p.dtype != torch.float32:
                 p.data = p.data.float()
+        if self.shape.tp > 1:   # DTensor TP from the plan first, then FSDP2 over the data-parallel dims (torchtitan)
+            self.tp_plan = tp_native.parallelize(model, self.mesh["tp"])
         policy = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)
         for unit in sharding_units(model):
-            fully_shard(unit, mesh=self.mesh, mp_policy=policy)
-        fully_shard(model, mesh=self.mesh, mp_policy=policy)
+            fully_shard(unit, mesh=self.dp_mesh, mp_policy=policy)
+        fully_shard(model, mesh=self.dp_mesh, mp_policy=policy)
         register_fsdp_forward_method(model, "generate_from_batch")   # evaluation generates outside forward
         self._model = model
 
@@ -100,8 +109,9 @@ class TorchBackend(Backend):
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def forward_backward(self, batch, documents_as: str, norm: StepNorm) -> ScaleDownOutput:
-        out = self._model(batch, documents_as=documents_as)
-        (norm.objective(out) * self.gradient_average).backward()
+        with tp_native.loss_context(self.shape.tp):
+            out = self._model(batch, documents_as=documents_as)
+            (norm.objective(out) * self.gradient_average).backward()
         return detached(out)
 
     def optimizer_step(self) -> torch.Tensor:
@@ -117,7 +127,12 @@ class TorchBackend(Backend):
         return {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
 
     def eval_forward(self, batch, documents_as: str) -> ScaleDownOutput:
-        return self._model(batch, documents_as=documents_as)
+        with tp_native.loss_context(self.shape.tp):
+            return self._model(batch, documents_as=documents_as)
+
+    def generate(self, batch, documents_as: str):
+        with tp_native.gathered_logits(self._model, self.tp_plan):
+            return super().generate(batch, documents_as)
 
     def generation_kwargs(self) -> dict[str, Any]:
         # every rank runs the same number of decoding steps: each step all-gathers the layers collectively
@@ -125,9 +140,13 @@ class TorchBackend(Backend):
 
     # ---- collectives ---------------------------------------------------------------------------------------
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum over the data-parallel ranks: the tp ranks of one data-parallel rank report the same values, so the
+        world sum is divided by tp (one collective over all ranks, which also carries any rank's flag)."""
         import torch.distributed as dist
         if self.world_size > 1:
             dist.all_reduce(values)   # host tensors over gloo, device tensors over NCCL (one process group)
+            if self.shape.tp > 1:
+                values.copy_(values / self.shape.tp)
         return values
 
     def barrier(self) -> None:
