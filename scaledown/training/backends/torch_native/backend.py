@@ -19,8 +19,8 @@ from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
 from scaledown.training.backends.base import Backend, StepNorm, detached
 from scaledown.training.backends.torch_native import dcp_checkpoint
 from scaledown.training.backends.torch_native.clipping import clip_grad_norm
-from scaledown.training.backends.torch_native.mesh import (build_mesh, init_process_group, local_device,
-                                                           mesh_shape)
+from scaledown.training.backends.torch_native.mesh import (build_mesh, data_parallel_mesh, init_process_group,
+                                                           local_device, mesh_shape)
 from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
 
 
@@ -49,11 +49,21 @@ class TorchBackend(Backend):
         device_type = resolve_device(config.device_type).type
         init_process_group(device_type, timeout_s)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        if config.pipeline_parallel_size > 1:   # tied head, too many stages, warm-up: refused before the mesh
+            from scaledown.training.backends.torch_native.pipeline_schedule import check_pipeline_config
+            check_pipeline_config(config)
         self.shape = mesh_shape(self.world_size, config.data_parallel_replicate_size,
                                 config.tensor_parallel_size, config.pipeline_parallel_size)
-        self.dp_rank, self.dp_size = self.rank, self.world_size
+        self.dp_rank, self.dp_size = self.rank % self.shape.dp, self.shape.dp   # "pp" is the outermost mesh dim
         self.device = local_device(device_type)
         self.mesh = build_mesh(self.shape, device_type)
+        self.pipeline = None
+        if self.shape.pipeline > 1:   # pipeline stages: torch_native/pipeline_schedule.py
+            from scaledown.training.backends.torch_native import pipeline_schedule as pipe
+            from scaledown.training.batching import plan_batches
+            self.batches = plan_batches(config.batch_size, config.micro_batch_size, self.dp_size)
+            pipe.check_pipeline_batches(config, self.shape.pipeline, self.batches.accumulation)
+            self.pipeline = pipe.PipelineParallel(config, self.mesh, self.device)
         bf16 = config.use_bf16 and (device_type == "cpu" or torch.cuda.is_bf16_supported())
         self.compute_dtype = torch.bfloat16 if bf16 else torch.float32
         self._model: Optional[ScaleDownModel] = None
@@ -79,6 +89,14 @@ class TorchBackend(Backend):
             if p.is_floating_point() and p.dtype != torch.float32:
                 p.data = p.data.float()
         policy = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)
+        if self.pipeline is not None:   # this stage's layers, then the stage (torchtitan: no reshard between micro-batches)
+            stage, layers = self.pipeline.cut(model, self.batches.micro_batch)
+            mesh = data_parallel_mesh(self.mesh)
+            for unit in layers:
+                fully_shard(unit, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
+            fully_shard(stage, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
+            self._model = model
+            return
         for unit in sharding_units(model):
             fully_shard(unit, mesh=self.mesh, mp_policy=policy)
         fully_shard(model, mesh=self.mesh, mp_policy=policy)
@@ -86,11 +104,14 @@ class TorchBackend(Backend):
         self._model = model
 
     def prepare(self, param_groups, lr_lambda, accumulation: int) -> None:
-        groups = [g for g in param_groups if g["params"]]
+        # under pipeline stages every group stays, also one with no parameter on this stage: rates are logged by name
+        groups = [g for g in param_groups if g["params"] or self.pipeline is not None]
         cfg = self.config
         self.optimizer = torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
                                            weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        if self.pipeline is not None:
+            self.pipeline.build_schedule(accumulation)
 
     def enable_gradient_checkpointing(self) -> None:
         self._model.enable_gradient_checkpointing()
@@ -98,6 +119,12 @@ class TorchBackend(Backend):
     # ---- steps ---------------------------------------------------------------------------------------------
     def to_device(self, batch):
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def train_step(self, batches, documents_as: str, norm: StepNorm):
+        if self.pipeline is None:
+            return super().train_step(batches, documents_as, norm)
+        batches = [self.to_device(b) for b in batches]
+        return self.pipeline.train_step(batches, norm, self.gradient_average), self.optimizer_step()
 
     def forward_backward(self, batch, documents_as: str, norm: StepNorm) -> ScaleDownOutput:
         out = self._model(batch, documents_as=documents_as)
@@ -107,7 +134,7 @@ class TorchBackend(Backend):
     def optimizer_step(self) -> torch.Tensor:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        norm = clip_grad_norm(params, max_norm)
+        norm = clip_grad_norm(params, max_norm, self.pipeline.group if self.pipeline else None, self.device)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -117,7 +144,17 @@ class TorchBackend(Backend):
         return {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
 
     def eval_forward(self, batch, documents_as: str) -> ScaleDownOutput:
-        return self._model(batch, documents_as=documents_as)
+        if self.pipeline is None:
+            return self._model(batch, documents_as=documents_as)
+        ce, rerank, tokens, scored, correct = self.pipeline.forward_only(batch)
+        reranking = self.config.enable_reranking
+        return ScaleDownOutput(loss=ce / tokens.clamp(min=1), ce_loss=ce / tokens.clamp(min=1), rerank_loss=None,
+                               num_tokens=tokens, ce_sum=ce, rerank_sum=rerank if reranking else None,
+                               num_scored=scored if reranking else None, num_correct=correct)
+
+    def generate(self, batch, documents_as: str):
+        # no stage holds the whole model: evaluation under --pp reports losses and token accuracy, no answers
+        return None if self.pipeline is not None else super().generate(batch, documents_as)
 
     def generation_kwargs(self) -> dict[str, Any]:
         # every rank runs the same number of decoding steps: each step all-gathers the layers collectively
@@ -128,6 +165,8 @@ class TorchBackend(Backend):
         import torch.distributed as dist
         if self.world_size > 1:
             dist.all_reduce(values)   # host tensors over gloo, device tensors over NCCL (one process group)
+        if self.shape.pipeline > 1:   # every stage of a data-parallel rank reports the same values (sent from the last)
+            return values / self.shape.pipeline if values.is_floating_point() else values // self.shape.pipeline
         return values
 
     def barrier(self) -> None:
@@ -157,7 +196,10 @@ class TorchBackend(Backend):
         """The Hugging Face folder: full weights gathered to rank 0's CPU (get_model_state_dict, full_state_dict)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
         from scaledown.models.serialization import save_pretrained
-        state = get_model_state_dict(self._model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.pipeline is not None:   # each stage holds its own weights: gathered from the stages to rank 0
+            state = self.pipeline.full_state(self._model, self.dp_rank)
+        else:
+            state = get_model_state_dict(self._model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if self.is_main:
             compressor = {k[len("compressor."):]: v for k, v in state.items() if k.startswith("compressor.")}
             generator = {k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")}

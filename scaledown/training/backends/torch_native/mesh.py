@@ -1,4 +1,4 @@
-# The device mesh of the PyTorch-native backend: data-parallel replicas x shards (HSDP), checked before any model.
+# The device mesh of the PyTorch-native backend: pipeline stages x data-parallel replicas x shards, checked first.
 from __future__ import annotations
 
 import os
@@ -11,34 +11,47 @@ from scaledown.errors import ConfigError
 
 @dataclass(frozen=True)
 class MeshShape:
-    """world = replicate x shard. shard: ranks one FSDP2 group splits every weight over; replicate: copies of those
-    groups (HSDP: sharded within a node, replicated across nodes). Both are data parallel: dp_size = world."""
+    """world = pipeline x replicate x shard. shard: ranks one FSDP2 group splits every weight over; replicate: copies
+    of those groups (HSDP: sharded within a node, replicated across nodes); both are data parallel:
+    dp_size = replicate x shard. pipeline: stages (torch.distributed.pipelining), each with its own FSDP2 groups."""
     replicate: int
     shard: int
+    pipeline: int = 1
+
+    @property
+    def dp(self) -> int:
+        return self.replicate * self.shard
 
     @property
     def world(self) -> int:
-        return self.replicate * self.shard
+        return self.pipeline * self.dp
 
     def describe(self) -> str:
         if self.replicate == 1:
-            return f"FSDP2 over {self.shard} rank{'s' if self.shard != 1 else ''}"
-        return f"HSDP: {self.replicate} replicas x {self.shard} shards"
+            text = f"FSDP2 over {self.shard} rank{'s' if self.shard != 1 else ''}"
+        else:
+            text = f"HSDP: {self.replicate} replicas x {self.shard} shards"
+        return text if self.pipeline == 1 else f"{self.pipeline} pipeline stages x {text}"
 
 
 def mesh_shape(world: int, replicate: int, tensor_parallel: int, pipeline_parallel: int) -> MeshShape:
     """The mesh for `world` ranks; raises ConfigError naming the factor and the fix before anything is built.
 
-    tensor / pipeline parallel degrees above 1 are refused: this backend shards data-parallel only so far (the
-    NeuronX Distributed backend runs the TP/PP plan)."""
-    if tensor_parallel != 1 or pipeline_parallel != 1:
-        raise ConfigError(f"--backend torch runs data parallel (FSDP2) only; tensor_parallel_size "
-                          f"{tensor_parallel} and pipeline_parallel_size {pipeline_parallel} must be 1. Use "
-                          f"--tp 1 --pp 1, or the neuron backend for tensor/pipeline parallel layouts.")
-    if replicate < 1 or world % replicate:
-        raise ConfigError(f"data_parallel_replicate_size {replicate} must be at least 1 and divide the {world} "
-                          f"ranks (HSDP: replicas x shards = ranks); e.g. --data_parallel_replicate_size 1.")
-    return MeshShape(replicate, world // replicate)
+    A tensor-parallel degree above 1 is refused: this backend shards data-parallel and pipeline stages only so far
+    (the NeuronX Distributed backend runs the TP plan)."""
+    if tensor_parallel != 1:
+        raise ConfigError(f"--backend torch runs data parallel (FSDP2) and pipeline stages; tensor_parallel_size "
+                          f"{tensor_parallel} must be 1. Use --tp 1, or the neuron backend for tensor parallel layouts.")
+    if pipeline_parallel < 1 or world % pipeline_parallel:
+        raise ConfigError(f"pipeline_parallel_size {pipeline_parallel} must be at least 1 and divide the {world} "
+                          f"ranks (stages x data-parallel ranks = ranks); e.g. --pp 1, or launch a multiple of "
+                          f"{pipeline_parallel} ranks.")
+    dp = world // pipeline_parallel
+    if replicate < 1 or dp % replicate:
+        raise ConfigError(f"data_parallel_replicate_size {replicate} must be at least 1 and divide the {dp} "
+                          f"data-parallel ranks ({world} ranks / {pipeline_parallel} pipeline stages; HSDP: replicas "
+                          f"x shards = data-parallel ranks); e.g. --data_parallel_replicate_size 1.")
+    return MeshShape(replicate, dp // replicate, pipeline_parallel)
 
 
 def init_process_group(device_type: str, timeout_s: float) -> None:
@@ -56,11 +69,20 @@ def init_process_group(device_type: str, timeout_s: float) -> None:
 
 
 def build_mesh(shape: MeshShape, device_type: str):
-    """A 1-D ("dp_shard",) mesh, or 2-D ("dp_replicate", "dp_shard") for HSDP."""
+    """A 1-D ("dp_shard",) mesh, 2-D ("dp_replicate", "dp_shard") for HSDP; "pp" first (outermost) with stages."""
     from torch.distributed.device_mesh import init_device_mesh
-    if shape.replicate == 1:
-        return init_device_mesh(device_type, (shape.shard,), mesh_dim_names=("dp_shard",))
-    return init_device_mesh(device_type, (shape.replicate, shape.shard), mesh_dim_names=("dp_replicate", "dp_shard"))
+    sizes, names = [shape.shard], ["dp_shard"]
+    if shape.replicate > 1:
+        sizes, names = [shape.replicate] + sizes, ["dp_replicate"] + names
+    if shape.pipeline > 1:
+        sizes, names = [shape.pipeline] + sizes, ["pp"] + names
+    return init_device_mesh(device_type, tuple(sizes), mesh_dim_names=tuple(names))
+
+
+def data_parallel_mesh(mesh):
+    """The (sub)mesh FSDP2 shards over: every dimension but "pp" (a stage's own data-parallel ranks)."""
+    names = [n for n in mesh.mesh_dim_names if n in ("dp_replicate", "dp_shard")]
+    return mesh if list(mesh.mesh_dim_names) == names else mesh[tuple(names)]
 
 
 def local_device(device_type: str) -> torch.device:
