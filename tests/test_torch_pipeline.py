@@ -36,14 +36,26 @@ def env(subprocess_env):
     return dict(subprocess_env, OMP_NUM_THREADS="1")
 
 
-def test_the_micro_batches_have_unequal_answer_lengths():
-    # what makes a mean of micro-batch means differ from the global token-weighted mean the stages must give
-    from scaledown.models.scaledown_model import loss_counts
-    config = tiny_config(**COMMON)
-    model = ScaleDownModel(config)
-    rows = list(ScaleDownDataset(generate_examples(64, seed=1), config))
-    counts = {loss_counts(model.inputs.collate(rows[i:i + 2]))[0] for i in range(0, 8, 2)}
-    assert len(counts) > 1, counts
+def test_two_stages_weight_the_issues_split_batch_as_one_process(tmp_path, env):
+    # tests/loss_split.py: micro-batch 1 holds the two 1-word answers (1 document each) alone, micro-batch 2 the two
+    # ~30-word answers (5 documents): the schedule's per-micro-batch losses must add up to the global token- and
+    # document-weighted objective (a mean of micro-batch means would weigh the short answers ~15x more)
+    from deepspeed_runs import free_port
+    from loss_split import split_flags, write_split_data
+    from test_loss_split_backends import STEPS, assert_same_run
+    data = write_split_data(str(tmp_path / "split.jsonl"))
+    reference = str(tmp_path / "one_process")
+    proc = subprocess.run([sys.executable, "train.py", *split_flags(data, STEPS), "--micro_batch_size", "4",
+                           "--output_dir", reference], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = str(tmp_path / "pp2")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(free_port()), "-m", "scaledown.cli.main", "train", "--backend", "torch", "--pp", "2",
+                           *split_flags(data, STEPS), "--micro_batch_size", "2", "--output_dir", out],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "accumulation 2 x data-parallel ranks 1" in proc.stdout, proc.stdout[-2000:]   # 2 ranks = 2 stages
+    assert_same_run(out, reference, rel=1e-5)
 
 
 def test_two_stages_train_evaluate_and_export_the_one_process_run(tmp_path, env):
@@ -51,7 +63,7 @@ def test_two_stages_train_evaluate_and_export_the_one_process_run(tmp_path, env)
     # generator layers 1-3, norm, head; reranking scores cross the cut with the hidden states; clipping at 1.0
     pairs = ["pipeline_parallel_size=2", "enable_reranking=true", "eval_max_examples=4"]
     staged, log = torchrun(2, tmp_path, "pp", env, *pairs)
-    assert "2 pipeline stages x FSDP2 over 1 rank" in log, log[-2000:]
+    assert "accumulation 4 x data-parallel ranks 1" in log, log[-2000:]   # 2 ranks = 2 stages
     local = reference(tmp_path, "local", evaluate=True, enable_reranking=True)
     assert len(logged_losses(tmp_path / "pp")) == 4
     assert logged_losses(tmp_path / "pp") == pytest.approx(logged_losses(tmp_path / "local"), rel=1e-5)

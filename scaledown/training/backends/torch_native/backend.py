@@ -203,7 +203,11 @@ class TorchBackend(Backend):
         if self.is_main:
             compressor = {k[len("compressor."):]: v for k, v in state.items() if k.startswith("compressor.")}
             generator = {k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")}
-            save_pretrained(self._model, directory, state_dict=compressor, generator_state_dict=generator)
+            if self.pipeline is None:
+                save_pretrained(self._model, directory, state_dict=compressor, generator_state_dict=generator)
+            else:
+                with self.pipeline.whole_structure(self._model) as model:
+                    save_pretrained(model, directory, state_dict=compressor, generator_state_dict=generator)
         self.barrier()
 
     # ---- reporting -----------------------------------------------------------------------------------------

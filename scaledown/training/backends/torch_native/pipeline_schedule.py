@@ -23,7 +23,7 @@ from scaledown.config import ScaleDownConfig
 from scaledown.errors import ConfigError
 from scaledown.training.backends.base import StepNorm
 from scaledown.training.backends.torch_native.pipeline_stages import (StageModule, boundary_for, cut_to_stage,
-                                                                      stage_role)
+                                                                      stage_role, whole_structure)
 
 _DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64, torch.int32, torch.bool]
 
@@ -74,6 +74,7 @@ class PipelineParallel:
         self.scale = 1.0
         self.norm: Optional[StepNorm] = None
         self.parts: dict[int, torch.Tensor] = {}
+        self.removed: dict[str, torch.nn.Module] = {}
 
     @property
     def last(self) -> bool:
@@ -86,7 +87,7 @@ class PipelineParallel:
         role = stage_role(plan, self.index)
         documents = max(self.config.num_documents_train, self.config.num_documents_eval or 0)
         boundary = boundary_for(model, micro_batch, documents)
-        layers = cut_to_stage(model, plan, self.index)
+        layers, self.removed = cut_to_stage(model, plan, self.index)
         self.module = StageModule(model, role, boundary)
         return self.module, layers
 
@@ -195,3 +196,7 @@ class PipelineParallel:
         for part in gathered or []:
             out.update(part)
         return out
+
+    def whole_structure(self, model):
+        """Context: `model` with the other stages' modules back (meta tensors) while the final folder is written."""
+        return whole_structure(model, self.removed)

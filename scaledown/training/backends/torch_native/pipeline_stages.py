@@ -16,6 +16,7 @@ mask, is used on both sides of a cut). The stage rule is scaledown/parallel/pipe
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -96,25 +97,42 @@ def stage_role(plan, index: int) -> StageRole:
     return StageRole(index, plan.pp, layer_stage[generator_first])
 
 
-def cut_to_stage(model: nn.Module, plan, index: int) -> list[nn.Module]:
-    """Replace, in place, every module whose weights the plan puts on another stage with Absent; returns this stage's
-    decoder layers (the FSDP2 units). A module keeps its place when any of its own weights is on this stage."""
+def cut_to_stage(model: nn.Module, plan, index: int) -> tuple[list[nn.Module], dict[str, nn.Module]]:
+    """Replace, in place, every module whose weights the plan puts on another stage with Absent. Returns this stage's
+    decoder layers (the FSDP2 units) and the replaced modules moved to the meta device (structure without memory:
+    `whole_structure` puts them back for writing the Hugging Face folder, whose adapter writer walks the modules).
+    A module keeps its place when any of its own weights is on this stage."""
     own: list[nn.Module] = []
+    removed: dict[str, nn.Module] = {}
     layer_stage = P.stage_of_layers(plan.layer_names, plan.pp)
+    owners: dict[str, set[int]] = {}
+    for name, param in plan.params.items():
+        if not any(name.startswith(layer + ".") for layer in plan.layer_names):
+            owners.setdefault(name.rsplit(".", 1)[0], set()).add(param.stage)
     for name in plan.layer_names:
         if layer_stage[name] == index:
             own.append(model.get_submodule(name))
         else:
-            model.set_submodule(name, Absent(model.get_submodule(name)))
-    owners: dict[str, set[int]] = {}
-    for name, param in plan.params.items():
-        if any(name.startswith(layer + ".") for layer in plan.layer_names):
-            continue
-        owners.setdefault(name.rsplit(".", 1)[0], set()).add(param.stage)
-    for owner, stages in sorted(owners.items()):
-        if index not in stages:
-            model.set_submodule(owner, Absent(model.get_submodule(owner)))
-    return own
+            removed[name] = model.get_submodule(name)
+    removed.update({owner: model.get_submodule(owner) for owner, stages in sorted(owners.items())
+                    if index not in stages})
+    for name, module in removed.items():
+        model.set_submodule(name, Absent(module))
+        module.to("meta")
+    return own, removed
+
+
+@contextmanager
+def whole_structure(model: nn.Module, removed: dict[str, nn.Module]):
+    """The cut model with its removed modules (meta tensors) back in place, restored on exit."""
+    absent = {name: model.get_submodule(name) for name in removed}
+    for name, module in removed.items():
+        model.set_submodule(name, module)
+    try:
+        yield model
+    finally:
+        for name, module in absent.items():
+            model.set_submodule(name, module)
 
 
 @dataclass(frozen=True)
