@@ -104,8 +104,9 @@ class TorchBackend(Backend):
         self._model = model
 
     def prepare(self, param_groups, lr_lambda, accumulation: int) -> None:
-        # under pipeline stages every group stays, also one with no parameter on this stage: rates are logged by name
-        groups = [g for g in param_groups if g["params"] or self.pipeline is not None]
+        groups = [g for g in param_groups if g["params"]]
+        if self.pipeline is not None:   # every stage gets every group (some empty): one schedule state for all
+            groups = self.pipeline.uniform_groups(groups)
         cfg = self.config
         self.optimizer = torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
                                            weight_decay=cfg.weight_decay)
@@ -187,7 +188,10 @@ class TorchBackend(Backend):
         return dcp_checkpoint.files(path)
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:
+        names = [group.get("name") for group in self.optimizer.param_groups]
         client = dcp_checkpoint.load(self._model, self.optimizer, path)
+        for group, name in zip(self.optimizer.param_groups, names):   # an empty group (another stage's) loses it
+            group.setdefault("name", name)
         if "scheduler" in client:
             self.scheduler.load_state_dict(client["scheduler"])
         return client

@@ -25,6 +25,7 @@ from scaledown.training.backends.base import StepNorm
 from scaledown.training.backends.torch_native.pipeline_stages import (StageModule, boundary_for, cut_to_stage,
                                                                       stage_role, whole_structure)
 
+GROUP_ORDER = ("generator", "compressor")   # ScaleDownModel.parameter_groups' order
 _DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64, torch.int32, torch.bool]
 
 
@@ -90,6 +91,17 @@ class PipelineParallel:
         layers, self.removed = cut_to_stage(model, plan, self.index)
         self.module = StageModule(model, role, boundary)
         return self.module, layers
+
+    def uniform_groups(self, groups: list[dict]) -> list[dict]:
+        """This stage's optimizer groups plus, empty, those only other stages have, in ScaleDownModel's group order:
+        every rank then has the same groups (the schedule's state in a checkpoint is rank 0's; rates log by name)."""
+        import torch.distributed as dist
+        everywhere: list = [None] * self.count
+        dist.all_gather_object(everywhere, [(g["name"], g["lr"]) for g in groups], group=self.group)
+        found = dict(pair for stage in everywhere for pair in stage)
+        order = sorted(found, key=lambda n: (GROUP_ORDER.index(n) if n in GROUP_ORDER else len(GROUP_ORDER), n))
+        mine = {g["name"]: g for g in groups}
+        return [mine.get(name, {"name": name, "lr": found[name], "params": []}) for name in order]
 
     def build_schedule(self, micro_batches: int) -> None:
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
