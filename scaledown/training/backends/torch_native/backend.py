@@ -7,6 +7,8 @@ head, memory tokens, projection) joins the root unit. Frozen weights are sharded
 Precision: weights are kept in float32 (the optimizer's master copy) and computed in bf16 when use_bf16 (FSDP2
 MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)). Gradients are reduce-scattered every micro-batch and
 accumulate sharded; FSDP2 averages them over the data-parallel ranks (Backend.gradient_average cancels that).
+Pipeline stages (--pp > 1): pipeline_stages.py cuts the model by the plan's stage rule, pipeline_schedule.py runs a
+step's micro-batches through Schedule1F1B / ScheduleGPipe; each stage is FSDP2-sharded over its data-parallel ranks.
 """
 from __future__ import annotations
 

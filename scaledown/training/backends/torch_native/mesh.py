@@ -48,9 +48,9 @@ def mesh_shape(world: int, replicate: int, tensor_parallel: int, pipeline_parall
                           f"{pipeline_parallel} ranks.")
     dp = world // pipeline_parallel
     if replicate < 1 or dp % replicate:
+        stages = f" of each pipeline stage ({world} ranks / {pipeline_parallel} stages)" if pipeline_parallel > 1 else ""
         raise ConfigError(f"data_parallel_replicate_size {replicate} must be at least 1 and divide the {dp} "
-                          f"data-parallel ranks ({world} ranks / {pipeline_parallel} pipeline stages; HSDP: replicas "
-                          f"x shards = data-parallel ranks); e.g. --data_parallel_replicate_size 1.")
+                          f"ranks{stages} (HSDP: replicas x shards = ranks); e.g. --data_parallel_replicate_size 1.")
     return MeshShape(replicate, dp // replicate, pipeline_parallel)
 
 
