@@ -95,7 +95,7 @@ def test_three_stages_gpipe_cut_inside_the_compressor_path(tmp_path, env):
         logged(tmp_path / "local", "train/grad_norm"), rel=1e-5)
 
 
-def test_a_two_stage_checkpoint_resumes_as_the_same_run(tmp_path, env):
+def test_a_two_stage_checkpoint_resumes_on_two_stages_and_on_one_process(tmp_path, env):
     pairs = ["pipeline_parallel_size=2", "save_steps=2", "eval_max_examples=0"]
     torchrun(2, tmp_path, "full", env, *pairs)
     os.makedirs(tmp_path / "cut" / "checkpoints")
@@ -104,6 +104,11 @@ def test_a_two_stage_checkpoint_resumes_as_the_same_run(tmp_path, env):
     assert "resumed from" in log and "at step 2/4" in log
     assert resumed["steps"] == 4
     assert logged_losses(tmp_path / "cut") == pytest.approx(logged_losses(tmp_path / "full")[2:], rel=1e-5)
+    # and by one process without stages: DCP reshards the stages' weights and AdamW moments into the whole model
+    os.makedirs(tmp_path / "one" / "checkpoints")
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step_0000002", tmp_path / "one" / "checkpoints" / "step_0000002")
+    torchrun(1, tmp_path, "one", env, "save_steps=2", "eval_max_examples=0", "_resume=true")
+    assert logged_losses(tmp_path / "one") == pytest.approx(logged_losses(tmp_path / "full")[2:], rel=1e-5)
 
 
 def run_cli(tmp_path, env, *flags):
