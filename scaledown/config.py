@@ -198,9 +198,9 @@ class ScaleDownConfig:
     pipeline_parallel_size: int = _f(1, "NxD pipeline-parallel degree (--pp): the compressor's and generator's decoder "
                                         "layers are split into this many stages (NxD auto-partition).",
                                         section="parallel", resume="free", neuron_layout=True)
-    pipeline_schedule: str = _f("1f1b", "Torch backend under --pp > 1: the pipeline schedule of each step's micro-batches, "
-                                        "'1f1b' (one forward, one backward; needs at least --pp micro-batches per step) "
-                                        "or 'gpipe' (all forwards, then all backwards: more activation memory).",
+    pipeline_schedule: str = _f("1f1b", "Torch backend under --pp > 1: the schedule of each step's micro-batches, "
+                                        "'1f1b' (one forward, one backward; needs at least --pp micro-batches a "
+                                        "step) or 'gpipe' (all forwards, then all backwards: more activation memory).",
                                         section="parallel", resume="free")
     data_parallel_replicate_size: int = _f(1, "Torch backend: HSDP replicas; the ranks are replicas x shards, each "
                                               "replica shards every weight over its ranks with FSDP2 (e.g. the nodes "

@@ -91,7 +91,7 @@ class TorchBackend(Backend):
             if p.is_floating_point() and p.dtype != torch.float32:
                 p.data = p.data.float()
         policy = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)
-        if self.pipeline is not None:   # this stage's layers, then the stage (torchtitan: no reshard between micro-batches)
+        if self.pipeline is not None:   # stage layers, then the stage; no reshard between micro-batches (torchtitan)
             stage, layers = self.pipeline.cut(model, self.batches.micro_batch)
             mesh = data_parallel_mesh(self.mesh)
             for unit in layers:

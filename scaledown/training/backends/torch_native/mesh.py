@@ -41,14 +41,16 @@ def mesh_shape(world: int, replicate: int, tensor_parallel: int, pipeline_parall
     (the NeuronX Distributed backend runs the TP plan)."""
     if tensor_parallel != 1:
         raise ConfigError(f"--backend torch runs data parallel (FSDP2) and pipeline stages; tensor_parallel_size "
-                          f"{tensor_parallel} must be 1. Use --tp 1, or the neuron backend for tensor parallel layouts.")
+                          f"{tensor_parallel} must be 1. Use --tp 1, or the neuron backend for tensor parallel "
+                          f"layouts.")
     if pipeline_parallel < 1 or world % pipeline_parallel:
         raise ConfigError(f"pipeline_parallel_size {pipeline_parallel} must be at least 1 and divide the {world} "
                           f"ranks (stages x data-parallel ranks = ranks); e.g. --pp 1, or launch a multiple of "
                           f"{pipeline_parallel} ranks.")
     dp = world // pipeline_parallel
     if replicate < 1 or dp % replicate:
-        stages = f" of each pipeline stage ({world} ranks / {pipeline_parallel} stages)" if pipeline_parallel > 1 else ""
+        stages = f" of each pipeline stage ({world} ranks / {pipeline_parallel} stages)" if pipeline_parallel > 1 \
+            else ""
         raise ConfigError(f"data_parallel_replicate_size {replicate} must be at least 1 and divide the {dp} "
                           f"ranks{stages} (HSDP: replicas x shards = ranks); e.g. --data_parallel_replicate_size 1.")
     return MeshShape(replicate, dp // replicate, pipeline_parallel)
