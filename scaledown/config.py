@@ -198,6 +198,10 @@ class ScaleDownConfig:
     pipeline_parallel_size: int = _f(1, "NxD pipeline-parallel degree (--pp): the compressor's and generator's decoder "
                                         "layers are split into this many stages (NxD auto-partition).",
                                         section="parallel", resume="free", neuron_layout=True)
+    pipeline_schedule: str = _f("1f1b", "Torch backend under --pp > 1: the schedule of each step's micro-batches, "
+                                        "'1f1b' (one forward, one backward; needs at least --pp micro-batches a "
+                                        "step) or 'gpipe' (all forwards, then all backwards: more activation memory).",
+                                        section="parallel", resume="free")
     data_parallel_replicate_size: int = _f(1, "Torch backend: HSDP replicas; the ranks are replicas x shards, each "
                                               "replica shards every weight over its ranks with FSDP2 (e.g. the nodes "
                                               "x the GPUs per node). 1: plain FSDP2 over all ranks.",
@@ -290,6 +294,7 @@ class ScaleDownConfig:
                "pretrain_autoencoding_ratio", self.pretrain_autoencoding_ratio,
                "use a share in [0, 1]: 1 only auto-encoding, 0 only continuation (OSCAR/PISCO: 0.5)")
         _check_choice("lr_scheduler", self.lr_scheduler, ("linear", "cosine", "constant"))
+        _check_choice("pipeline_schedule", self.pipeline_schedule, ("1f1b", "gpipe"))
         _check_choice("long_documents", self.long_documents, ("truncate", "chunk"))
         _check_choice("prompt_format", self.prompt_format, PROMPT_FORMATS)
         if self.compressor_projection is not None:

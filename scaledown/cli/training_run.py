@@ -255,6 +255,8 @@ def run_training(config, args, backend_factory: Callable, prog: str = "train.py"
             what = ("reconstruction accuracy (held-out chunk tokens, teacher-forced)" if config.stage == "pretrain"
                     else "accuracy (answer contained in output)")
             tag = tags.RECONSTRUCTION_ACCURACY if config.stage == "pretrain" else tags.EVAL_ACCURACY
+            if tag not in result.eval_after:   # no answers generated (pipeline stages, --eval_max_examples 0)
+                what, tag = "eval loss (no answers were generated)", tags.EVAL_LOSS
             before, after = result.eval_before.get(tag, 0.0), result.eval_after.get(tag, 0.0)
             print(f"held-out {what}, {len(evaluation)} examples: before {before:.3f} -> after {after:.3f}", flush=True)
     backend.close()

@@ -133,17 +133,30 @@ class Compressor(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
                 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(N, T) left-padded ids -> memory (N, l, output_size), scores (N,) or None."""
-        n = input_ids.shape[0]
+        embeds = self.embed_inputs(input_ids)
+        mask, position_ids = self.backbone_inputs(attention_mask)
+        states = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).last_hidden_state
+        return self.read_memory(states)
+
+    # the three parts of forward, also run on separate pipeline stages (training/backends/torch_native)
+    def embed_inputs(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(N, T) ids -> (N, T + appended, H): token embeddings followed by the memory (and RR) embeddings."""
         tokens = self.backbone.get_input_embeddings()(input_ids)
-        extra = self.memory_tokens(tokens)
-        embeds = torch.cat([tokens, extra], dim=1)
-        mask = torch.cat([attention_mask, attention_mask.new_ones(n, extra.shape[1])], dim=1)
+        return torch.cat([tokens, self.memory_tokens(tokens)], dim=1)
+
+    def backbone_inputs(self, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, T) mask -> the backbone's attention mask and position ids over T + appended positions."""
+        n = attention_mask.shape[0]
+        mask = torch.cat([attention_mask, attention_mask.new_ones(n, self.num_appended)], dim=1)
         # left padding: count positions from each row's first real token
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
         if self.absolute_positions:
             position_ids = torch.arange(mask.shape[1], device=mask.device).expand(n, -1)
         position_ids = position_ids + self.first_position   # RoBERTa numbers positions from padding_idx + 1
-        states = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).last_hidden_state
+        return mask, position_ids
+
+    def read_memory(self, states: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Last backbone states (N, T + appended, H) -> memory (N, l, output_size), scores (N,) or None."""
         memory = states[:, -self.num_appended:][:, :self.num_memory_tokens]
         memory = self.projection(memory)
         if self.memory_norm is not None:

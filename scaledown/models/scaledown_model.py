@@ -59,6 +59,11 @@ def add_gather_indices(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
+def generator_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded (B, T) generator input: counted from each row's first real token."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def answer_positions(labels: torch.Tensor) -> torch.Tensor:
     """(A,) long: flat indices b*T + t of the (B, T) positions whose NEXT token is an answer token (labels[b, t+1]
     != -100): where the logits that predict the answer are read; their targets sit at index + 1."""
@@ -201,15 +206,23 @@ class ScaleDownModel(nn.Module):
         flat_ids, flat_mask = ids.view(b * k, t), mask.view(b * k, t)
         if self.static_shapes:
             memory, scores = self.compressor(flat_ids, flat_mask)
-        else:  # skip padding document slots (indices from the host when the batch brings them: no device sync)
-            real = batch.get("document_index")
-            if real is None:
-                real = batch["document_mask"].view(-1).nonzero().squeeze(-1)
-            mem, sc = self.compressor(flat_ids[real], flat_mask[real])
-            memory = mem.new_zeros((b * k,) + mem.shape[1:]).index_copy(0, real, mem)
-            scores = None if sc is None else sc.new_zeros(b * k).index_copy(0, real, sc)
-        memory = memory.reshape(b, k * self.config.num_memory_tokens, -1)  # static: a strided slice of the states
-        return memory, (None if scores is None else scores.view(b, k))
+            memory = memory.reshape(b, k * self.config.num_memory_tokens, -1)  # a strided slice of the states
+            return memory, (None if scores is None else scores.view(b, k))
+        real = self.document_index(batch)
+        return self.place_documents(*self.compressor(flat_ids[real], flat_mask[real]), real, b, k)
+
+    @staticmethod
+    def document_index(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(D,) flat indices of the real document slots (from the host when the batch brings them: no device sync)."""
+        real = batch.get("document_index")
+        return batch["document_mask"].view(-1).nonzero().squeeze(-1) if real is None else real
+
+    def place_documents(self, mem: torch.Tensor, sc: Optional[torch.Tensor], real: torch.Tensor, b: int, k: int
+                        ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Memory (D, l, H) and scores (D,) of the real documents -> (B, K*l, H) and (B, K), zeros at padding slots."""
+        memory = mem.new_zeros((b * k,) + mem.shape[1:]).index_copy(0, real, mem)
+        scores = None if sc is None else sc.new_zeros(b * k).index_copy(0, real, sc)
+        return memory.reshape(b, k * self.config.num_memory_tokens, -1), (None if scores is None else scores.view(b, k))
 
     def input_embeddings(self, batch: dict[str, torch.Tensor], documents_as: str = "memory"
                          ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -229,9 +242,14 @@ class ScaleDownModel(nn.Module):
         embeds, scores = self.input_embeddings(batch, documents_as)
         lm = base_causal_lm(self.generator)
         mask = batch["attention_mask"]
-        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = decoder_base(lm)(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+        hidden = decoder_base(lm)(inputs_embeds=embeds, attention_mask=mask, position_ids=generator_positions(mask),
                                   use_cache=False).last_hidden_state   # a training loss needs no KV cache
+        return self.loss_from_hidden(batch, hidden, scores)
+
+    def loss_from_hidden(self, batch: dict[str, torch.Tensor], hidden: torch.Tensor, scores: Optional[torch.Tensor]
+                         ) -> ScaleDownOutput:
+        """forward's loss from the generator decoder's last states (B, T, H) and the reranking scores (B, K)."""
+        lm = base_causal_lm(self.generator)
         labels = batch["labels"][:, 1:]
         selected = labels != -100
         num_tokens = selected.sum()

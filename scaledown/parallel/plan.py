@@ -117,8 +117,9 @@ class ParallelPlan:
         _check_supported(model, stacks, tp)
         if pp > 1 and _tied_lm_head(model):
             raise ConfigError(f"--pp {pp}: the generator ties lm_head to its input embeddings, which live on the first "
-                              f"and last pipeline stages; NxD cannot share one weight across stages. Use --pp 1, or "
-                              f"untie them (tie_word_embeddings=False) before training "
+                              f"and last pipeline stages; one weight cannot be shared across stages (NxD, --backend "
+                              f"torch). "
+                              f"Use --pp 1, or untie them (tie_word_embeddings=False) before training "
                               f"(generator: {_family(base_causal_lm_of(model))}).")
         gen_geo = resolve_geometry("generator", *stacks.generator_geometry, tp, kv_replication)
         bb_geo = resolve_geometry("compressor", *stacks.backbone_geometry, tp,

@@ -7,6 +7,8 @@ head, memory tokens, projection) joins the root unit. Frozen weights are sharded
 Precision: weights are kept in float32 (the optimizer's master copy) and computed in bf16 when use_bf16 (FSDP2
 MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)). Gradients are reduce-scattered every micro-batch and
 accumulate sharded; FSDP2 averages them over the data-parallel ranks (Backend.gradient_average cancels that).
+Pipeline stages (--pp > 1): pipeline_stages.py cuts the model by the plan's stage rule, pipeline_schedule.py runs a
+step's micro-batches through Schedule1F1B / ScheduleGPipe; each stage is FSDP2-sharded over its data-parallel ranks.
 """
 from __future__ import annotations
 
@@ -50,15 +52,25 @@ class TorchBackend(Backend):
         device_type = resolve_device(config.device_type).type
         init_process_group(device_type, timeout_s)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        if config.pipeline_parallel_size > 1:   # tied head, too many stages, warm-up: refused before the mesh
+            from scaledown.training.backends.torch_native.pipeline_schedule import check_pipeline_config
+            check_pipeline_config(config)
         self.shape = mesh_shape(self.world_size, config.data_parallel_replicate_size,
                                 config.tensor_parallel_size, config.pipeline_parallel_size)
         tp_native.check_settings(config)
         self.device = local_device(device_type)
         self.mesh = build_mesh(self.shape, device_type)
-        # tensor parallel: the tp ranks of one data-parallel rank read the same micro-batches (dp = world / tp)
-        self.dp_mesh = data_parallel_mesh(self.mesh, self.shape)
+        # the tp ranks and the pipeline stages of one data-parallel rank read the same micro-batches
+        self.dp_mesh = data_parallel_mesh(self.mesh)
         self.dp_rank, self.dp_size = data_parallel_rank(self.mesh, self.shape), self.shape.dp
         self.tp_plan = None
+        self.pipeline = None
+        if self.shape.pipeline > 1:   # pipeline stages: torch_native/pipeline_schedule.py
+            from scaledown.training.backends.torch_native import pipeline_schedule as pipe
+            from scaledown.training.batching import plan_batches
+            self.batches = plan_batches(config.batch_size, config.micro_batch_size, self.dp_size)
+            pipe.check_pipeline_batches(config, self.shape.pipeline, self.batches.accumulation)
+            self.pipeline = pipe.PipelineParallel(config, self.mesh, self.device)
         if self.rank == 0:
             print(f"torch backend mesh: {self.shape.describe()}", flush=True)
         bf16 = config.use_bf16 and (device_type == "cpu" or torch.cuda.is_bf16_supported())
@@ -88,6 +100,14 @@ class TorchBackend(Backend):
         if self.shape.tp > 1:   # DTensor TP from the plan first, then FSDP2 over the data-parallel dims (torchtitan)
             self.tp_plan = tp_native.parallelize(model, self.mesh["tp"])
         policy = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)
+        if self.pipeline is not None:   # stage layers, then the stage; no reshard between micro-batches (torchtitan)
+            stage, layers = self.pipeline.cut(model, self.batches.micro_batch)
+            mesh = data_parallel_mesh(self.mesh)
+            for unit in layers:
+                fully_shard(unit, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
+            fully_shard(stage, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
+            self._model = model
+            return
         for unit in sharding_units(model):
             fully_shard(unit, mesh=self.dp_mesh, mp_policy=policy)
         fully_shard(model, mesh=self.dp_mesh, mp_policy=policy)
@@ -96,10 +116,14 @@ class TorchBackend(Backend):
 
     def prepare(self, param_groups, lr_lambda, accumulation: int) -> None:
         groups = [g for g in param_groups if g["params"]]
+        if self.pipeline is not None:   # every stage gets every group (some empty): one schedule state for all
+            groups = self.pipeline.uniform_groups(groups)
         cfg = self.config
         self.optimizer = torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
                                            weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        if self.pipeline is not None:
+            self.pipeline.build_schedule(accumulation)
 
     def enable_gradient_checkpointing(self) -> None:
         self._model.enable_gradient_checkpointing()
@@ -107,6 +131,12 @@ class TorchBackend(Backend):
     # ---- steps ---------------------------------------------------------------------------------------------
     def to_device(self, batch):
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def train_step(self, batches, documents_as: str, norm: StepNorm):
+        if self.pipeline is None:
+            return super().train_step(batches, documents_as, norm)
+        batches = [self.to_device(b) for b in batches]
+        return self.pipeline.train_step(batches, norm, self.gradient_average), self.optimizer_step()
 
     def forward_backward(self, batch, documents_as: str, norm: StepNorm) -> ScaleDownOutput:
         with tp_native.loss_context(self.shape.tp):
@@ -117,7 +147,7 @@ class TorchBackend(Backend):
     def optimizer_step(self) -> torch.Tensor:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        norm = clip_grad_norm(params, max_norm)
+        norm = clip_grad_norm(params, max_norm, self.pipeline.group if self.pipeline else None, self.device)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -127,10 +157,19 @@ class TorchBackend(Backend):
         return {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
 
     def eval_forward(self, batch, documents_as: str) -> ScaleDownOutput:
-        with tp_native.loss_context(self.shape.tp):
-            return self._model(batch, documents_as=documents_as)
+        if self.pipeline is None:
+            with tp_native.loss_context(self.shape.tp):
+                return self._model(batch, documents_as=documents_as)
+        ce, rerank, tokens, scored, correct = self.pipeline.forward_only(batch)
+        reranking = self.config.enable_reranking
+        return ScaleDownOutput(loss=ce / tokens.clamp(min=1), ce_loss=ce / tokens.clamp(min=1), rerank_loss=None,
+                               num_tokens=tokens, ce_sum=ce, rerank_sum=rerank if reranking else None,
+                               num_scored=scored if reranking else None, num_correct=correct)
 
     def generate(self, batch, documents_as: str):
+        # no stage holds the whole model: evaluation under --pp reports losses and token accuracy, no answers
+        if self.pipeline is not None:
+            return None
         with tp_native.gathered_logits(self._model, self.tp_plan):
             return super().generate(batch, documents_as)
 
@@ -145,8 +184,10 @@ class TorchBackend(Backend):
         import torch.distributed as dist
         if self.world_size > 1:
             dist.all_reduce(values)   # host tensors over gloo, device tensors over NCCL (one process group)
-            if self.shape.tp > 1:
-                values.copy_(values / self.shape.tp)
+        # the tp ranks and the stages of one data-parallel rank report the same values (as NxD's backend divides)
+        copies = self.shape.tp * self.shape.pipeline
+        if copies > 1:
+            return values / copies if values.is_floating_point() else values // copies
         return values
 
     def barrier(self) -> None:
@@ -167,7 +208,10 @@ class TorchBackend(Backend):
         return dcp_checkpoint.files(path)
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:
+        names = [group.get("name") for group in self.optimizer.param_groups]
         client = dcp_checkpoint.load(self._model, self.optimizer, path)
+        for group, name in zip(self.optimizer.param_groups, names):   # an empty group (another stage's) loses it
+            group.setdefault("name", name)
         if "scheduler" in client:
             self.scheduler.load_state_dict(client["scheduler"])
         else:   # a converted checkpoint: the schedule continues at its Adam step
@@ -178,11 +222,18 @@ class TorchBackend(Backend):
         """The Hugging Face folder: full weights gathered to rank 0's CPU (get_model_state_dict, full_state_dict)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
         from scaledown.models.serialization import save_pretrained
-        state = get_model_state_dict(self._model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.pipeline is not None:   # each stage holds its own weights: gathered from the stages to rank 0
+            state = self.pipeline.full_state(self._model, self.dp_rank)
+        else:
+            state = get_model_state_dict(self._model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if self.is_main:
             compressor = {k[len("compressor."):]: v for k, v in state.items() if k.startswith("compressor.")}
             generator = {k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")}
-            save_pretrained(self._model, directory, state_dict=compressor, generator_state_dict=generator)
+            if self.pipeline is None:
+                save_pretrained(self._model, directory, state_dict=compressor, generator_state_dict=generator)
+            else:
+                with self.pipeline.whole_structure(self._model) as model:
+                    save_pretrained(model, directory, state_dict=compressor, generator_state_dict=generator)
         self.barrier()
 
     # ---- reporting -----------------------------------------------------------------------------------------

@@ -62,12 +62,17 @@ def load(model, optimizer, path: str) -> dict[str, Any]:
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optim": optim_state}
     partial = dcp_format.partial_load_allowed(state_dir, state)   # converted: no hyper-parameters, the run keeps its own
+    own_names = [list(group["params"]) for group in optim_state.get("param_groups", [])]
     from scaledown.training.backends.torch_native.safe_dcp import SafePlanner, SafeReader
     try:   # no arbitrary unpickling
         dcp.load(state, storage_reader=SafeReader(state_dir), planner=SafePlanner(allow_partial_load=partial))
     except dcp.api.CheckpointException as exc:   # DCP gathers every rank's failure into one exception
         reasons = "; ".join(str(error).strip().splitlines()[-1][:300] for error, _ in exc.failures.values())
         raise CheckpointError(f"{state_dir} could not be loaded: {reasons}") from None
+    # DCP keeps one copy of the non-tensor param_groups (one rank's), but pipeline stages hold different parameters:
+    # each rank takes the saved hyper-parameters with its own parameter names (the same names under FSDP alone)
+    for group, names in zip(state["optim"].get("param_groups", []), own_names):
+        group["params"] = names
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     return safe_load.load_file(os.path.join(path, CLIENT_FILE))
 

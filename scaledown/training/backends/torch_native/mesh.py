@@ -1,4 +1,4 @@
-# The PyTorch-native backend's device mesh: data-parallel replicas x shards (HSDP) x tensor parallel, checked first.
+# The PyTorch-native backend's device mesh: pipeline stages x data-parallel replicas x shards x tensor parallel.
 from __future__ import annotations
 
 import os
@@ -11,13 +11,17 @@ from scaledown.errors import ConfigError
 
 @dataclass(frozen=True)
 class MeshShape:
-    """world = replicate x shard x tp. shard: ranks one FSDP2 group splits every weight over; replicate: copies of
-    those groups (HSDP: sharded within a node, replicated across nodes); tp: ranks one DTensor tensor-parallel group
-    splits each projection over (innermost, so a TP group stays inside a node). replicate and shard are data
-    parallel: dp_size = world / tp, and the tp ranks of one data-parallel rank read the same micro-batches."""
+    """world = pipeline x replicate x shard x tp, in that (row-major) order: "pp" outermost, "tp" innermost so a TP
+    group stays inside a node (torchtitan's order).
+
+    shard: ranks one FSDP2 group splits every weight over; replicate: copies of those groups (HSDP: sharded within
+    a node, replicated across nodes); replicate and shard are data parallel, dp_size = replicate x shard, and the tp
+    ranks of one data-parallel rank read the same micro-batches. tp: ranks one DTensor tensor-parallel group splits
+    each projection over. pipeline: stages (torch.distributed.pipelining), each with its own FSDP2 groups."""
     replicate: int
     shard: int
     tp: int = 1
+    pipeline: int = 1
 
     @property
     def dp(self) -> int:
@@ -25,7 +29,7 @@ class MeshShape:
 
     @property
     def world(self) -> int:
-        return self.dp * self.tp
+        return self.pipeline * self.dp * self.tp
 
     def describe(self) -> str:
         if self.replicate == 1:
@@ -33,28 +37,39 @@ class MeshShape:
         else:
             text = f"HSDP: {self.replicate} replicas x {self.shard} shards"
         if self.tp > 1:
-            text += (f" x tensor parallel {self.tp} (world {self.world} = data-parallel {self.dp} x tp {self.tp})")
-        return text
+            text += f" x tensor parallel {self.tp} (world {self.world} = data-parallel {self.dp} x tp {self.tp})"
+        return text if self.pipeline == 1 else f"{self.pipeline} pipeline stages x {text}"
 
 
 def mesh_shape(world: int, replicate: int, tensor_parallel: int, pipeline_parallel: int) -> MeshShape:
     """The mesh for `world` ranks; raises ConfigError naming the factor and the fix before anything is built.
 
-    Pipeline parallel degrees above 1 are refused here (the NeuronX Distributed backend runs the plan's stages)."""
-    if pipeline_parallel != 1:
-        raise ConfigError(f"--backend torch runs FSDP2 data parallel and tensor parallel only; pipeline_parallel_size "
-                          f"{pipeline_parallel} must be 1. Use --pp 1, or the neuron backend for pipeline stages.")
+    Tensor parallel and pipeline stages together (a 3-D pp x dp x tp mesh) are refused: each runs here on its own
+    with FSDP2, their combination is not tested yet."""
+    if tensor_parallel > 1 and pipeline_parallel > 1:
+        raise ConfigError(f"--backend torch runs tensor parallel (--tp) or pipeline stages (--pp) with FSDP2, not both "
+                          f"yet: tensor_parallel_size {tensor_parallel} with pipeline_parallel_size "
+                          f"{pipeline_parallel}. Use --pp 1 or --tp 1, or the neuron backend for TP x PP layouts.")
+    if pipeline_parallel < 1 or world % pipeline_parallel:
+        raise ConfigError(f"pipeline_parallel_size {pipeline_parallel} must be at least 1 and divide the {world} "
+                          f"ranks (stages x data-parallel ranks = ranks); e.g. --pp 1, or launch a multiple of "
+                          f"{max(pipeline_parallel, 1)} ranks.")
     if tensor_parallel < 1 or world % tensor_parallel:
         divisors = [d for d in range(1, world + 1) if world % d == 0]
         raise ConfigError(f"tensor_parallel_size {tensor_parallel} must be at least 1 and divide the {world} ranks "
                           f"(ranks = data-parallel x tensor-parallel); with {world} ranks use --tp "
                           f"{' / '.join(map(str, divisors))}, or launch a multiple of {max(tensor_parallel, 1)} ranks.")
-    dp = world // tensor_parallel
+    dp = world // tensor_parallel // pipeline_parallel
     if replicate < 1 or dp % replicate:
-        raise ConfigError(f"data_parallel_replicate_size {replicate} must be at least 1 and divide the {dp} "
-                          f"data-parallel ranks ({world} ranks / tp {tensor_parallel}; HSDP: replicas x shards = "
-                          f"data-parallel ranks); e.g. --data_parallel_replicate_size 1.")
-    return MeshShape(replicate, dp // replicate, tensor_parallel)
+        if pipeline_parallel > 1:
+            where = f"ranks of each pipeline stage ({world} ranks / {pipeline_parallel} stages)"
+        elif tensor_parallel > 1:
+            where = f"data-parallel ranks ({world} ranks / tp {tensor_parallel})"
+        else:
+            where = "data-parallel ranks"
+        raise ConfigError(f"data_parallel_replicate_size {replicate} must be at least 1 and divide the {dp} {where} "
+                          f"(HSDP: replicas x shards = data-parallel ranks); e.g. --data_parallel_replicate_size 1.")
+    return MeshShape(replicate, dp // replicate, tensor_parallel, pipeline_parallel)
 
 
 def init_process_group(device_type: str, timeout_s: float) -> None:
@@ -72,31 +87,31 @@ def init_process_group(device_type: str, timeout_s: float) -> None:
 
 
 def build_mesh(shape: MeshShape, device_type: str):
-    """A 1-D ("dp_shard",) mesh, 2-D ("dp_replicate", "dp_shard") for HSDP, with a last "tp" dim when tp > 1
-    (row-major: tp innermost, torchtitan's order)."""
+    """Dims ("pp"?, "dp_replicate"?, "dp_shard", "tp"?): "pp" only with stages, "dp_replicate" only for HSDP, "tp"
+    only with tensor parallel (row-major: pp outermost, tp innermost)."""
     from torch.distributed.device_mesh import init_device_mesh
     sizes, names = [shape.shard], ["dp_shard"]
-    if shape.replicate != 1:
-        sizes, names = [shape.replicate, shape.shard], ["dp_replicate", "dp_shard"]
-    if shape.tp != 1:
+    if shape.replicate > 1:
+        sizes, names = [shape.replicate] + sizes, ["dp_replicate"] + names
+    if shape.pipeline > 1:
+        sizes, names = [shape.pipeline] + sizes, ["pp"] + names
+    if shape.tp > 1:
         sizes, names = sizes + [shape.tp], names + ["tp"]
     return init_device_mesh(device_type, tuple(sizes), mesh_dim_names=tuple(names))
 
 
-def data_parallel_mesh(mesh, shape: MeshShape):
-    """The dims FSDP2 shards over (the whole mesh without tp)."""
-    if shape.tp == 1:
-        return mesh
-    return mesh["dp_shard"] if shape.replicate == 1 else mesh["dp_replicate", "dp_shard"]
+def data_parallel_mesh(mesh):
+    """The (sub)mesh FSDP2 shards over: the "dp_replicate" / "dp_shard" dims (a stage's own data-parallel ranks,
+    without the tp ranks)."""
+    names = [n for n in mesh.mesh_dim_names if n in ("dp_replicate", "dp_shard")]
+    return mesh if list(mesh.mesh_dim_names) == names else mesh[tuple(names)]
 
 
 def data_parallel_rank(mesh, shape: MeshShape) -> int:
     """This rank's index among the data-parallel ranks (the sampler's share): its (replicate, shard) coordinate,
-    the same for every tp rank of one group."""
-    coordinate = mesh.get_coordinate()
-    if shape.replicate == 1:
-        return coordinate[0]
-    return coordinate[0] * shape.shard + coordinate[1]
+    the same for every tp rank and every pipeline stage of one data-parallel rank."""
+    coordinate = dict(zip(mesh.mesh_dim_names, mesh.get_coordinate()))
+    return coordinate.get("dp_replicate", 0) * shape.shard + coordinate["dp_shard"]
 
 
 def local_device(device_type: str) -> torch.device:
