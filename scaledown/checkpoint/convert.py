@@ -94,22 +94,24 @@ def convert(src_format: str, dst_format: str, src: str, dst: str, *, tp: int = 1
             tag: Optional[str] = None, src_tag: Optional[str] = None, config_file: Optional[str] = None,
             log: Optional[Callable[[str], None]] = None, generator_path: Optional[str] = None,
             compressor_path: Optional[str] = None, zero1_dp: Optional[int] = None, trust_remote_code: bool = False,
-            overwrite: bool = False) -> ConversionResult:
+            overwrite: bool = False, released_names: Optional[dict] = None) -> ConversionResult:
     """Convert SRC (format src_format) into DST (format dst_format); see the module docstring.
 
     `trust_remote_code`: let the models this conversion loads run their own code (a value saved in SRC is ignored).
     `overwrite`: replace what DST already holds (otherwise ConfigError before anything is read).
+    `released_names`: --to oscar, {"decoder_model_name": ..., "compr_model_name": ...} written in config.json.
     """
     from scaledown.checkpoint.oscar_convert import check_oscar_options, convert_oscar
     log = log or (lambda message: None)
     options = {"tp": tp, "pp": pp, "kv_replication": kv_replication, "xser": xser, "zero1_dp": zero1_dp,
                "merge_lora": merge_lora}
     _check_options(src_format, dst_format, tag, options)
-    check_oscar_options(src_format, dst_format, generator_path, compressor_path)
+    check_oscar_options(src_format, dst_format, generator_path, compressor_path, released_names)
     if "oscar" in (src_format, dst_format):
         from scaledown.destination import check_destination
         check_destination(dst, overwrite, "DST")
-        return ConversionResult(*convert_oscar(src_format, dst_format, src, dst, generator_path, compressor_path, log))
+        return ConversionResult(*convert_oscar(src_format, dst_format, src, dst, generator_path, compressor_path, log,
+                                                  released_names))
     if os.path.abspath(src) == os.path.abspath(dst) and src_format == dst_format and not tag:
         raise ConfigError(f"SRC and DST are the same folder ({src}); write to another folder (or another --tag).")
     _check_destination(src_format, dst_format, src, src_tag, dst, tag, overwrite)

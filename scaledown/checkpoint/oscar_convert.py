@@ -8,7 +8,11 @@ from scaledown.errors import ConfigError
 
 
 def check_oscar_options(src_format: str, dst_format: str, generator_path: Optional[str],
-                        compressor_path: Optional[str]) -> None:
+                        compressor_path: Optional[str], released_names: Optional[dict] = None) -> None:
+    named = [f"--{k}" for k, v in (released_names or {}).items() if v]
+    if named and dst_format != "oscar":
+        raise ConfigError(f"{' / '.join(named)} name the base models in the config.json that --to oscar writes; drop "
+                          f"them for --to {dst_format}.")
     if "oscar" not in (src_format, dst_format):
         if generator_path or compressor_path:
             raise ConfigError("--generator_path / --compressor_path only apply to --from oscar or --to oscar (the "
@@ -24,7 +28,8 @@ def check_oscar_options(src_format: str, dst_format: str, generator_path: Option
 
 
 def convert_oscar(src_format: str, dst_format: str, src: str, dst: str, generator_path: Optional[str] = None,
-                  compressor_path: Optional[str] = None, log: Optional[Callable[[str], None]] = None):
+                  compressor_path: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
+                  released_names: Optional[dict] = None):
     """oscar -> hf: read natively and save_pretrained; hf -> oscar: from_pretrained and write the released files."""
     from scaledown.errors import CheckpointError
     from scaledown.models import ScaleDownModel
@@ -43,5 +48,6 @@ def convert_oscar(src_format: str, dst_format: str, src: str, dst: str, generato
     log(f"reading hf folder {src}")
     model = ScaleDownModel.from_pretrained(src)
     log(f"writing released OSCAR folder {dst}")
-    notes = write_released(model, dst, generator_name=generator_path, overwrite=True)   # convert checked DST
+    notes = write_released(model, dst, generator_name=generator_path, overwrite=True,   # convert checked DST
+                           **{k: v for k, v in (released_names or {}).items() if v})
     return dst, ["weights"], notes

@@ -62,10 +62,25 @@ def _grow(rows: torch.Tensor, keep: int, extra: int) -> torch.Tensor:
     return torch.cat([base, base.float().mean(0, keepdim=True).to(base.dtype).expand(extra, -1)]).contiguous()
 
 
+def _named(name: str, given: Optional[str], field: str, flag: str, notes: list[str]) -> str:
+    """What config.json calls a base model: `given` (a hub id), else `name`; a local folder is written as its
+    absolute path (a relative one would depend on where the folder is loaded from), with a note on the flag."""
+    if given:
+        return given
+    if name and os.path.isdir(name):
+        notes.append(f"config.json's {field} is the local folder {os.path.abspath(name)}: elsewhere pass its "
+                     f"location (--generator_path / --compressor_path), or write the hub id with {flag}")
+        return os.path.abspath(name)
+    return name
+
+
 def write_released(model, dst: str, generator_name: Optional[str] = None,
-                   compressor_name: Optional[str] = None, overwrite: bool = False) -> list[str]:
+                   compressor_name: Optional[str] = None, overwrite: bool = False,
+                   decoder_model_name: Optional[str] = None, compr_model_name: Optional[str] = None) -> list[str]:
     """Write `model` to the folder `dst` (replaced atomically when `overwrite`, else it must be new or empty);
-    returns notes on what could not be carried."""
+    returns notes on what could not be carried. generator_name / compressor_name: the base models the weights are
+    checked against (default: the model's); decoder_model_name / compr_model_name: what config.json names them
+    (e.g. hub ids; default: those names, local folders as absolute paths)."""
     from peft import get_peft_model_state_dict
     from scaledown.models.generator import base_causal_lm, without_lora
     from scaledown.models.oscar_prompt import compressor_memory_tokens, decoder_added_tokens
@@ -118,15 +133,18 @@ def write_released(model, dst: str, generator_name: Optional[str] = None,
         state = {k: v.detach().cpu() for k, v in backbone.items()}
         embed_key = "embed_tokens.weight"
     state[embed_key] = torch.cat([state[embed_key][:comp_base_len], memory.to(state[embed_key].dtype)]).contiguous()
+    named_generator = _named(generator_name, decoder_model_name, "decoder_model_name", "--decoder_model_name", notes)
+    named_compressor = _named(compressor_name or cfg.resolved_compressor_model_name, compr_model_name,
+                              "compr_model_name", "--compr_model_name", notes) if not trimmed else "mistral_trimmed"
     use_mlp = (cfg.compressor_projection or ("none" if trimmed else "mlp")) == "mlp"
     if comp.rr_head is not None:
         notes.append("the reranking head (RR token and dense layer) has no place in the released layout: dropped")
     config = {
-        "architectures": ["COCOM"], "model_type": "COCOM", "decoder_model_name": generator_name,
+        "architectures": ["COCOM"], "model_type": "COCOM", "decoder_model_name": named_generator,
         "doc_max_length": cfg.doc_max_length, "quantization": "no", "sep": True,
-        "compr_model_name": "mistral_trimmed" if trimmed else (compressor_name or cfg.resolved_compressor_model_name),
+        "compr_model_name": named_compressor,
         "compr_rate": cfg.compression_rate, "compr_n_layers": cfg.num_compressor_layers if trimmed else None,
-        "compr_every_n_layer": None, "compr_base_model_name": generator_name, "compr_rms_norm": False,
+        "compr_every_n_layer": None, "compr_base_model_name": named_generator, "compr_rms_norm": False,
         "compr_mlp_hidden_dim": cfg.compressor_mlp_hidden_dim, "compr_use_mlp": use_mlp, "lora": True,
         "lora_compressor": False, "training_form": "both", "lora_r": cfg.lora_r, "lora_r_compressor": cfg.lora_r,
         "load_adapters": True, "kbtc_training": False, "optimize_mem_tokens": False,

@@ -38,6 +38,9 @@ def read_released_config(folder: str) -> dict[str, Any]:
             cfg = json.load(f)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path} cannot be read as JSON ({exc}); the released folder is damaged.") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(cfg).__name__}, not the object of a COCOMConfig; the released "
+                              f"folder is damaged: download config.json again.")
     for name in ("decoder_model_name", "doc_max_length", "compr_rate", "lora_r"):
         if cfg.get(name) is None:
             raise CheckpointError(f"{path} has no '{name}': it is not a complete COCOMConfig of a released OSCAR model.")
@@ -63,7 +66,11 @@ def read_released_config(folder: str) -> dict[str, Any]:
         raise CheckpointError(f"{path}: {name}={cfg.get(name)!r} means {why}, which ScaleDown's reader does not "
                               f"support (released OSCAR models use lora=true, lora_compressor=false, sep=true, "
                               f"compr_every_n_layer=null, compr_rms_norm=false).")
-    if cfg["compr_rate"] < 1 or cfg["doc_max_length"] % cfg["compr_rate"]:
+    for name in ("compr_rate", "doc_max_length", "lora_r"):
+        if cfg[name] < 1:
+            raise CheckpointError(f"{path}: {name}={cfg[name]} must be a positive whole number (the released models "
+                                  f"write e.g. \"compr_rate\": 16, \"doc_max_length\": 128, \"lora_r\": 16).")
+    if cfg["doc_max_length"] % cfg["compr_rate"]:
         raise CheckpointError(f"{path}: doc_max_length={cfg['doc_max_length']} is not a multiple of "
                               f"compr_rate={cfg['compr_rate']}; the memory-token count doc_max_length // compr_rate "
                               f"would not cover a document.")

@@ -42,7 +42,7 @@ def check_flags_apply(folders, args: Any, model_flag: str) -> None:
     from scaledown.checkpoint.oscar_files import is_released_folder
     given = [flag for flag in (GENERATOR_FLAG, COMPRESSOR_FLAG) if getattr(args, flag[2:], None)]
     if given and not any(folder and is_released_folder(folder) for folder in folders):
-        raise ConfigError(f"{' / '.join(given)} only apply to a released OSCAR folder (naver/oscar-* layout, whose "
+        raise ConfigError(f"{' / '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to a released OSCAR folder (naver/oscar-* layout, whose "
                           f"config.json names its base models by hub id); {model_flag} names none. Drop "
                           f"{' / '.join(given)} (a ScaleDown folder records its own base models).")
 

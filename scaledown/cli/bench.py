@@ -1,6 +1,7 @@
 # `scaledown bench flops|latency`: OSCAR's FLOPs table reproduced, and compressed vs uncompressed latency here.
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from typing import Optional, Sequence
@@ -160,6 +161,10 @@ def latency_main(argv: Sequence[str], prog: str) -> int:
     os.makedirs(args.output, exist_ok=True)
     json_path, png_path = os.path.join(args.output, "latency.json"), os.path.join(args.output, "latency.png")
     _write_json(json_path, report)
+    if importlib.util.find_spec("matplotlib") is None:   # the figures are the result: never lose them to a plot
+        print(f"wrote {json_path} (no latency.png: plotting needs matplotlib, `pip install -e .[eval]`; then "
+              f"`scaledown plot --latency {json_path}`)")
+        return 0
     plot_latency(report, png_path)
     print(f"wrote {json_path} and {png_path}")
     return 0

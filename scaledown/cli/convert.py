@@ -58,6 +58,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--config", help="ScaleDownConfig (YAML/JSON) of a checkpoint that does not record its model")
     add_base_model_flags(p, generator_help="oscar: local folder (or hub name) of the base generator, instead of "
                          "config.json's decoder_model_name (--from oscar) / the model's generator_model_name (--to oscar)")
+    for field, what in (("decoder_model_name", "generator"), ("compr_model_name", "compressor")):
+        p.add_argument(f"--{field}", help=f"--to oscar: the name config.json gives the base {what} (e.g. its hub id); "
+                                          f"default: the model's own, a local folder as its absolute path")
     p.add_argument("--overwrite", action="store_true",
                    help="replace what DST already holds (hf: the folder; nxd / deepspeed / dcp: DST/TAG); without "
                         "it an existing destination is an error and nothing is written")
@@ -75,7 +78,9 @@ def convert_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown co
                      kv_replication=args.kv_replication, xser=args.xser, merge_lora=args.merge_lora, tag=args.tag,
                      src_tag=args.src_tag, zero1_dp=args.zero1_dp, config_file=args.config, log=say,
                      generator_path=args.generator_path, compressor_path=args.compressor_path,
-                     trust_remote_code=args.trust_remote_code, overwrite=args.overwrite)
+                     trust_remote_code=args.trust_remote_code, overwrite=args.overwrite,
+                     released_names={"decoder_model_name": args.decoder_model_name,
+                                     "compr_model_name": args.compr_model_name})
     print(f"wrote {args.dst_format} checkpoint {result.path} ({', '.join(result.carried)})")
     for note in result.notes:
         print(f"note: {note}")

@@ -56,10 +56,27 @@ def _cached(name: str) -> bool:
         isinstance(try_to_load_from_cache(name, "tokenizer_config.json", cache_dir=cache), str)
 
 
+def _invalid_hub_name(name: str) -> Optional[str]:
+    """Why `name` cannot be a hub repo id (huggingface_hub's own rule), or None when it can."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try:
+        validate_repo_id(name)
+    except HFValidationError as exc:
+        return str(exc).splitlines()[0].rstrip(".")
+    return None
+
+
 def hub_kwargs(name: str, what: str = "model") -> dict[str, Any]:
     """from_pretrained keyword arguments for `name`: {} normally, {"local_files_only": True} when the hub cannot
     be reached but the files are cached; ConfigError (in seconds) when neither."""
-    if os.path.exists(name) or _truthy("HF_HUB_OFFLINE") or _truthy("TRANSFORMERS_OFFLINE"):
+    if os.path.exists(name):
+        return {}
+    not_a_name = _invalid_hub_name(name)
+    if not_a_name:   # a mistyped path (/models/Qwen2-7B, ./bases/x): say so, not huggingface_hub's validation traceback
+        raise ConfigError(f"the {what} '{name}' is not an existing folder (looked from {os.getcwd()}) and cannot be a "
+                          f"Hugging Face hub name ({not_a_name}). Check the path, or give a hub id such as "
+                          f"Qwen/Qwen2-7B-Instruct.")
+    if _truthy("HF_HUB_OFFLINE") or _truthy("TRANSFORMERS_OFFLINE"):
         return {}
     if hub_reachable():
         return {}

@@ -196,6 +196,9 @@ def _edit_pth(folder, file, edit):
     ("config.json not JSON", ["config.json", "cannot be read as JSON"]),
     ("config.json missing", ["config.json is missing"]),
     ("compr_rate as float", ["compr_rate=8.0", '"compr_rate": 8.']),
+    # found by a second fresh user: an AttributeError traceback / "48 is not a multiple of -16"
+    ("config.json a list", ["config.json holds a JSON list"]),
+    ("compr_rate negative", ["compr_rate=-8", "positive whole number"]),
 ])
 def test_malformed_released_folder_names_file_and_field(released, tmp_path, kind, names):
     from scaledown import ScaleDownModel
@@ -236,6 +239,10 @@ def test_malformed_released_folder_names_file_and_field(released, tmp_path, kind
         (folder / "config.json").unlink()
     elif kind == "compr_rate as float":
         _edit_config(folder, compr_rate=8.0)
+    elif kind == "config.json a list":
+        (folder / "config.json").write_text("[1, 2]")
+    elif kind == "compr_rate negative":
+        _edit_config(folder, compr_rate=-8)
     with pytest.raises(CheckpointError) as err:
         ScaleDownModel.from_pretrained(str(folder))
     for text in names:
@@ -427,6 +434,39 @@ def test_base_model_paths_for_hub_named_released_folder(released, tmp_path, caps
     made = {"train": tmp_path / "run" / "final", "eval": tmp_path / "eval" / "table.md",
             "bench": tmp_path / "lat" / "latency.json"}[command]
     assert made.exists()
+
+
+def test_a_base_model_path_that_does_not_exist_is_named(released, tmp_path, capsys):
+    """A mistyped --generator_path (or a folder config.json names) is a message naming it, not huggingface_hub's
+    HFValidationError traceback (found by a fresh user)."""
+    from scaledown.cli.main import main
+    folder, flags = _hub_named(released, tmp_path)
+    flags = [flags[0], "/models/Qwen2-7B-Instruct", *flags[2:]]
+    assert main(["convert", "--from", "oscar", "--to", "hf", folder, str(tmp_path / "out"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert "/models/Qwen2-7B-Instruct" in err and "not an existing folder" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_names_base_models_as_asked_or_by_absolute_path(released, tmp_path, monkeypatch):
+    """--to oscar writes --decoder_model_name / --compr_model_name (hub ids) into config.json; without them a local
+    base folder is named by its absolute path (before: the relative path given, wrong from any other folder)."""
+    from scaledown.cli.main import main
+    monkeypatch.chdir(os.path.dirname(released["oscar-llama"]))
+    bases = "bases"
+    hf = str(tmp_path / "hf")
+    assert main(["convert", "--from", "oscar", "--to", "hf", released["oscar-llama"], hf,
+                 "--generator_path", os.path.join(bases, "generator-qwen2"),
+                 "--compressor_path", os.path.join(bases, "compressor-llama")]) == 0
+    assert main(["convert", "--from", "hf", "--to", "oscar", hf, str(tmp_path / "plain")]) == 0
+    written = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert written["decoder_model_name"] == os.path.abspath(os.path.join(bases, "generator-qwen2"))
+    assert written["compr_model_name"] == os.path.abspath(os.path.join(bases, "compressor-llama"))
+    assert main(["convert", "--from", "hf", "--to", "oscar", hf, str(tmp_path / "named"), "--decoder_model_name",
+                 "Qwen/Qwen2-7B-Instruct", "--compr_model_name", "meta-llama/Llama-3.2-1B-Instruct"]) == 0
+    written = json.loads((tmp_path / "named" / "config.json").read_text())
+    assert (written["decoder_model_name"], written["compr_model_name"]) == ("Qwen/Qwen2-7B-Instruct",
+                                                                          "meta-llama/Llama-3.2-1B-Instruct")
 
 
 def test_base_model_paths_refused_without_released_folder(released, tmp_path, capsys):
