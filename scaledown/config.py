@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
+from scaledown.atomic_files import write_json
 from scaledown.config_types import check_field_types
 from scaledown.prompt_text import OSCAR_SYSTEM_PROMPT  # re-exported: scaledown.config.OSCAR_SYSTEM_PROMPT
 from scaledown.errors import ConfigError
@@ -357,8 +357,7 @@ class ScaleDownConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+        write_json(path, self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from scaledown.checkpoint.folder_protocol import STATE_FILE
 from scaledown.errors import CheckpointError, ConfigError
 
 FORMATS = ("deepspeed", "hf", "nxd", "oscar")   # oscar: NAVER's released layout (hf <-> oscar only)
@@ -118,7 +119,7 @@ def convert(src_format: str, dst_format: str, src: str, dst: str, *, tp: int = 1
     if ckpt.optimizer and ckpt.optimizer.moments and dst_format != "hf":
         carried.append(f"Adam moments and step ({ckpt.optimizer.step})")
     if ckpt.trainer_state and dst_format != "hf":
-        carried.append("trainer_state.json")
+        carried.append(STATE_FILE)
     return ConversionResult(path, carried, list(dict.fromkeys(ckpt.notes)))
 
 

@@ -1,12 +1,12 @@
 # The run a train command describes: its config (new or resumed), data, model and trainer; every launcher's core.
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from typing import Callable, Sequence
 
+from scaledown.atomic_files import write_json
 from scaledown.cli.args import config_from_args, explicit_settings
 from scaledown.config import DEFAULT_OUTPUT_DIR
 from scaledown.models.presets import SYNTHETIC_TASK_FIELDS
@@ -214,6 +214,7 @@ def run_training(config, args, backend_factory: Callable, prog: str = "train.py"
                  launcher_flags: Sequence[str] = ()) -> int:
     from scaledown.models import ScaleDownModel
     from scaledown.training import ScaleDownTrainer
+    from scaledown.training.run_folder import SUMMARY_FILE
 
     check_stage_flags(config, args)
     backend = backend_factory(config)
@@ -237,8 +238,7 @@ def run_training(config, args, backend_factory: Callable, prog: str = "train.py"
         summary = {"steps": result.steps, "interrupted": result.interrupted, "train_seconds": result.train_seconds,
                    "eval_before": result.eval_before, "eval_after": result.eval_after, "final_dir": result.final_dir}
         os.makedirs(config.output_dir, exist_ok=True)
-        with open(os.path.join(config.output_dir, "train_summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        write_json(os.path.join(config.output_dir, SUMMARY_FILE), summary, indent=2)
         if result.eval_before and result.eval_after:
             from scaledown.training import tags
             what = ("reconstruction accuracy (held-out chunk tokens, teacher-forced)" if config.stage == "pretrain"

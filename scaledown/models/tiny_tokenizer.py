@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
+from scaledown.atomic_files import write_text
+
 TINY_VOCAB_SIZE = 2048
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 ASSET_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "tiny_tokenizer.json")
@@ -84,6 +86,5 @@ def load_tiny_tokenizer():
 if __name__ == "__main__":
     os.makedirs(os.path.dirname(ASSET_PATH), exist_ok=True)
     text = build_tokenizer_json()
-    with open(ASSET_PATH, "w") as f:
-        f.write(text)
+    write_text(ASSET_PATH, text)
     print(f"wrote {ASSET_PATH}")

@@ -17,15 +17,18 @@ from typing import Any
 
 import torch
 
+from scaledown.checkpoint import folder_protocol as ckpt
+
 STATE_DIR = "model_and_optimizer"
 CLIENT_FILE = "client_state.pt"
 
 
 def save(model, optimizer, path: str, client_state: dict[str, Any], is_main: bool, barrier) -> None:
-    """Write the checkpoint into `path` + '.tmp' and move it to `path` once every rank has written its shards."""
+    """Write the checkpoint into its staging folder and move it to `path` once every rank has written its shards
+    (checkpoint/folder_protocol.py: staging_path, commit)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
-    staging = path + ".tmp"
+    staging = ckpt.staging_path(path)
     if is_main:
         shutil.rmtree(staging, ignore_errors=True)   # left by a run killed while saving
         os.makedirs(staging)
@@ -37,9 +40,7 @@ def save(model, optimizer, path: str, client_state: dict[str, Any], is_main: boo
         _torch_save(client_state, os.path.join(staging, CLIENT_FILE))
     barrier()
     if is_main:
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.rename(staging, path)
+        ckpt.commit(staging, path)
     barrier()
 
 
