@@ -121,8 +121,7 @@ class ModelDescription:
 
     def base_modified(self) -> bool:
         """Whether the base generator's weights differ from its hub checkpoint (tiny random init or warm-up)."""
-        from scaledown.models import presets
-        return self.config.generator_model_name in presets.TINY_MODELS or self.config.generator_warmup_ratio > 0
+        return self.config.base_is_random or self.config.generator_warmup_ratio > 0
 
     def check_same(self, other: "ModelDescription", where: str, other_where: str) -> None:
         """Mismatched model settings between two sources of one checkpoint -> an error naming each field."""

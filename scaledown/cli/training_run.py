@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 from scaledown.atomic_files import write_json
 from scaledown.cli.args import config_from_args, explicit_settings
 from scaledown.config import DEFAULT_OUTPUT_DIR
-from scaledown.models.presets import SYNTHETIC_TASK_FIELDS
+from scaledown.presets import SYNTHETIC_TASK_FIELDS
 
 logger = logging.getLogger("scaledown.cli.train")   # the name users and tests filter on
 

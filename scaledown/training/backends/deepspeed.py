@@ -27,7 +27,6 @@ import torch
 from scaledown.checkpoint import folder_protocol as ckpt
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError
-from scaledown.models import presets
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
 from scaledown.models.sharded_weights import install_gatherer
 from scaledown.training.backends.base import Backend, StepNorm, detached
@@ -91,8 +90,7 @@ class DeepSpeedBackend(Backend):
         if self.stage != 3:
             return build()
         import deepspeed
-        random_init = self.config.generator_model_name in presets.TINY_MODELS
-        if not random_init:  # transformers partitions hub/folder models while it loads them
+        if not self.config.base_is_random:  # transformers partitions hub/folder models while it loads them
             self._keep_hf_ds_config()
         model = build()
         for p in model.parameters():  # what is still whole (LoRA, memory tokens, the tiny model) joins in
