@@ -49,8 +49,6 @@ def load_datasets(config, args, backend_is_main: bool = True):
         evaluation = (ScaleDownDataset(args.eval_data, config, num_documents=config.num_documents_eval)
                       if args.eval_data else None)
         return train, evaluation
-    if "shuffle_data" not in vars(args):  # the curriculum only works in its order
-        config.shuffle_data = False
     rows = builtin_training_rows(config)
     if args.num_train_examples:
         rows = rows[:args.num_train_examples]
@@ -120,7 +118,9 @@ def _new_run_config(args):
     elif args.init_from:
         base = init_architecture(args) or None
     real_data = bool(args.train_data or args.pretrain_data)
-    config = config_from_args(args, default_preset=None if real_data else "tiny", base=base, user_data=real_data)
+    builtin = not real_data and explicit_settings(args).get("stage", "finetune") != "pretrain"
+    config = config_from_args(args, default_preset=None if real_data else "tiny", base=base, user_data=real_data,
+                              unless_flagged={"shuffle_data": False} if builtin else None)   # the curriculum's order
     defaulted = [k for k in SYNTHETIC_TASK_FIELDS if k not in explicit_settings(args)]  # not the user's own values
     if real_data and config.preset and defaulted:
         logger.warning("preset %s with your own data: %s keep their defaults (the preset's values belong to its "
