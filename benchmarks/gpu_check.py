@@ -131,9 +131,9 @@ def _imports(module: str) -> bool:
 # ---- 2. generator -----------------------------------------------------------------------------------------
 def make_generator(part: Part, folder: str, shape: dict) -> None:
     from transformers import MistralConfig, MistralForCausalLM
-    from scaledown.models import presets
+    from scaledown.models import tiny_models
     from scaledown.models.tiny_tokenizer import load_tiny_tokenizer
-    values = dict(presets.tiny_generator_config_dict(), hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
+    values = dict(tiny_models.tiny_generator_config_dict(), hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
                   num_attention_heads=shape["heads"], num_key_value_heads=shape["kv_heads"],
                   head_dim=shape["hidden"] // shape["heads"], intermediate_size=shape["intermediate"],
                   max_position_embeddings=4096)

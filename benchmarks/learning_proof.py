@@ -46,7 +46,7 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-# the tiny preset generator's sizes (presets.tiny_generator_config_dict), so a zoo family differs only by its quirks
+# the tiny preset generator's sizes (models/tiny_models.py tiny_generator_config_dict), so a zoo family differs only by its quirks
 PROOF_SIZES = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=8,
                    num_key_value_heads=2, head_dim=16, max_position_embeddings=1024)
 # --long_documents: 9 facts (62-77 tokens, mean ~70) -> 4 memory vectors of a doc_max_length of 80 (x20 nominal)

@@ -50,10 +50,10 @@ def bench_flags(workdir: str, steps: int, batch: int, micro: int) -> list[str]:
 def make_model(workdir: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, MistralConfig
-    from scaledown.models import presets
+    from scaledown.models import tiny_models
     from scaledown.models.tiny_tokenizer import load_tiny_tokenizer
     torch.manual_seed(0)
-    config = MistralConfig(**{**presets.tiny_generator_config_dict(), **MODEL_SHAPE})
+    config = MistralConfig(**{**tiny_models.tiny_generator_config_dict(), **MODEL_SHAPE})
     AutoModelForCausalLM.from_config(config).save_pretrained(os.path.join(workdir, "model"))
     load_tiny_tokenizer().save_pretrained(os.path.join(workdir, "model"))
 

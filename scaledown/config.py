@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
+from scaledown.atomic_files import write_json
 from scaledown.config_types import check_field_types
 from scaledown.prompt_text import OSCAR_SYSTEM_PROMPT  # re-exported: scaledown.config.OSCAR_SYSTEM_PROMPT
 from scaledown.errors import ConfigError
+from scaledown.presets import SYNTHETIC_TASK_FIELDS, TINY_COMPRESSORS, TINY_GENERATOR, is_tiny_model, preset_values
 
 COMPRESSOR_TYPES = ("n_layers", "modernbert", "causal_lm")
 DEVICE_TYPES = ("auto", "cpu", "gpu", "cuda", "trainium")
@@ -260,15 +261,10 @@ class ScaleDownConfig:
     def __post_init__(self) -> None:
         check_field_types(self)   # before any arithmetic on the values (see config_types.py for the policy)
         self.preset_fields = frozenset()  # fields whose value the preset gave (not a dataclass field)
-        if self.preset is not None:
-            from scaledown.models.presets import preset_overrides
-            defaults = {f.name: _default_of(f) for f in fields(self)}
-            applied = set()
-            given = getattr(self, "_given", frozenset())
-            for key, value in preset_overrides(self.preset).items():
-                if key not in given and getattr(self, key) == defaults[key]:
-                    setattr(self, key, value)
-                    applied.add(key)
+        if self.preset is not None:   # the one place a preset is applied (from_dict and files come here too)
+            applied = preset_values(self.preset, getattr(self, "_given", frozenset()))
+            for key, value in applied.items():
+                setattr(self, key, value)
             self.preset_fields = frozenset(applied)
         self._resolve_compression()
         self.validate()
@@ -362,8 +358,7 @@ class ScaleDownConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+        write_json(path, self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -384,17 +379,10 @@ class ScaleDownConfig:
                 hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
             raise ConfigError(f"{source}: unknown setting {', '.join(hints)}. "
                               f"Valid settings are the ScaleDownConfig fields (see `python train.py --help`).")
-        preset = values.pop("preset", None)
-        from_preset: frozenset = frozenset()
-        if preset is not None:
-            from scaledown.models.presets import preset_overrides
-            overrides = preset_overrides(preset, user_data=user_data)
-            from_preset = frozenset(k for k in overrides if k not in values)
-            values = {**overrides, **values}
-        config = cls(**values)
-        config.preset = preset  # recorded after construction: the values above are already resolved
-        config.preset_fields = from_preset  # not a field: who set a value matters only to this run's checks
-        return config
+        if values.get("preset") is not None and user_data:   # the synthetic task's schedule and lengths keep
+            defaults = {f.name: _default_of(f) for f in fields(cls)}   # their defaults: given, so not preset
+            values = {**{k: defaults[k] for k in SYNTHETIC_TASK_FIELDS}, **values}
+        return cls(**values)
 
     @classmethod
     def from_file(cls, path: str, **overrides: Any) -> "ScaleDownConfig":
@@ -420,14 +408,19 @@ class ScaleDownConfig:
                 "modernbert": self.learning_rate_compressor_modernbert}[self.compressor_type]
 
     @property
+    def base_is_random(self) -> bool:
+        """Whether the base generator is an offline random sentinel (the tiny preset's), built from a config with
+        random weights rather than loaded: its weights exist only in this run's checkpoints and saved folders."""
+        return is_tiny_model(self.generator_model_name)
+
+    @property
     def resolved_compressor_model_name(self) -> Optional[str]:
         if self.compressor_type == "n_layers":
             return None
         if self.compressor_model_name:
             return self.compressor_model_name
-        from scaledown.models.presets import TINY_GENERATOR, TINY_LLAMA, TINY_MODERNBERT
         if self.generator_model_name == TINY_GENERATOR:  # tiny generator: tiny offline compressor too
-            return TINY_MODERNBERT if self.compressor_type == "modernbert" else TINY_LLAMA
+            return TINY_COMPRESSORS[self.compressor_type]
         return {"modernbert": "answerdotai/ModernBERT-base",
                 "causal_lm": "meta-llama/Llama-3.2-1B-Instruct"}[self.compressor_type]
 

@@ -114,10 +114,10 @@ def make_folder_generator(path: str, seed: int = 0) -> str:
     """A Mistral-shaped model saved like a hub checkpoint (+ the tiny tokenizer): the pretrained-model path."""
     import torch
     from transformers import AutoModelForCausalLM
-    from scaledown.models import presets
+    from scaledown.models import tiny_models
     from scaledown.models.tiny_tokenizer import load_tiny_tokenizer
     torch.manual_seed(seed)
-    AutoModelForCausalLM.from_config(presets.tiny_model_config(presets.TINY_GENERATOR)).save_pretrained(path)
+    AutoModelForCausalLM.from_config(tiny_models.tiny_model_config(tiny_models.TINY_GENERATOR)).save_pretrained(path)
     load_tiny_tokenizer().save_pretrained(path)
     return path
 

@@ -70,10 +70,10 @@ def make_tied_generator(path: str, seed: int = 0) -> str:
     tiny tokenizer: a generator folder whose lm_head and input embedding are one weight."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
-    from scaledown.models import presets
+    from scaledown.models import tiny_models
     from scaledown.models.tiny_tokenizer import load_tiny_tokenizer
     torch.manual_seed(seed)
-    config = LlamaConfig(**{**presets.tiny_llama_config_dict(), "tie_word_embeddings": True})
+    config = LlamaConfig(**{**tiny_models.tiny_llama_config_dict(), "tie_word_embeddings": True})
     model = AutoModelForCausalLM.from_config(config)
     assert model.lm_head.weight is model.model.embed_tokens.weight
     model.save_pretrained(path)

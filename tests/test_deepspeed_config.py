@@ -89,7 +89,7 @@ def test_launcher_declares_every_train_flag(subprocess_env):
 
 
 def test_resume_preflight_names_the_mismatch(tmp_path):
-    from scaledown.training import checkpoint_dirs as ckpt
+    from scaledown.checkpoint import folder_protocol as ckpt
     from scaledown.training.backends.deepspeed.checkpoint_io import check_deepspeed_checkpoint
     path = tmp_path / "step_0000004"
     path.mkdir()

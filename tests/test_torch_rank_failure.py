@@ -51,6 +51,6 @@ def test_a_killed_rank_ends_the_job_nonzero_within_60_seconds(tmp_path):
     assert not any(os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"
                    for pid in ranks)   # no rank left behind
     # what was saved stays usable: --resume_from auto finds a complete checkpoint (a save cut short never counts)
-    from scaledown.training import checkpoint_dirs
+    from scaledown.checkpoint import folder_protocol as checkpoint_dirs
     newest = checkpoint_dirs.resolve_resume("auto", str(out))
     assert newest and checkpoint_dirs.is_complete(newest)

@@ -101,7 +101,7 @@ def test_every_rule_of_the_plan_is_the_dtensor_placement_of_what_it_covers(tmp_p
 def test_tensor_parallel_runs_equal_the_one_process_run(tmp_path, env, ranks, tp, pairs):
     from scaledown.data.synthetic import generate_examples
     from scaledown.models.loading import load_tokenizer
-    from scaledown.models.presets import TINY_GENERATOR
+    from scaledown.presets import TINY_GENERATOR
     # the runs read rows whose answers differ in token count, so the token-weighted global mean matters
     tokenizer = load_tokenizer(TINY_GENERATOR)
     lengths = {len(tokenizer(r["answer"], add_special_tokens=False)["input_ids"]) for r in generate_examples(64, seed=1)}

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from scaledown.checkpoint.folder_protocol import STATE_FILE
 from scaledown.errors import CheckpointError, ConfigError
 
 from scaledown.checkpoint import formats as registry
@@ -129,7 +130,7 @@ def convert(src_format: str, dst_format: str, src: str, dst: str, *, tp: int = 1
     if ckpt.optimizer and ckpt.optimizer.moments and target.tagged:
         carried.append(f"Adam moments and step ({ckpt.optimizer.step})")
     if ckpt.trainer_state and target.tagged:
-        carried.append("trainer_state.json")
+        carried.append(STATE_FILE)
     return ConversionResult(path, carried, list(dict.fromkeys(ckpt.notes)))
 
 

@@ -9,7 +9,7 @@
     <root>/step_N/client_state.pt                        the loop's state (torch.load weights_only=True)
     <root>/step_N/trainer_state.json                     written last: from then on the checkpoint is complete
 
-Reading unpickles nothing but DCP's metadata classes and plain values (torch_native/safe_dcp.py). Writing runs
+Reading unpickles nothing but DCP's metadata classes and plain values (checkpoint/safe_dcp.py). Writing runs
 without a process group (dcp.save(no_dist=True)): one shard file that any world size loads (DCP reshards).
 A converted folder holds no optim.param_groups: the resuming run keeps its own hyper-parameters (as with DeepSpeed
 universal checkpoints) and its LR schedule continues from client_state.pt's "optimizer_step" (the Adam step).
@@ -27,7 +27,7 @@ import torch
 from scaledown.checkpoint.description import write_metadata
 from scaledown.checkpoint.full import ADAM_MOMENTS, FullCheckpoint, OptimizerState
 from scaledown.errors import CheckpointError
-from scaledown.training import checkpoint_dirs as dirs
+from scaledown.checkpoint import folder_protocol as dirs
 
 STATE_DIR = "model_and_optimizer"
 CLIENT_FILE = "client_state.pt"
@@ -63,7 +63,7 @@ def find_tag(path: str, tag: Optional[str] = None) -> str:
 def read_metadata(state_dir: str):
     """DCP's Metadata of a state folder, through the allow-list; a damaged file -> CheckpointError naming it and the
     previous complete checkpoint."""
-    from scaledown.training.backends.torch_native.safe_dcp import SafeReader
+    from scaledown.checkpoint.safe_dcp import SafeReader
     file = os.path.join(state_dir, METADATA_FILE)
     if not os.path.isfile(file):
         raise dirs.damaged(file, "is missing")
@@ -96,7 +96,7 @@ def read_flat(state_dir: str, metadata) -> dict[str, Any]:
     """Every entry at its global shape, keyed by DCP's flattened names, read in this one process."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-    from scaledown.training.backends.torch_native.safe_dcp import SafePlanner, SafeReader
+    from scaledown.checkpoint.safe_dcp import SafePlanner, SafeReader
     target: dict[str, Any] = {}
     for key, md in metadata.state_dict_metadata.items():
         target[key] = torch.empty(md.size, dtype=md.properties.dtype) if isinstance(md, TensorStorageMetadata) else None
@@ -158,7 +158,6 @@ def write_dcp(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = None, o
     `scaledown train --backend torch --resume_from` continues at any world size; returns its path."""
     from scaledown.checkpoint.deepspeed_write import trainable_groups
     from scaledown.destination import check_destination
-    from scaledown.models.serialization import commit_directory
     import torch.distributed.checkpoint as dcp
     ckpt.complete_weights()
     groups = trainable_groups(ckpt)
@@ -173,8 +172,7 @@ def write_dcp(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = None, o
     final = os.path.join(directory, tag)
     check_destination(final, overwrite, "the checkpoint tag")
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{tag}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = dirs.new_staging(final)
     try:
         optim = {n: {"step": torch.tensor(float(step)),
                      **{k: (moments[n][k] if moments else torch.zeros(ckpt.weights[n].shape)).float().contiguous()
@@ -188,7 +186,7 @@ def write_dcp(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = None, o
                    os.path.join(tmp, CLIENT_FILE))
         write_metadata(tmp, ckpt.description, {"layout": "dcp", "step": step})
         dirs.write_state(tmp, state)   # last: the folder is a complete checkpoint
-        commit_directory(tmp, final)
+        dirs.commit(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from scaledown.checkpoint.description import TRAINER_STATE_FILE, read_json
+from scaledown.checkpoint import folder_protocol as protocol
 from scaledown.checkpoint.full import ADAM_MOMENTS
 from scaledown.checkpoint.safe_load import load_file
 from scaledown.errors import CheckpointError
@@ -90,4 +90,4 @@ def load_universal_checkpoint(engine, path: str, load_optimizer_states: bool = T
                     _set_partition(optimizer, param, _full(folder, key), key)
     if load_optimizer_states:
         engine.global_steps = int(step)
-    return {**(read_json(os.path.join(path, TRAINER_STATE_FILE)) or {}), "optimizer_step": int(step)}
+    return {**(protocol.state_if_any(path) or {}), "optimizer_step": int(step)}

@@ -23,7 +23,8 @@ from typing import Any, Optional
 
 import torch
 
-from scaledown.checkpoint.description import TRAINER_STATE_FILE, describe_checkpoint, read_json
+from scaledown.checkpoint import folder_protocol as protocol
+from scaledown.checkpoint.description import describe_checkpoint
 from scaledown.checkpoint.full import ADAM_MOMENTS, FullCheckpoint, OptimizerState
 from scaledown.checkpoint.safe_load import load_file
 from scaledown.errors import CheckpointError
@@ -37,7 +38,7 @@ def find_tag(path: str, tag: Optional[str] = None) -> str:
     if tag:
         path = os.path.join(path, tag)
     elif not _is_tag(path):
-        for pointer in ("latest", UNIVERSAL_LATEST):
+        for pointer in (protocol.LATEST_FILE, UNIVERSAL_LATEST):   # the loop's `latest` is DeepSpeed's too
             file = os.path.join(path, pointer)
             if os.path.isfile(file):
                 with open(file) as f:
@@ -62,7 +63,7 @@ def read_deepspeed(path: str, tag: Optional[str] = None, config_file: Optional[s
                    trust_remote_code: bool = False) -> FullCheckpoint:
     tag_dir = find_tag(path, tag)
     description, _ = describe_checkpoint(tag_dir, config_file, "DeepSpeed", trust_remote_code)
-    state = read_json(os.path.join(tag_dir, TRAINER_STATE_FILE))
+    state = protocol.state_if_any(tag_dir)
     ckpt = FullCheckpoint(description, {}, source=tag_dir, trainer_state=state)
     if os.path.isdir(os.path.join(tag_dir, "zero")):
         _read_universal(ckpt, tag_dir)

@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 import torch
 
+from scaledown import atomic_files
+from scaledown.checkpoint import folder_protocol as protocol
 from scaledown.checkpoint.description import write_metadata
 from scaledown.checkpoint.full import ADAM_MOMENTS, FullCheckpoint, write_trainer_state
 from scaledown.checkpoint.deepspeed_read import UNIVERSAL_LATEST
@@ -47,14 +49,12 @@ def _common(groups: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_deepspeed(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = None, overwrite: bool = False) -> str:
-    from scaledown.models.serialization import commit_directory
     from scaledown.models.tied_weights import drop_aliases, tied_aliases
-    from scaledown.training.checkpoint_dirs import tag_for
     ckpt.complete_weights()
     groups = trainable_groups(ckpt)
     step = ckpt.optimizer.step if ckpt.optimizer else 0
     state = ckpt.trainer_state
-    tag = tag or (tag_for(int(state["step"])) if state and "step" in state else f"global_step{step}")
+    tag = tag or (protocol.tag_for(int(state["step"])) if state and "step" in state else f"global_step{step}")
     from scaledown.destination import check_destination
     check_destination(os.path.join(directory, tag), overwrite, "the checkpoint tag")
     moments = ckpt.optimizer.moments if ckpt.optimizer else {}
@@ -64,8 +64,8 @@ def write_deepspeed(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = N
         ckpt.notes.append("no Adam moments in the source: the DeepSpeed checkpoint starts Adam from zero (step 0)")
         moments, step = {}, 0
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{tag}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    final = os.path.join(directory, tag)
+    tmp = protocol.new_staging(final)
     try:
         for name, tensor in drop_aliases(ckpt.weights, tied_aliases(ckpt.description.skeleton())).items():
             folder = os.path.join(tmp, "zero", name)   # a tied weight once: the engine lists each Parameter once
@@ -83,15 +83,11 @@ def write_deepspeed(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = N
         write_metadata(tmp, ckpt.description, {"layout": "deepspeed-universal", "step": step})
         if state:
             write_trainer_state(ckpt, tmp, "deepspeed")
-        final = os.path.join(directory, tag)
-        commit_directory(tmp, final)
+        protocol.commit(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    pointer = os.path.join(directory, UNIVERSAL_LATEST)
-    with open(pointer + ".tmp", "w") as f:
-        f.write(tag)
-    os.replace(pointer + ".tmp", pointer)
+    atomic_files.write_text(os.path.join(directory, UNIVERSAL_LATEST), tag)
     return final
 
 

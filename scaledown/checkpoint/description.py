@@ -14,11 +14,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from scaledown.checkpoint import folder_protocol as protocol
 from scaledown.config import MODEL_FIELDS, ScaleDownConfig
 from scaledown.errors import CheckpointError
 
 METADATA_FILE = "scaledown_checkpoint.json"
-TRAINER_STATE_FILE = "trainer_state.json"   # training/checkpoint_dirs.py STATE_FILE
 FORMAT = "scaledown-checkpoint"
 
 
@@ -121,8 +121,7 @@ class ModelDescription:
 
     def base_modified(self) -> bool:
         """Whether the base generator's weights differ from its hub checkpoint (tiny random init or warm-up)."""
-        from scaledown.models import presets
-        return self.config.generator_model_name in presets.TINY_MODELS or self.config.generator_warmup_ratio > 0
+        return self.config.base_is_random or self.config.generator_warmup_ratio > 0
 
     def check_same(self, other: "ModelDescription", where: str, other_where: str) -> None:
         """Mismatched model settings between two sources of one checkpoint -> an error naming each field."""
@@ -182,15 +181,15 @@ def describe_checkpoint(directory: str, config_file: Optional[str], what: str, t
         if given is not None:
             found.check_same(given, os.path.join(directory, METADATA_FILE), f"--config {config_file}")
         return found, meta
-    state = read_json(os.path.join(directory, TRAINER_STATE_FILE))
+    state = protocol.state_if_any(directory)
     if state and state.get("config"):
-        found = ModelDescription.from_config(config_from_dict(state["config"], os.path.join(directory, TRAINER_STATE_FILE),
+        found = ModelDescription.from_config(config_from_dict(state["config"], protocol.state_path(directory),
                                                               trust_remote_code))
         if given is not None:
-            found.check_same(given, os.path.join(directory, TRAINER_STATE_FILE), f"--config {config_file}")
+            found.check_same(given, protocol.state_path(directory), f"--config {config_file}")
         return found, meta
     if given is not None:
         return given, meta
-    raise CheckpointError(f"{directory} does not say which model it holds (no {METADATA_FILE} or {TRAINER_STATE_FILE}) "
+    raise CheckpointError(f"{directory} does not say which model it holds (no {METADATA_FILE} or {protocol.STATE_FILE}) "
                           f"and this {what} checkpoint was not written by `scaledown train`. Pass --config FILE with "
                           f"the ScaleDownConfig (YAML or JSON) it was trained with.")

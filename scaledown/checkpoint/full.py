@@ -1,14 +1,13 @@
 # The format-independent checkpoint every reader produces and every writer consumes: full (unsharded) tensors.
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 
-from scaledown.checkpoint.description import TRAINER_STATE_FILE, ModelDescription
+from scaledown.checkpoint import folder_protocol as protocol
+from scaledown.checkpoint.description import ModelDescription
 from scaledown.errors import CheckpointError
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
@@ -93,5 +92,4 @@ class FullCheckpoint:
 def write_trainer_state(ckpt: FullCheckpoint, directory: str, backend: str) -> None:
     """Carry trainer_state.json (step, phase, ...) so `--resume_from` accepts the converted folder."""
     state = {**ckpt.trainer_state, "backend": backend, "converted_from": ckpt.source}
-    with open(os.path.join(directory, TRAINER_STATE_FILE), "w") as f:
-        json.dump(state, f, indent=2, sort_keys=True, default=str)
+    protocol.write_state(directory, state)

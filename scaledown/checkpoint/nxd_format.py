@@ -20,7 +20,8 @@ from typing import Any, Optional
 import torch
 
 from scaledown.checkpoint import nxd_files as F
-from scaledown.checkpoint.description import TRAINER_STATE_FILE, describe_checkpoint, read_json, write_metadata
+from scaledown.checkpoint import folder_protocol as protocol
+from scaledown.checkpoint.description import describe_checkpoint, write_metadata
 from scaledown.checkpoint.full import write_trainer_state
 from scaledown.checkpoint.full import ADAM_MOMENTS, FullCheckpoint, OptimizerState
 from scaledown.errors import CheckpointError
@@ -58,7 +59,7 @@ def read_nxd(path: str, tag: Optional[str] = None, config_file: Optional[str] = 
         _check_shard(plan, shard, t, p, files[(t, p)])
     weights, notes = plan.full_state_dict(shards)
     ckpt = FullCheckpoint(description, weights, source=tag_dir,
-                          trainer_state=read_json(os.path.join(tag_dir, TRAINER_STATE_FILE)))
+                          trainer_state=protocol.state_if_any(tag_dir))
     ckpt.notes += notes
     ckpt.check_names(tag_dir)
     ckpt.optimizer = _read_optimizer(plan, tag_dir, tp, pp, ckpt.notes)
@@ -169,18 +170,15 @@ def write_nxd(ckpt: FullCheckpoint, directory: str, tp: int = 1, pp: int = 1, kv
               overwrite: bool = False) -> str:
     """Write <directory>/<tag>/ (model shards, optimizer shards when moments exist, markers); returns its path.
     zero1_dp=D: the optimizer in ZeRO-1's layout for D data-parallel ranks (files dp_rank_00 .. D-1)."""
-    from scaledown.models.serialization import commit_directory
-    from scaledown.training.checkpoint_dirs import tag_for
     plan = plan_for(ckpt, tp, pp, kv_replication)      # every divisibility error comes before any write
     ckpt.complete_weights()
     state = ckpt.trainer_state
-    tag = tag or (tag_for(int(state["step"])) if state and "step" in state else DEFAULT_TAG)
+    tag = tag or (protocol.tag_for(int(state["step"])) if state and "step" in state else DEFAULT_TAG)
     from scaledown.destination import check_destination
     check_destination(os.path.join(directory, tag), overwrite, "the checkpoint tag")
     os.makedirs(directory, exist_ok=True)
     final = os.path.join(directory, tag)
-    tmp = os.path.join(directory, f".{tag}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = protocol.new_staging(final)
     try:
         for sub in ("model", "optim") if ckpt.optimizer else ("model",):
             os.makedirs(os.path.join(tmp, sub))
@@ -203,7 +201,7 @@ def write_nxd(ckpt: FullCheckpoint, directory: str, tp: int = 1, pp: int = 1, kv
         for marker in (F.STARTED, F.DONE):
             with open(os.path.join(tmp, marker), "w") as f:
                 f.write("1")
-        commit_directory(tmp, final)
+        protocol.commit(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from scaledown.atomic_files import commit_directory, staging_directory
 from scaledown.errors import CheckpointError
 
 
@@ -84,7 +85,6 @@ def write_released(model, dst: str, generator_name: Optional[str] = None,
     from peft import get_peft_model_state_dict
     from scaledown.models.generator import base_causal_lm, without_lora
     from scaledown.models.oscar_prompt import compressor_memory_tokens, decoder_added_tokens
-    from scaledown.models.serialization import atomic_directory, commit_directory
     _check_exportable(model)
     from scaledown.destination import check_destination
     check_destination(dst, overwrite, "the released folder")
@@ -150,7 +150,7 @@ def write_released(model, dst: str, generator_name: Optional[str] = None,
         "load_adapters": True, "kbtc_training": False, "optimize_mem_tokens": False,
         "different_mem_tokens": different, "attn_implementation": "sdpa", "device_map": None,
     }
-    tmp = atomic_directory(dst)
+    tmp = staging_directory(dst)
     try:
         os.makedirs(os.path.join(tmp, "compressor"))
         torch.save(first_last, os.path.join(tmp, "decoder_first_last_layers.pth"))

@@ -149,12 +149,14 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace, default_preset: Optional[str] = None,
-                     base: Optional[dict[str, Any]] = None, user_data: bool = False) -> ScaleDownConfig:
+                     base: Optional[dict[str, Any]] = None, user_data: bool = False,
+                     unless_flagged: Optional[dict[str, Any]] = None) -> ScaleDownConfig:
     """defaults < preset < base (e.g. a reused compressor's architecture) < --neuron_config layout < --config file
     < flags. user_data: the run reads the user's files, so a preset's synthetic-task schedule and lengths do not
-    apply."""
+    apply. unless_flagged: values that hold unless the command line gives that flag (over a --config file too)."""
     values: dict[str, Any] = dict(base or {})
     values.update(explicit_settings(args))
+    values.update({k: v for k, v in (unless_flagged or {}).items() if k not in vars(args)})
     if "preset" not in values and default_preset and "generator_model_name" not in values:
         values["preset"] = default_preset
     return ScaleDownConfig.from_dict(values, source=getattr(args, "config", None) or "command line",

@@ -171,9 +171,9 @@ def latency_main(argv: Sequence[str], prog: str) -> int:
 
 
 def _write_json(path: str, data) -> None:
-    from scaledown.evaluation.evaluator import write_atomic
+    from scaledown.atomic_files import write_text
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, json.dumps(data, indent=2) + "\n")
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 COMMANDS = {"flops": (flops_main, "FLOPs per query, OSCAR's Table 1 reproduced on meta-device models"),

@@ -5,6 +5,7 @@ import json
 import os
 from typing import Optional, Sequence
 
+from scaledown.atomic_files import write_text
 from scaledown.checkpoint.oscar_paths import add_base_model_flags, base_paths, check_flags_apply
 from scaledown.cli.args import FriendlyParser
 from scaledown.errors import ConfigError, DataError
@@ -169,7 +170,7 @@ def check_results_destination(output: str, overwrite: bool) -> None:
 
 def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval") -> int:
     args = build_parser(prog).parse_args(argv)
-    from scaledown.evaluation.evaluator import SYSTEMS, check_eval_rows, evaluate_systems, write_atomic, write_outputs
+    from scaledown.evaluation.evaluator import SYSTEMS, check_eval_rows, evaluate_systems, write_outputs
     for flag in ("batch_size", "judge_batch_size", "num_documents", "max_examples", "max_new_tokens"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -246,8 +247,8 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
         from scaledown.evaluation.paper_table import format_table
         metric = "judge" if judge is not None else "match"
         table = format_table(all_metrics, metric, tflops, model_name=labels[0])
-        write_atomic(os.path.join(args.output, "table.md"), table)
-        write_atomic(os.path.join(args.output, "benchmarks.json"),
+        write_text(os.path.join(args.output, "table.md"), table)
+        write_text(os.path.join(args.output, "benchmarks.json"),
                      json.dumps({"metrics": all_metrics, "tflops": tflops, "num_documents": num_documents,
                                  "retriever": args.retriever if missing else None,
                                  "examples": {name: len(rows) for name, _, rows in datasets}}, indent=2) + "\n")

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
+from scaledown.atomic_files import atomic_open
 from scaledown.cli.errors import run_cli
 from scaledown.cli.prepare_args import build_parser
 from scaledown.data.prep_models import resolve_retriever
@@ -20,14 +21,12 @@ from scaledown.errors import ConfigError, DataError
 
 def write_rows(rows, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8") as f:
         if path.endswith(".jsonl"):
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         else:
             json.dump(list(rows), f, ensure_ascii=False, indent=1)
-    os.replace(tmp, path)
 
 
 def check_args(args) -> None:

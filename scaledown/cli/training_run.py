@@ -1,15 +1,15 @@
 # The run a train command describes: its config (new or resumed), data, model and trainer; every launcher's core.
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from typing import Callable, Sequence
 
+from scaledown.atomic_files import write_json
 from scaledown.cli.args import config_from_args, explicit_settings
 from scaledown.config import DEFAULT_OUTPUT_DIR
-from scaledown.models.presets import SYNTHETIC_TASK_FIELDS
+from scaledown.presets import SYNTHETIC_TASK_FIELDS
 
 logger = logging.getLogger("scaledown.cli.train")   # the name users and tests filter on
 
@@ -49,8 +49,6 @@ def load_datasets(config, args, backend_is_main: bool = True):
         evaluation = (ScaleDownDataset(args.eval_data, config, num_documents=config.num_documents_eval)
                       if args.eval_data else None)
         return train, evaluation
-    if "shuffle_data" not in vars(args):  # the curriculum only works in its order
-        config.shuffle_data = False
     rows = builtin_training_rows(config)
     if args.num_train_examples:
         rows = rows[:args.num_train_examples]
@@ -120,7 +118,9 @@ def _new_run_config(args):
     elif args.init_from:
         base = init_architecture(args) or None
     real_data = bool(args.train_data or args.pretrain_data)
-    config = config_from_args(args, default_preset=None if real_data else "tiny", base=base, user_data=real_data)
+    builtin = not real_data and explicit_settings(args).get("stage", "finetune") != "pretrain"
+    config = config_from_args(args, default_preset=None if real_data else "tiny", base=base, user_data=real_data,
+                              unless_flagged={"shuffle_data": False} if builtin else None)   # the curriculum's order
     defaulted = [k for k in SYNTHETIC_TASK_FIELDS if k not in explicit_settings(args)]  # not the user's own values
     if real_data and config.preset and defaulted:
         logger.warning("preset %s with your own data: %s keep their defaults (the preset's values belong to its "
@@ -225,6 +225,7 @@ def run_training(config, args, backend_factory: Callable, prog: str = "train.py"
                  launcher_flags: Sequence[str] = ()) -> int:
     from scaledown.models import ScaleDownModel
     from scaledown.training import ScaleDownTrainer
+    from scaledown.training.run_folder import SUMMARY_FILE
 
     check_stage_flags(config, args)
     backend = backend_factory(config)
@@ -248,8 +249,7 @@ def run_training(config, args, backend_factory: Callable, prog: str = "train.py"
         summary = {"steps": result.steps, "interrupted": result.interrupted, "train_seconds": result.train_seconds,
                    "eval_before": result.eval_before, "eval_after": result.eval_after, "final_dir": result.final_dir}
         os.makedirs(config.output_dir, exist_ok=True)
-        with open(os.path.join(config.output_dir, "train_summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        write_json(os.path.join(config.output_dir, SUMMARY_FILE), summary, indent=2)
         if result.eval_before and result.eval_after:
             from scaledown.training import tags
             what = ("reconstruction accuracy (held-out chunk tokens, teacher-forced)" if config.stage == "pretrain"

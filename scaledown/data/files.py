@@ -1,10 +1,11 @@
 # Small file helpers of the data pipeline: atomic JSON writes, input-file identity, waiting on shared files.
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Callable, Optional
+
+from scaledown.atomic_files import write_json
 
 
 def file_identity(path: str) -> dict[str, Any]:
@@ -14,13 +15,8 @@ def file_identity(path: str) -> dict[str, Any]:
 
 
 def write_json_atomic(path: str, value: Any) -> None:
-    """Readers see the old file or the new one, never half of it (temp file, fsync, rename)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Readers see the old file or the new one, never half of it (the data pipeline's JSON style)."""
+    write_json(path, value, indent=1, sort_keys=True)
 
 
 def read_json(path: str) -> Optional[Any]:

@@ -21,6 +21,7 @@ import socket
 from collections import Counter
 from typing import Any, Optional
 
+from scaledown.atomic_files import atomic_open
 from scaledown.data.files import read_json, write_json_atomic
 from scaledown.errors import DataError
 
@@ -90,12 +91,10 @@ def accept_manifest(work_dir: str, requested: dict[str, Any], overwrite: bool) -
 
 
 def write_queries(work_dir: str, queries) -> None:
-    tmp = os.path.join(work_dir, QUERIES + f".tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(os.path.join(work_dir, QUERIES), "w", encoding="utf-8") as f:
         for query in queries:
             f.write(json.dumps({"query": query.text, "source": query.source, "id": query.id}, ensure_ascii=False))
             f.write("\n")
-    os.replace(tmp, os.path.join(work_dir, QUERIES))
 
 
 def read_queries(work_dir: str) -> list[str]:

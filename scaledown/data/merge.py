@@ -6,6 +6,7 @@ import json
 import os
 from typing import Any, Iterator
 
+from scaledown.atomic_files import atomic_open
 from scaledown.data.manifest import read_progress, shard_name
 from scaledown.data.validation import validate_row
 from scaledown.errors import DataError
@@ -45,26 +46,18 @@ def merge_shards(work_dir: str, world: int, output_file: str, progress: bool = T
     merged = heapq.merge(*(_shard_rows(work_dir, rank, world) for rank in range(world)), key=lambda item: item[0])
     as_list = not output_file.endswith(".jsonl")
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
-    tmp = f"{output_file}.tmp-{os.getpid()}"
     count, last = 0, -1
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.write("[\n" if as_list else "")
-            for index, where, row in tqdm(merged, total=total, desc="merging shards", unit=" rows",
-                                          disable=not show_progress(progress), mininterval=2):
-                if index <= last:
-                    raise DataError(f"{where}: query {index} appears twice in the shards; the work folder "
-                                    f"{work_dir} is inconsistent. Delete it and rerun.")
-                last = index
-                row = validate_row(row, where, require_answer=True)  # the same check as ScaleDownDataset
-                text = json.dumps(row, ensure_ascii=False)
-                out.write((",\n" if count and as_list else "") + text + ("" if as_list else "\n"))
-                count += 1
-            out.write("\n]\n" if as_list else "")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, output_file)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(output_file, "w", encoding="utf-8") as out:
+        out.write("[\n" if as_list else "")
+        for index, where, row in tqdm(merged, total=total, desc="merging shards", unit=" rows",
+                                      disable=not show_progress(progress), mininterval=2):
+            if index <= last:
+                raise DataError(f"{where}: query {index} appears twice in the shards; the work folder "
+                                f"{work_dir} is inconsistent. Delete it and rerun.")
+            last = index
+            row = validate_row(row, where, require_answer=True)  # the same check as ScaleDownDataset
+            text = json.dumps(row, ensure_ascii=False)
+            out.write((",\n" if count and as_list else "") + text + ("" if as_list else "\n"))
+            count += 1
+        out.write("\n]\n" if as_list else "")
     return count

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator, Optional, Sequence
 
+from scaledown.atomic_files import atomic_path
 from scaledown.data.bad_rows import BadRows
 from scaledown.data.chunking import check_tokenizer, chunk_documents
 from scaledown.data.corpus import iter_corpus
@@ -77,28 +78,27 @@ class PassageStore:
             os.remove(meta_path)  # stale store of other inputs: invisible until rebuilt
         schema = pa.schema([("doc_id", pa.string()), ("chunk", pa.int32()), ("title", pa.string()),
                             ("document", pa.string())])
-        tmp = os.path.join(directory, f"{DATA_FILE}.tmp-{os.getpid()}")
         documents = _CountingDocuments(iter_corpus(corpus_path, bad))
         count = 0
-        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            columns: dict[str, list] = {name: [] for name in schema.names}
-            bar = tqdm(desc="chunking corpus", unit=" passages", disable=not show_progress(progress), mininterval=2)
-            for passage in chunk_documents(documents, tokenizer, chunk_tokens):
-                for name in schema.names:
-                    columns[name].append(getattr(passage, name))
-                count += 1
-                if len(columns["document"]) == _WRITE_BATCH:
+        with atomic_path(os.path.join(directory, DATA_FILE)) as tmp:   # the store exists only once complete
+            with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+                columns: dict[str, list] = {name: [] for name in schema.names}
+                bar = tqdm(desc="chunking corpus", unit=" passages", disable=not show_progress(progress),
+                           mininterval=2)
+                for passage in chunk_documents(documents, tokenizer, chunk_tokens):
+                    for name in schema.names:
+                        columns[name].append(getattr(passage, name))
+                    count += 1
+                    if len(columns["document"]) == _WRITE_BATCH:
+                        writer.write_batch(pa.record_batch([columns[n] for n in schema.names], schema=schema))
+                        columns = {name: [] for name in schema.names}
+                        bar.update(_WRITE_BATCH)
+                if columns["document"]:
                     writer.write_batch(pa.record_batch([columns[n] for n in schema.names], schema=schema))
-                    columns = {name: [] for name in schema.names}
-                    bar.update(_WRITE_BATCH)
-            if columns["document"]:
-                writer.write_batch(pa.record_batch([columns[n] for n in schema.names], schema=schema))
-            bar.update(len(columns["document"]))
-            bar.close()
-        if count == 0:
-            os.remove(tmp)
-            raise DataError(f"--corpus_path {corpus_path} gave no passages (every row was bad or empty).")
-        os.replace(tmp, os.path.join(directory, DATA_FILE))
+                bar.update(len(columns["document"]))
+                bar.close()
+            if count == 0:
+                raise DataError(f"--corpus_path {corpus_path} gave no passages (every row was bad or empty).")
         write_json_atomic(meta_path, {**wanted, "num_passages": count, "num_documents": documents.count,
                                       "bad_rows": bad.to_dict()})
         return cls(directory)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from scaledown.errors import ConfigError
-from scaledown.models import loading, presets
+from scaledown.models import loading
+from scaledown.presets import TINY_GENERATOR, is_tiny_model
 
 TINY = "tiny"
 DEFAULT_SPLADE = "naver/splade-v3"
@@ -53,7 +54,7 @@ def tiny_bert_config(**overrides):
 
 def tokenizer_for(name: str, trust_remote_code: bool = False):
     if name == TINY:
-        return loading.load_tokenizer(presets.TINY_GENERATOR)
+        return loading.load_tokenizer(TINY_GENERATOR)
     return loading.load_tokenizer(name, trust_remote_code)
 
 
@@ -81,15 +82,20 @@ def load_cross_encoder(name: str, device, trust_remote_code: bool = False):
     return _place(model, device), tokenizer_for(name, trust_remote_code)
 
 
+def is_offline(name: str) -> bool:
+    """Whether `name` selects an offline tiny random model (`tiny` or a tiny sentinel), built here, not loaded."""
+    return name == TINY or is_tiny_model(name)
+
+
 def teacher_model_name(name: str) -> str:
     """The name the causal-LM loader understands (`tiny` is the tiny preset's generator)."""
-    return presets.TINY_GENERATOR if name == TINY else name
+    return TINY_GENERATOR if name == TINY else name
 
 
 def load_teacher_lm(name: str, device, trust_remote_code: bool = False):
     """(model, tokenizer) of the teacher causal LM."""
     resolved = teacher_model_name(name)
-    if resolved in presets.TINY_MODELS:
+    if is_tiny_model(resolved):
         model = _seeded(lambda: loading.load_causal_lm(resolved))
     else:
         model = loading.load_causal_lm(resolved, trust_remote_code, dtype=model_dtype(device))
@@ -98,7 +104,7 @@ def load_teacher_lm(name: str, device, trust_remote_code: bool = False):
 
 def check_available(name: str, flag: str, trust_remote_code: bool = False) -> None:
     """Fail before any heavy work when a hub model's config cannot be found (typo, offline)."""
-    if name == TINY or name in presets.TINY_MODELS:
+    if is_offline(name):
         return
     try:
         loading.model_config(name, trust_remote_code)

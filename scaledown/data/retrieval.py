@@ -22,6 +22,7 @@ import os
 import shutil
 from typing import Any, Optional
 
+from scaledown.atomic_files import TMP_MARK, commit_directory, staging_directory
 from scaledown.data.files import read_json, wait_until, write_json_atomic
 from scaledown.data.retriever_base import Hit, Retriever, documents_of, merge_hits  # noqa: F401 (the API)
 from scaledown.errors import ConfigError, DataError
@@ -72,8 +73,6 @@ def open_retriever(kind: str, directory: str, passages=None, model: Optional[str
 
 def _build(retriever: Retriever, passages, wanted: dict[str, Any], rank: int, world: int,
            progress: bool) -> dict[str, Any]:
-    from scaledown.models.serialization import atomic_directory, commit_directory
-
     directory = retriever.directory
     os.makedirs(directory, exist_ok=True)
     meta_path = os.path.join(directory, INDEX_META)
@@ -83,12 +82,12 @@ def _build(retriever: Retriever, passages, wanted: dict[str, Any], rank: int, wo
     parts = [{"part": p, "start": start, "stop": stop, "dir": f"part-{p:05d}"} for p, (start, stop) in enumerate(ranges)]
     for part in parts[rank::world]:
         # a worker killed while building its part left a temporary folder: the part is this worker's, so is the mess
-        for stale in glob.glob(os.path.join(directory, f".{part['dir']}.tmp-*")):
+        for stale in glob.glob(os.path.join(directory, f".{part['dir']}{TMP_MARK}*")):
             shutil.rmtree(stale, ignore_errors=True)
         if _part_done(directory, part, wanted):
             continue
         final = os.path.join(directory, part["dir"])
-        tmp = atomic_directory(final)
+        tmp = staging_directory(final)
         retriever.build_part(passages, part["start"], part["stop"], tmp, progress)
         write_json_atomic(os.path.join(tmp, PART_META), {**wanted, **part})
         commit_directory(tmp, final)

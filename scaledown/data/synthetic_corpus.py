@@ -14,6 +14,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from scaledown.atomic_files import atomic_open
+
 
 @dataclass
 class SyntheticCorpus:
@@ -28,7 +30,7 @@ def write_synthetic_corpus(directory: str, num_queries: int, seed: int = 0) -> S
     corpus_path = os.path.join(directory, "corpus.jsonl")
     queries_path = os.path.join(directory, "queries.jsonl")
     gold_ids = []
-    with open(corpus_path, "w", encoding="utf-8") as corpus, open(queries_path, "w", encoding="utf-8") as queries:
+    with atomic_open(corpus_path) as corpus, atomic_open(queries_path) as queries:
         for i, row in enumerate(generate_examples(num_queries, seed=seed)):
             for j, document in enumerate(row["documents"]):
                 title = document.split()[0]

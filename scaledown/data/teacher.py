@@ -11,9 +11,8 @@ import importlib.util
 from typing import Optional, Sequence
 
 from scaledown.config import ScaleDownConfig
-from scaledown.data.prep_models import DEFAULT_TEACHER, load_teacher_lm, pick_device, teacher_model_name
+from scaledown.data.prep_models import DEFAULT_TEACHER, is_offline, load_teacher_lm, pick_device, teacher_model_name
 from scaledown.errors import ConfigError
-from scaledown.models import presets
 
 BACKENDS = ("auto", "transformers", "vllm")
 
@@ -25,7 +24,7 @@ def choose_backend(requested: str, name: str) -> str:
         return requested
     import torch
     usable = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
-    return "vllm" if usable and teacher_model_name(name) not in presets.TINY_MODELS else "transformers"
+    return "vllm" if usable and not is_offline(name) else "transformers"
 
 
 class Teacher:

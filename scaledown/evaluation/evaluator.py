@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from scaledown.atomic_files import write_text
 from scaledown.errors import DataError
 from scaledown.evaluation.answers import mean_scores, per_example_scores, predict
 from scaledown.evaluation.metrics import METRICS, gold_answers
@@ -108,13 +109,8 @@ def write_outputs(result: EvalResult, output_dir: str) -> tuple[str, str]:
     os.makedirs(output_dir, exist_ok=True)
     predictions = os.path.join(output_dir, "predictions.jsonl")
     metrics = os.path.join(output_dir, "metrics.json")
-    write_atomic(predictions, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records))
-    write_atomic(metrics, json.dumps(result.metrics, indent=2) + "\n")
+    write_text(predictions, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records))
+    write_text(metrics, json.dumps(result.metrics, indent=2) + "\n")
     return predictions, metrics
 
 
-def write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -42,8 +42,9 @@ class LLMJudge:
     def load(cls, name: str, device: torch.device, batch_size: int = 8, dtype: Optional[torch.dtype] = None,
              trust_remote_code: bool = False, seed: int = 0) -> "LLMJudge":
         """'tiny' (offline random tiny LM), a hub name or a local folder of a causal LM."""
-        from scaledown.models import loading, presets
-        model_name = presets.TINY_GENERATOR if name == "tiny" else name
+        from scaledown.models import loading
+        from scaledown.presets import TINY_GENERATOR
+        model_name = TINY_GENERATOR if name == "tiny" else name
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the tiny judge is random: the same one every run
             model = loading.load_causal_lm(model_name, trust_remote_code, dtype=dtype)

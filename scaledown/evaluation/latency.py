@@ -46,10 +46,10 @@ def build_bench_model(shape: BenchModelShape, settings: LatencySettings):
     """A random ScaleDownModel of `shape` with the tiny offline tokenizer, LoRA merged (as deployed)."""
     from transformers import MistralConfig, MistralForCausalLM
     from scaledown.config import ScaleDownConfig
-    from scaledown.models import ScaleDownModel, presets
+    from scaledown.models import ScaleDownModel, tiny_models
     from scaledown.models.generator import build_generator
 
-    gen = dict(presets.tiny_generator_config_dict(), hidden_size=shape.hidden_size,
+    gen = dict(tiny_models.tiny_generator_config_dict(), hidden_size=shape.hidden_size,
                num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
                num_key_value_heads=shape.num_kv_heads, head_dim=shape.hidden_size // shape.num_heads,
                intermediate_size=shape.intermediate_size, max_position_embeddings=16384)

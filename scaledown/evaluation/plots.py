@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from scaledown.atomic_files import atomic_path
 from scaledown.training import tags
 
 # Panels of the training-curve figure: (title, tags drawn in it)
@@ -26,9 +27,8 @@ def _pyplot():
 
 def _save(fig, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:   # matplotlib picks the format from the extension
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
     return path
 
 

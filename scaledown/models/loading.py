@@ -7,8 +7,9 @@ from typing import Optional
 import torch
 
 from scaledown.errors import ConfigError
-from scaledown.models import presets
+from scaledown.models import tiny_models
 from scaledown.models.hub_access import hub_kwargs
+from scaledown.presets import is_tiny_model
 
 # Weights that train are kept in float32 whatever dtype a folder was saved in (transformers 5 loads dtype "auto": a
 # bf16 checkpoint comes back bf16, and AutoModel.from_config builds in config.dtype): Adam's updates at 5e-5 round
@@ -33,7 +34,7 @@ def trainable_from_config(auto_class, config):
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     """Tokenizer for a model name; the tiny sentinels and their saved folders load offline."""
-    if name in presets.TINY_MODELS:
+    if is_tiny_model(name):
         from scaledown.models.tiny_tokenizer import load_tiny_tokenizer
         return load_tiny_tokenizer()
     from transformers import AutoTokenizer
@@ -51,7 +52,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
 def check_tokenizer_fits(tokenizer, name: str, trust_remote_code: bool = False, role: str = "generator") -> None:
     """Refuse a tokenizer with more tokens than the model has embedding rows (special tokens added without
     resize_token_embeddings): otherwise the first prompt holding one fails mid-run with an index error."""
-    if name in presets.TINY_MODELS or tokenizer is None:
+    if is_tiny_model(name) or tokenizer is None:
         return
     config = model_config(name, trust_remote_code)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -73,8 +74,8 @@ def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[t
     (transformers 5's "auto"). The random tiny sentinels are always float32.
     """
     from transformers import AutoModelForCausalLM
-    if name in presets.TINY_MODELS:
-        config = presets.tiny_model_config(name)
+    if is_tiny_model(name):
+        config = tiny_models.tiny_model_config(name)
         if num_hidden_layers is not None:
             config.num_hidden_layers = num_hidden_layers
         model = AutoModelForCausalLM.from_config(config)   # float32 (the sentinels' configs name no dtype)
@@ -97,8 +98,8 @@ def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[t
 def load_encoder(name: str, trust_remote_code: bool = False, dtype: Optional[torch.dtype] = None):
     """A bidirectional encoder (ModernBERT and the like) without its task head; `dtype` as in load_causal_lm."""
     from transformers import AutoModel
-    if name in presets.TINY_MODELS:
-        return AutoModel.from_config(presets.tiny_model_config(name))
+    if is_tiny_model(name):
+        return AutoModel.from_config(tiny_models.tiny_model_config(name))
     try:
         return AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code, **hub_kwargs(name),
                                          **dtype_kwargs(dtype))
@@ -138,8 +139,8 @@ def saved_config(folder: str):
 
 def model_config(name: str, trust_remote_code: bool = False):
     """The transformers config of a model name, without loading weights."""
-    if name in presets.TINY_MODELS:
-        return presets.tiny_model_config(name)
+    if is_tiny_model(name):
+        return tiny_models.tiny_model_config(name)
     from transformers import AutoConfig
     try:
         return fresh_attention_choice(AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code,

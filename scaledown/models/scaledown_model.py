@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scaledown.config import ScaleDownConfig
-from scaledown.models import loading, presets
+from scaledown.models import loading
 from scaledown.models.compressor import Compressor
 from scaledown.models.compressor_builders import (build_compressor, copy_generator_layers, decoder_base,
                                                   token_embedding_rms)
@@ -105,7 +105,7 @@ class ScaleDownModel(nn.Module):
         (a saved compressor's architecture, its weights loaded afterwards: models/compressor_reuse.py)."""
         super().__init__()
         self.config = config
-        random_init = config.generator_model_name in presets.TINY_MODELS and generator is None
+        random_init = config.base_is_random and generator is None
         self.tokenizer = tokenizer or loading.load_tokenizer(config.tokenizer_name or config.generator_model_name,
                                                              config.trust_remote_code)
         if compressor_tokenizer is None and config.compressor_type != "n_layers":

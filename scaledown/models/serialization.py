@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from typing import Any, Optional
 
 import torch
 from torch import nn
 
+from scaledown.atomic_files import commit_directory, staging_directory
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError
 from scaledown.text_files import load_json
@@ -49,23 +49,6 @@ def clean_base_state_dict(generator: nn.Module, generator_state: Optional[dict[s
                         aliases)
 
 
-def atomic_directory(final_path: str):
-    """A temporary sibling folder; call `commit(tmp)` to move it into place."""
-    parent = os.path.dirname(os.path.abspath(final_path)) or "."
-    os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(final_path)}.tmp-", dir=parent)
-
-
-def commit_directory(tmp: str, final_path: str) -> None:
-    if os.path.exists(final_path):
-        old = tmp + ".old"
-        os.rename(final_path, old)
-        os.rename(tmp, final_path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, final_path)
-
-
 def save_pretrained(model, directory: str, include_base: Optional[bool] = None,
                     state_dict: Optional[dict[str, torch.Tensor]] = None,
                     generator_state_dict: Optional[dict[str, torch.Tensor]] = None) -> None:
@@ -79,7 +62,7 @@ def save_pretrained(model, directory: str, include_base: Optional[bool] = None,
     from scaledown.models.tied_weights import drop_aliases, tied_aliases
 
     include_base = model.generator_base_modified if include_base is None else include_base
-    tmp = atomic_directory(directory)
+    tmp = staging_directory(directory)
     try:
         final_abs = os.path.abspath(directory)
         # -- generator adapter (standard PEFT folder)

@@ -19,9 +19,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from scaledown.checkpoint import folder_protocol as ckpt
 from scaledown.config import DATA_FILE_INPUTS, RUN_INPUTS, ScaleDownConfig, field_meta, fields_where
 from scaledown.errors import CheckpointError, ConfigError
-from scaledown.training import checkpoint_dirs as ckpt
 
 ALLOW_FLAG = "--allow_changed_settings"
 RUN_INPUT_DEFAULTS = {"num_eval_examples": 500, "skip_bad_rows": False}
@@ -81,16 +81,7 @@ def run_dir_of(resume_from: Optional[str]) -> Optional[str]:
 
 def read_state(path: str) -> dict[str, Any]:
     """trainer_state.json of a checkpoint; a damaged one raises CheckpointError naming what to do."""
-    file = os.path.join(path, ckpt.STATE_FILE)
-    try:
-        state = ckpt.read_state(path)
-    except FileNotFoundError:
-        raise ckpt.damaged(file, "is missing") from None
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise ckpt.damaged(file, f"is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-        raise ckpt.damaged(file, "does not hold a trainer state (no integer 'step')")
-    return state
+    return ckpt.checked_state(path)
 
 
 def _step_of(path: str) -> int:

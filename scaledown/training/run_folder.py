@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 import shutil
 
+from scaledown.checkpoint import folder_protocol as ckpt
 from scaledown.destination import OVERWRITE_RUN_FLAG
 from scaledown.errors import ConfigError
-from scaledown.training import checkpoint_dirs as ckpt
 
 SUMMARY_FILE = "train_summary.json"
 # what a run writes into its folder; --overwrite_output_dir removes these (other files of the user stay)

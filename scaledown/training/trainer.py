@@ -5,7 +5,6 @@ import functools
 import math
 import os
 import random
-import shutil
 import signal
 import threading
 import time
@@ -14,9 +13,9 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from scaledown.checkpoint import folder_protocol as ckpt
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError
-from scaledown.training import checkpoint_dirs as ckpt
 from scaledown.training import resume, run_folder, tags
 from scaledown.training.backends.base import Backend, StepNorm
 from scaledown.training.batching import BatchPlan, plan_batches
@@ -345,8 +344,8 @@ class ScaleDownTrainer:
     def _failed_save(self, root: str, tag: str, error: Optional[BaseException]) -> None:
         """Remove what the failed save left (the checkpoint stays invisible) and stop with what went wrong."""
         path = os.path.join(root, tag)
-        if self.backend.is_main and os.path.isdir(path) and not ckpt.is_complete(path):
-            shutil.rmtree(path, ignore_errors=True)
+        if self.backend.is_main:
+            ckpt.clear_incomplete(path, ignore_errors=True)
         raise ckpt.save_failed(root, tag, error)
 
     # ---- resuming or starting ------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def test_zero3_started_from_nxd_checkpoint_matches_hf_export(trained, tmp_path):
 
 def test_training_checkpoint_keeps_its_trainer_state(trained, tmp_path):
     """A `scaledown train` checkpoint describes itself (no --config) and the converted one is resumable."""
-    from scaledown.training import checkpoint_dirs
+    from scaledown.checkpoint import folder_protocol
     root, _, _, _ = trained
     step_dir = tmp_path / "run" / "checkpoints" / "step_0000002"
     shutil.copytree(root / "run" / "global_step2", step_dir)
@@ -159,7 +159,7 @@ def test_training_checkpoint_keeps_its_trainer_state(trained, tmp_path):
     (step_dir / "trainer_state.json").write_text(json.dumps(state))
     out = convert("deepspeed", "nxd", str(step_dir), str(tmp_path / "trn1"), tp=2)
     assert os.path.basename(out.path) == "step_0000002" and "trainer_state.json" in out.carried
-    assert checkpoint_dirs.resolve_resume(str(tmp_path / "trn1"), "unused") == out.path
+    assert folder_protocol.resolve_resume(str(tmp_path / "trn1"), "unused") == out.path
     saved = json.loads(open(os.path.join(out.path, "trainer_state.json")).read())
     assert (saved["step"], saved["phase"], saved["backend"]) == (2, "finetune", "nxd")
 

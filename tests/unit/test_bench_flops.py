@@ -26,7 +26,7 @@ def test_flops_command_reproduces_oscar_table_1(tmp_path, capsys):
 
 def test_decode_interpolation_equals_counting_every_step():
     from transformers import DynamicCache, MistralConfig
-    from scaledown.models.presets import tiny_generator_config_dict
+    from scaledown.models.tiny_models import tiny_generator_config_dict
     lm = meta_causal_lm(MistralConfig(**tiny_generator_config_dict()))
     prompt, new = 40, 6
     counted = generation_flops(lm, prompt, new)

@@ -10,10 +10,10 @@ from scaledown.training.backends.local import LocalBackend
 def _bf16_folder(path: str, name: str) -> str:
     """A tiny model saved like a bf16 hub checkpoint (config.json says bfloat16) + the tiny tokenizer."""
     from transformers import AutoModelForCausalLM
-    from scaledown.models import presets
+    from scaledown.models import tiny_models
     from scaledown.models.tiny_tokenizer import load_tiny_tokenizer
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(presets.tiny_model_config(name)).to(torch.bfloat16).save_pretrained(path)
+    AutoModelForCausalLM.from_config(tiny_models.tiny_model_config(name)).to(torch.bfloat16).save_pretrained(path)
     load_tiny_tokenizer().save_pretrained(path)
     return path
 

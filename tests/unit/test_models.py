@@ -119,10 +119,11 @@ def test_models_package_imports_no_backend():
 
 
 def test_tiny_tokenizer_asset_is_reproducible():
+    from scaledown.data.tiny_tokenizer_build import build_tokenizer_json
     from scaledown.models import tiny_tokenizer
     with open(tiny_tokenizer.ASSET_PATH) as f:
         shipped = f.read()
-    assert tiny_tokenizer.build_tokenizer_json() == shipped
+    assert build_tokenizer_json() == shipped
 
 
 def test_tiny_vocabulary_is_shardable(model):

@@ -152,7 +152,7 @@ def test_pretrain_resume_equals_uninterrupted_run_and_logs_the_tags(tmp_path):
 def _other_generator(tmp_path, **changes):
     """A local random Mistral folder (not the tiny sentinel): another generator for compressor reuse."""
     from transformers import MistralConfig, MistralForCausalLM
-    from scaledown.models.presets import tiny_generator_config_dict
+    from scaledown.models.tiny_models import tiny_generator_config_dict
     path = tmp_path / "other_generator"
     torch.manual_seed(5)
     MistralForCausalLM(MistralConfig(**{**tiny_generator_config_dict(), **changes})).save_pretrained(str(path))

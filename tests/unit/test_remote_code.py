@@ -35,7 +35,8 @@ def custom(tmp_path_factory):
     """A generator folder whose config maps to custom code (writing a marker file when executed), and a saved
     ScaleDown model whose scaledown_config.json names it with trust_remote_code: true."""
     from scaledown import ScaleDownModel
-    from scaledown.models.presets import TINY_GENERATOR, tiny_model_config
+    from scaledown.models.tiny_models import tiny_model_config
+    from scaledown.presets import TINY_GENERATOR
     from conftest import tiny_config
     root = tmp_path_factory.mktemp("remote")
     generator = root / "custom_generator"

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from scaledown.training.backends.torch_native.safe_dcp import SafePlanner, SafeReader
+from scaledown.checkpoint.safe_dcp import SafePlanner, SafeReader
 
 
 def saved(tmp_path):

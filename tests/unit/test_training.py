@@ -6,11 +6,11 @@ import torch
 
 from conftest import tiny_config
 from scaledown import ScaleDownModel
+from scaledown.checkpoint import folder_protocol as ckpt
 from scaledown.data import ScaleDownDataset
 from scaledown.data.synthetic import generate_examples
 from scaledown.errors import CheckpointError, ConfigError
 from scaledown.training import ScaleDownTrainer
-from scaledown.training import checkpoint_dirs as ckpt
 from scaledown.training.batching import plan_batches
 from scaledown.training.sampler import GlobalBatchOrder
 

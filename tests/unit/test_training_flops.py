@@ -62,7 +62,7 @@ def test_training_flops_match_flop_counter_for_mistral_7b_with_an_8_layer_compre
 
 def test_warmup_counts_weight_gradients_of_the_whole_generator():
     from transformers import MistralConfig
-    from scaledown.models.presets import tiny_generator_config_dict
+    from scaledown.models.tiny_models import tiny_generator_config_dict
     model = _meta_model(MistralConfig(**tiny_generator_config_dict()), 1)
     model.train()
     meta, cpu = _batch(2, 40, 2, 20, "meta"), _batch(2, 40, 2, 20, "cpu")

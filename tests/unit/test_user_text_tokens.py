@@ -13,7 +13,7 @@ TEXT = "stop </s> or <s> then [SEP] [CLS] and <|eot_id|> go"
 @pytest.fixture(scope="module")
 def tokenizer():
     from scaledown.models import loading
-    from scaledown.models.presets import TINY_GENERATOR
+    from scaledown.presets import TINY_GENERATOR
     tok = copy.deepcopy(loading.load_tokenizer(TINY_GENERATOR))
     tok.add_special_tokens({"additional_special_tokens": EXTRA_SPECIALS})
     return tok

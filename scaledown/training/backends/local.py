@@ -5,11 +5,11 @@ import contextlib
 import io
 import os
 import shutil
-import tempfile
 from typing import Any, Optional
 
 import torch
 
+from scaledown.checkpoint import folder_protocol as ckpt
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError, ConfigError
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
@@ -133,8 +133,8 @@ class LocalBackend(Backend):
     # ---- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, root: str, tag: str, client_state: dict[str, Any]) -> str:
         from safetensors.torch import save_file
-        os.makedirs(root, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f"{tag}.tmp-", dir=root)
+        final = os.path.join(root, tag)
+        tmp = ckpt.new_staging(final)
         try:
             state = {k: v.detach().contiguous().cpu() for k, v in checkpoint_state_dict(self._model).items()}
             save_file(state, os.path.join(tmp, MODEL_FILE), metadata={"format": "pt"})
@@ -142,10 +142,7 @@ class LocalBackend(Backend):
                          "scaler": self.scaler.state_dict() if self.scaler else None},
                         os.path.join(tmp, OPTIMIZER_FILE))
             _torch_save(client_state, os.path.join(tmp, CLIENT_FILE))
-            final = os.path.join(root, tag)
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.rename(tmp, final)
+            ckpt.commit(tmp, final)
             return final
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -157,7 +154,6 @@ class LocalBackend(Backend):
     def load_checkpoint(self, path: str) -> dict[str, Any]:
         from safetensors.torch import load_file
         from scaledown.checkpoint import safe_load
-        from scaledown.training import checkpoint_dirs as ckpt
         model_file = os.path.join(path, MODEL_FILE)
         if not os.path.isfile(model_file):
             if any(name.endswith("model_states.pt") or name in ("model", "done") for name in os.listdir(path)):
@@ -207,7 +203,6 @@ def _torch_save(obj: Any, path: str) -> None:
 
 def _guarded(load, file: str):
     """A checkpoint file read through the guarded loader; its error names the previous complete checkpoint."""
-    from scaledown.training import checkpoint_dirs as ckpt
     from scaledown.checkpoint.safe_load import problem_with
     try:
         return load(file)

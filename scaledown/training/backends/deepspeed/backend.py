@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any, Callable, Optional, Union
 
 import torch
 
+from scaledown.checkpoint import folder_protocol as ckpt
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError
-from scaledown.models import presets
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
 from scaledown.models.sharded_weights import install_gatherer
-from scaledown.training import checkpoint_dirs as ckpt
 from scaledown.training.backends.base import Backend, StepNorm, detached
 from scaledown.training.backends.distributed_env import init_distributed
 from scaledown.training.backends.deepspeed.ds_config import (check_checkpointing_support, offload_device, resolve_ds_config,
@@ -92,8 +90,7 @@ class DeepSpeedBackend(Backend):
         if self.stage != 3:
             return build()
         import deepspeed
-        random_init = self.config.generator_model_name in presets.TINY_MODELS
-        if not random_init:  # transformers partitions hub/folder models while it loads them
+        if not self.config.base_is_random:  # transformers partitions hub/folder models while it loads them
             self._keep_hf_ds_config()
         model = build()
         for p in model.parameters():  # what is still whole (LoRA, memory tokens, the tiny model) joins in
@@ -250,8 +247,7 @@ class DeepSpeedBackend(Backend):
         path = os.path.join(root, tag)
         if self.is_main:
             os.makedirs(root, exist_ok=True)
-            if os.path.isdir(path) and not ckpt.is_complete(path):  # left by a run killed while saving
-                shutil.rmtree(path)
+            ckpt.clear_incomplete(path)  # left by a run killed while saving
         self.barrier()
         state = {**client_state, BACKEND_STATE: {"schedule_step": self._schedule_step, "zero_stage": self.stage,
                                                  "dp_size": self.dp_size}}

@@ -8,8 +8,8 @@ from typing import Iterator
 
 import torch
 
+from scaledown.checkpoint import folder_protocol as ckpt
 from scaledown.errors import CheckpointError
-from scaledown.training import checkpoint_dirs as ckpt
 
 
 def _allowed_classes() -> list:

@@ -22,16 +22,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any, Callable, Optional
 
 import torch
 
+from scaledown.checkpoint import folder_protocol as ckpt
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput, loss_counts
 from scaledown.models.tied_weights import drop_aliases, retie, tied_aliases
-from scaledown.training import checkpoint_dirs as ckpt
 from scaledown.training.backends.neuron import batches as nb
 from scaledown.training.backends.base import Backend, StepNorm
 from scaledown.training.backends.neuron.nxd_config import check_run, nxd_config_kwargs
@@ -346,8 +345,8 @@ class NeuronBackend(Backend):
     # ---- checkpoints ------------------------------------------------------------------------------------------
     def save_checkpoint(self, root: str, tag: str, client_state: dict[str, Any]) -> str:
         path = os.path.join(root, tag)
-        if self.rank == 0 and os.path.isdir(path) and not ckpt.is_complete(path):
-            shutil.rmtree(path)   # left by a run killed while saving
+        if self.rank == 0:
+            ckpt.clear_incomplete(path)   # left by a run killed while saving
         self.barrier()
         state = {**client_state, BACKEND_STATE: {"schedule_step": self._schedule_step,
                                                  "tp": self.grid.tp, "pp": self.grid.pp, "dp": self.dp_size,
@@ -396,7 +395,7 @@ class NeuronBackend(Backend):
         backend = state.get(BACKEND_STATE, {})
         if optimizer:
             step = backend.get("schedule_step")
-            if step is None and os.path.isfile(os.path.join(tag_dir, ckpt.STATE_FILE)):
+            if step is None and ckpt.is_complete(tag_dir):
                 step = int(ckpt.read_state(tag_dir).get("step", 0))   # converted tag: schedule from the step
             self._set_schedule_step(int(step or 0))
         return state

@@ -17,14 +17,16 @@ from typing import Any
 
 import torch
 
+from scaledown.checkpoint import folder_protocol as ckpt
 from scaledown.checkpoint.dcp_format import CLIENT_FILE, STATE_DIR  # the format's definition (offline reader/writer)
 
 
 def save(model, optimizer, path: str, client_state: dict[str, Any], is_main: bool, barrier) -> None:
-    """Write the checkpoint into `path` + '.tmp' and move it to `path` once every rank has written its shards."""
+    """Write the checkpoint into its staging folder and move it to `path` once every rank has written its shards
+    (checkpoint/folder_protocol.py: staging_path, commit)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
-    staging = path + ".tmp"
+    staging = ckpt.staging_path(path)
     if is_main:
         shutil.rmtree(staging, ignore_errors=True)   # left by a run killed while saving
         os.makedirs(staging)
@@ -36,9 +38,7 @@ def save(model, optimizer, path: str, client_state: dict[str, Any], is_main: boo
         _torch_save(client_state, os.path.join(staging, CLIENT_FILE))
     barrier()
     if is_main:
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.rename(staging, path)
+        ckpt.commit(staging, path)
     barrier()
 
 
@@ -63,7 +63,7 @@ def load(model, optimizer, path: str) -> dict[str, Any]:
     state = {"model": model_state, "optim": optim_state}
     partial = dcp_format.partial_load_allowed(state_dir, state)   # converted: no hyper-parameters, the run keeps its own
     own_names = [list(group["params"]) for group in optim_state.get("param_groups", [])]
-    from scaledown.training.backends.torch_native.safe_dcp import SafePlanner, SafeReader
+    from scaledown.checkpoint.safe_dcp import SafePlanner, SafeReader
     try:   # no arbitrary unpickling
         dcp.load(state, storage_reader=SafeReader(state_dir), planner=SafePlanner(allow_partial_load=partial))
     except dcp.api.CheckpointException as exc:   # DCP gathers every rank's failure into one exception

@@ -17,10 +17,8 @@ def build_torch(config, run):
 def check(run, env) -> None:
     """The mesh and tensor-parallel refusals for the world the launcher started, before any data or model is built:
     first what the model cannot shard at --tp (read from a meta skeleton: no weights), then the mesh factors."""
-    try:   # the architecture a run builds (--init_from folders included): the NxD launch side's one function
-        from scaledown.training.backends.neuron.launch import model_description
-    except ImportError:   # before the backends became packages (training/backends/neuron/)
-        from scaledown.training.backends.neuron_launch import model_description
+    # the architecture a run builds (--init_from folders included): the NxD launch side's one function
+    from scaledown.training.backends.neuron.launch import model_description
     from scaledown.training.backends.torch_native.mesh import mesh_shape
     from scaledown.training.backends.torch_native.tensor_parallel import check_before_build
     config = run.config

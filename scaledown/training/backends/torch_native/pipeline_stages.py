@@ -175,7 +175,7 @@ def boundary_for(model: nn.Module, rows: int, documents: int) -> Boundary:
     """The run's largest crossing shapes from the configured lengths (the rule the NxD backend's static shapes use)."""
     from scaledown.models.compressor_builders import decoder_base
     from scaledown.models.generator import base_causal_lm
-    from scaledown.training.backends.neuron_batches import longest_compressor_input, longest_prompt
+    from scaledown.training.backends.neuron.batches import longest_compressor_input, longest_prompt
     cfg = model.config
     inputs = model.inputs
     documents = max(1, documents)

@@ -1,65 +1,27 @@
-# Named presets and the offline tiny models they build (no hub download needed).
+# Named presets as plain data, below the config: the values a preset sets and the tiny sentinel model names.
+"""`ScaleDownConfig(preset="tiny")` and `ScaleDownConfig.from_dict({"preset": "tiny", ...})` both take their values
+from preset_values() here. The sentinel names (TINY_GENERATOR ...) stand for offline random models: only
+model-loading code (models/loading.py, models/tiny_models.py) knows how a name becomes a model; other code asks
+`ScaleDownConfig.base_is_random`. This module imports nothing of the package but its errors.
+"""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from scaledown.errors import ConfigError
 
-# Sentinel model names resolved here instead of on the hub.
+# Sentinel model names resolved offline (models/tiny_models.py) instead of on the hub.
 TINY_GENERATOR = "scaledown-tiny-mistral"
 TINY_MODERNBERT = "scaledown-tiny-modernbert"
 TINY_LLAMA = "scaledown-tiny-llama"
 TINY_MODELS = (TINY_GENERATOR, TINY_MODERNBERT, TINY_LLAMA)
+# the tiny generator's separate compressors, by compressor_type (offline too)
+TINY_COMPRESSORS = {"modernbert": TINY_MODERNBERT, "causal_lm": TINY_LLAMA}
 
 
-def tiny_generator_config_dict() -> dict[str, Any]:
-    """Mistral-shaped, shardable: 8 heads / 2 KV heads (GQA with KV < tp=8), MLP 512 and vocab 2048 divisible by 8."""
-    from scaledown.models.tiny_tokenizer import TINY_VOCAB_SIZE
-    return dict(
-        vocab_size=TINY_VOCAB_SIZE,      # tokenizer (1,935 entries) padded up to a multiple of 8
-        hidden_size=128,                 # 8 heads x 16: small enough to learn the synthetic task in minutes
-        intermediate_size=256,           # MLP width (gate/up), divisible by 8
-        num_hidden_layers=4,             # >= 4 so pipeline parallel can cut it
-        num_attention_heads=8,
-        num_key_value_heads=2,           # GQA: fewer KV heads than tp=8 exercises KV replication
-        head_dim=16,
-        max_position_embeddings=1024,
-        rms_norm_eps=1e-6,
-        rope_theta=10000.0,
-        sliding_window=None,
-        tie_word_embeddings=False,       # untied (pipeline stages own embeddings and head); equal at init
-        bos_token_id=1, eos_token_id=2, pad_token_id=3,
-    )
-
-
-def tiny_modernbert_config_dict() -> dict[str, Any]:
-    from scaledown.models.tiny_tokenizer import TINY_VOCAB_SIZE
-    return dict(
-        vocab_size=TINY_VOCAB_SIZE, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=512, global_attn_every_n_layers=1,
-        pad_token_id=3, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2,
-    )
-
-
-def tiny_llama_config_dict() -> dict[str, Any]:
-    from scaledown.models.tiny_tokenizer import TINY_VOCAB_SIZE
-    return dict(
-        vocab_size=TINY_VOCAB_SIZE, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=1024,
-        tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=3,
-    )
-
-
-def tiny_model_config(name: str):
-    """transformers config object of a tiny sentinel model."""
-    from transformers import LlamaConfig, MistralConfig, ModernBertConfig
-    if name == TINY_GENERATOR:
-        return MistralConfig(**tiny_generator_config_dict())
-    if name == TINY_MODERNBERT:
-        return ModernBertConfig(**tiny_modernbert_config_dict())
-    if name == TINY_LLAMA:
-        return LlamaConfig(**tiny_llama_config_dict())
-    raise KeyError(name)
+def is_tiny_model(name: str | None) -> bool:
+    """Whether `name` is one of the offline random sentinel models (not a hub name or a folder)."""
+    return name in TINY_MODELS
 
 
 # Fields the tiny preset changes; everything else keeps OSCAR's default. Each value says why.
@@ -111,3 +73,11 @@ def preset_overrides(name: str, user_data: bool = False) -> dict[str, Any]:
         for key in SYNTHETIC_TASK_FIELDS:
             values.pop(key, None)
     return values
+
+
+def preset_values(name: str, given: Iterable[str] = (), user_data: bool = False) -> dict[str, Any]:
+    """The values preset `name` gives a config whose caller set `given` fields itself (those keep their value).
+
+    The one rule for every way a config is built (constructor, from_dict, files, flags)."""
+    given = set(given)
+    return {k: v for k, v in preset_overrides(name, user_data).items() if k not in given}
