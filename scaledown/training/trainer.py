@@ -285,9 +285,11 @@ class ScaleDownTrainer:
         if (self.config.enable_reranking and phase.documents_as == "memory" and phase.answers
                 and math.isfinite(sums["rerank_sum"])):
             values[tags.RERANK_LOSS] = sums["rerank_sum"] / max(1.0, sums["documents"])
-        # every rank of a data-parallel group counts its batch once per model-parallel rank that shares it
+        # each tp rank counts its data-parallel rank's batch through whole weights; all_reduce_sum already divides
+        # those copies out (NxD and torch backends), so no further factor. Under pipeline parallel a rank counts its
+        # own stage's weights only: the figure is low there (README, pipeline stages)
         model_flops = float(be.all_reduce_sum(torch.tensor([flops.take()], dtype=torch.float64))[0])
-        values[tags.MFU] = mfu(model_flops * be.dp_size / be.world_size / elapsed, be.peak_flops(), be.world_size)
+        values[tags.MFU] = mfu(model_flops / elapsed, be.peak_flops(), be.world_size)
         for name, lr in be.learning_rates().items():
             values[tags.lr_tag(name)] = lr
         log.scalars(values, step)
