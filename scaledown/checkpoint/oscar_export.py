@@ -25,16 +25,22 @@ from scaledown.errors import CheckpointError
 def _check_exportable(model) -> None:
     cfg = model.config
     why = None
+    fix = "train it with that setting"
     if cfg.memory_norm:
         why = "memory_norm=True (the released format has no memory norm)"
+        fix = "train it with --memory_norm false"
     elif cfg.compressor_type == "modernbert":
         why = "a ModernBERT compressor (the released format holds N-layers or causal-LM compressors)"
+        fix = "train it with --compressor_type n_layers or causal_lm"
     elif cfg.lora_target_modules != "all-linear":
         why = f"lora_target_modules={cfg.lora_target_modules!r} (the reference puts LoRA on all linear layers)"
+        fix = "train it with --lora_target_modules all-linear"
     elif cfg.compressor_type == "causal_lm" and (cfg.compressor_projection or "mlp") != "mlp":
         why = f"compressor_projection={cfg.compressor_projection!r} (a causal-LM compressor needs the MLP)"
+        fix = "train it with --compressor_projection mlp"
     if why:
-        raise CheckpointError(f"cannot write the released OSCAR layout for this model: {why}.")
+        raise CheckpointError(f"cannot write the released OSCAR layout for this model: {why}. To export, {fix}; "
+                              f"the ScaleDown folder itself loads with ScaleDownModel.from_pretrained.")
 
 
 def _check_base_unchanged(model, generator_name: str) -> None:
@@ -47,7 +53,10 @@ def _check_base_unchanged(model, generator_name: str) -> None:
                and (k not in reference or reference[k].shape != v.shape
                     or not torch.equal(reference[k].to(v.dtype), v.detach().cpu()))]
     if changed:
-        if model.config.generator_warmup_ratio > 0:
+        if model.config.base_is_random and generator_name == model.config.generator_model_name:
+            fix = ("the base generator is an offline random model (the tiny preset's), rebuilt differently from its "
+                   "name: pass --generator_path with the base saved beside the model (its generator_base/ folder)")
+        elif model.config.generator_warmup_ratio > 0:
             fix = ("this model's base generator was trained (a generator warm-up, generator_warmup_ratio "
                    f"{model.config.generator_warmup_ratio}); train it again with --generator_warmup_ratio 0 to export it")
         else:

@@ -469,6 +469,20 @@ def test_export_names_base_models_as_asked_or_by_absolute_path(released, tmp_pat
                                                                           "meta-llama/Llama-3.2-1B-Instruct")
 
 
+def test_export_of_a_tiny_random_model_names_its_saved_base(tmp_path, capsys):
+    """An untrained tiny-preset model: its random base cannot be rebuilt from its name, so the export says to pass
+    the saved generator_base/ (before: "was trained (a generator warm-up)", wrong for a model never trained)."""
+    from scaledown import ScaleDownConfig, ScaleDownModel
+    from scaledown.cli.main import main
+    folder = tmp_path / "tiny"
+    ScaleDownModel(ScaleDownConfig(preset="tiny", memory_norm=False)).save_pretrained(str(folder))
+    assert main(["convert", "--from", "hf", "--to", "oscar", str(folder), str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "generator_base" in err and "warm-up" not in err and "Traceback" not in err, err
+    assert main(["convert", "--from", "hf", "--to", "oscar", str(folder), str(tmp_path / "b"), "--generator_path",
+                 str(folder / "generator_base")]) == 0, capsys.readouterr().err
+
+
 def test_base_model_paths_refused_without_released_folder(released, tmp_path, capsys):
     """The flags only mean something for a released folder: with a ScaleDown folder they are an error, not ignored."""
     from scaledown.checkpoint import convert
