@@ -15,7 +15,7 @@ from scaledown.errors import ConfigError
 from scaledown.presets import SYNTHETIC_TASK_FIELDS, TINY_COMPRESSORS, TINY_GENERATOR, is_tiny_model, preset_values
 
 COMPRESSOR_TYPES = ("n_layers", "modernbert", "causal_lm")
-DEVICE_TYPES = ("auto", "cpu", "gpu", "cuda", "trainium")
+DEVICE_TYPES = ("auto", "cpu", "gpu", "cuda", "trainium", "neuron")
 STAGES = ("finetune", "pretrain")
 DEFAULT_OUTPUT_DIR = "outputs/scaledown"   # train.py replaces it by outputs/<run name> (cli/train.py run_name)
 PRETRAIN_GENERATOR_MODES = ("frozen", "lora")
@@ -232,7 +232,8 @@ class ScaleDownConfig:
                                            "it can be reused with a fresh LoRA) or 'lora' (its LoRA adapters too, "
                                            "as COCOM does).",
                                            section="optim", resume="run")
-    device_type: str = _f("auto", "'auto' (GPU if present, else CPU), 'gpu', 'cpu' or 'trainium'.",
+    device_type: str = _f("auto", "'auto' (GPU if present, else CPU), 'gpu', 'cpu', 'trainium' (Trn1, NxD "
+                                  "backend) or 'neuron' (TorchNeuron on Trn2/Trn3, torch backend; untested on hardware).",
                                   section="parallel", resume="free")
     output_dir: str = _f(DEFAULT_OUTPUT_DIR, "Run folder: final/ (Hugging Face), checkpoints/, runs/ (TensorBoard). "
                                              "Unset on the command line: outputs/<run name> (the data file's name).",

@@ -66,6 +66,7 @@ def choose_backend(args: argparse.Namespace, explicit: Mapping[str, Any], allowe
     world, launcher = launcher_world(env)
     rules = (("deepspeed", getattr(args, "deepspeed", None) is not None, "--deepspeed"),
              ("neuron", explicit.get("device_type") == "trainium", "--device trainium"),
+             ("torch", explicit.get("device_type") == "neuron", "--device neuron"),
              ("neuron", getattr(args, "neuron_config", None) is not None, "--neuron_config"),
              ("deepspeed", world > 1, f"a multi-rank launcher ({launcher})"))
     for name, hit, why in rules:

@@ -108,6 +108,7 @@ def test_auto_precedence():
     assert pick(TRAIN_PY_BACKENDS, env=torchrun) == "local"
     assert pick(TRAIN_PY_BACKENDS, explicit={"device_type": "trainium"}) == "neuron"
     assert pick(("deepspeed",)) == "deepspeed" and pick(("neuron",), env=torchrun) == "neuron"
+    assert pick(explicit={"device_type": "neuron"}, env=torchrun) == "torch"   # TorchNeuron: the PyTorch-native backend
     with pytest.raises(ConfigError, match="scaledown train --backend neuron"):
         pick(("deepspeed",), backend="neuron")
 
@@ -126,6 +127,9 @@ def test_auto_precedence():
     ([TRN1, "--dry_run", "--neuron_config", "neuron_configs/tp8_pp4.json"], {},   # the tiny preset warms up
      "generator_warmup_ratio > 0 with --pipeline_parallel_size > 1"),
     ([TRN1, "--dry_run", "--tp", "8", "--sequence_parallel", "true"], {}, "--sequence_parallel is not supported by the NxD backend"),
+    # TorchNeuron (Trn2/Trn3) is a torch device: not installed here, named before anything loads
+    (["-m", "scaledown.cli.main", "train", "--device", "neuron"], {}, "--device neuron needs TorchNeuron"),
+    (["train.py", "--device", "neuron"], {}, "--device neuron (TorchNeuron, Trn2/Trn3) runs on the PyTorch-native"),
 ])
 def test_refusals_name_the_flag_before_anything_is_built(argv, extra_env, message, tmp_path, subprocess_env):
     out = tmp_path / "run"

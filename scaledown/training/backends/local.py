@@ -28,6 +28,9 @@ def resolve_device(device_type: str) -> torch.device:
             raise ConfigError(f"--device {device_type} was asked for but no GPU is visible to PyTorch "
                               f"(torch {torch.__version__}). Use --device cpu, or install a CUDA build of torch.")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if device_type == "neuron":
+        raise ConfigError("--device neuron (TorchNeuron, Trn2/Trn3) runs on the PyTorch-native backend: pass --backend "
+                          "torch and start it with torchrun. For Trn1 use --device trainium (NxD backend).")
     if device_type == "trainium":
         raise ConfigError("--device trainium runs on the NeuronX Distributed backend; start it on a Trn1 node "
                           "(launchers/train_trn1.py or slurm/train_trn1.sh).")

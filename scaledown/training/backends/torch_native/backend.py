@@ -22,7 +22,8 @@ from scaledown.training.backends.base import Backend, StepNorm, detached
 from scaledown.training.backends.torch_native import dcp_checkpoint
 from scaledown.training.backends.torch_native import tensor_parallel as tp_native
 from scaledown.training.backends.torch_native.clipping import clip_grad_norm
-from scaledown.training.backends.torch_native.mesh import (build_mesh, data_parallel_mesh, data_parallel_rank,
+from scaledown.training.backends.torch_native.mesh import (build_mesh, check_torch_neuron, data_parallel_mesh,
+                                                           data_parallel_rank,
                                                            init_process_group, local_device, mesh_shape)
 from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
 
@@ -49,7 +50,9 @@ class TorchBackend(Backend):
         import torch.distributed as dist
         from scaledown.training.backends.local import resolve_device
         self.config = config
-        device_type = resolve_device(config.device_type).type
+        device_type = "neuron" if config.device_type == "neuron" else resolve_device(config.device_type).type
+        if device_type == "neuron":
+            check_torch_neuron()
         init_process_group(device_type, timeout_s)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         if config.pipeline_parallel_size > 1:   # tied head, too many stages, warm-up: refused before the mesh
@@ -73,7 +76,7 @@ class TorchBackend(Backend):
             self.pipeline = pipe.PipelineParallel(config, self.mesh, self.device)
         if self.rank == 0:
             print(f"torch backend mesh: {self.shape.describe()}", flush=True)
-        bf16 = config.use_bf16 and (device_type == "cpu" or torch.cuda.is_bf16_supported())
+        bf16 = config.use_bf16 and (device_type in ("cpu", "neuron") or torch.cuda.is_bf16_supported())
         self.compute_dtype = torch.bfloat16 if bf16 else torch.float32
         self._model: Optional[ScaleDownModel] = None
         self.optimizer = None

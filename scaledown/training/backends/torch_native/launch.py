@@ -22,6 +22,9 @@ def check(run, env) -> None:
     from scaledown.training.backends.torch_native.mesh import mesh_shape
     from scaledown.training.backends.torch_native.tensor_parallel import check_before_build
     config = run.config
+    if config.device_type == "neuron":
+        from scaledown.training.backends.torch_native.mesh import check_torch_neuron
+        check_torch_neuron()
     check_before_build(config, lambda: model_description(config, run.init_from, **run.options))
     mesh_shape(int(env.get("WORLD_SIZE") or 1), config.data_parallel_replicate_size, config.tensor_parallel_size,
                config.pipeline_parallel_size)

@@ -82,7 +82,8 @@ def init_process_group(device_type: str, timeout_s: float) -> None:
         from scaledown.training.backends.distributed_env import free_port
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=os.environ.get("MASTER_PORT") or str(free_port()))
-    backend = "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
+    # host tensors (the loop's counts and flags) always over gloo; device tensors over the device's own backend
+    backend = {"cuda": "cpu:gloo,cuda:nccl", "neuron": "cpu:gloo,neuron:neuron"}.get(device_type, "gloo")
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
 
 
@@ -114,9 +115,23 @@ def data_parallel_rank(mesh, shape: MeshShape) -> int:
     return coordinate.get("dp_replicate", 0) * shape.shard + coordinate["dp_shard"]
 
 
+def check_torch_neuron() -> None:
+    """--device neuron needs TorchNeuron (torch-neuronx 2.13.3+, which registers torch.neuron and the "neuron" c10d
+    backend; Neuron SDK 2.33, Trn2/Trn3). Written against its documented API; not run on Neuron hardware."""
+    if not hasattr(torch, "neuron"):
+        raise ConfigError(f"--device neuron needs TorchNeuron (torch-neuronx 2.13.3 or later for torch "
+                          f"{torch.__version__.split('+')[0]}, Neuron SDK 2.33, on a Trn2 or Trn3 instance); "
+                          f"torch.neuron is not available here. Install it there, or use --device cpu / gpu (on Trn1: "
+                          f"--device trainium, the NxD backend).")
+
+
 def local_device(device_type: str) -> torch.device:
+    """This rank's device: cuda:LOCAL_RANK / neuron:LOCAL_RANK (one NeuronCore per rank, TorchNeuron) / cpu."""
+    index = int(os.environ.get("LOCAL_RANK", 0))
     if device_type == "cuda":
-        index = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
+    if device_type == "neuron":
+        torch.accelerator.set_device_index(index)   # device-generic API (TorchNeuron registers PrivateUse1 "neuron")
+        return torch.device("neuron", index)
     return torch.device("cpu")
