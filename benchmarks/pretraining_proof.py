@@ -90,7 +90,8 @@ def main() -> int:
     from scaledown.data.pretraining import load_pretraining_data
     from scaledown.data.synthetic import SyntheticSpec, generate_examples
     from scaledown.evaluation.answers import answer_accuracy
-    from scaledown.training import ScaleDownTrainer, checkpoint_dirs
+    from scaledown.checkpoint import folder_protocol as checkpoint_dirs
+    from scaledown.training import ScaleDownTrainer
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     root = args.output_dir or tempfile.mkdtemp(prefix="scaledown-pretraining-proof-")

@@ -113,7 +113,7 @@ def read_flat(state_dir: str, metadata) -> dict[str, Any]:
 
 def read_dcp(path: str, tag: Optional[str] = None, config_file: Optional[str] = None,
              trust_remote_code: bool = False) -> FullCheckpoint:
-    from scaledown.checkpoint.description import TRAINER_STATE_FILE, describe_checkpoint, read_json
+    from scaledown.checkpoint.description import describe_checkpoint, read_json
     from scaledown.checkpoint.safe_load import load_file
     checkpoint = find_tag(path, tag)
     description, _ = describe_checkpoint(checkpoint, config_file, "DCP", trust_remote_code)
@@ -138,7 +138,7 @@ def read_dcp(path: str, tag: Optional[str] = None, config_file: Optional[str] = 
         raise dirs.damaged(os.path.join(checkpoint, STATE_DIR, METADATA_FILE),
                            f"records only part of the Adam state of {incomplete[:3]}")
     ckpt = FullCheckpoint(description, weights, source=checkpoint,
-                          trainer_state=read_json(os.path.join(checkpoint, TRAINER_STATE_FILE)))
+                          trainer_state=dirs.state_if_any(checkpoint))
     ckpt.check_names(checkpoint)
     client = load_file(os.path.join(checkpoint, CLIENT_FILE)) if os.path.isfile(
         os.path.join(checkpoint, CLIENT_FILE)) else {}

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 from scaledown.atomic_files import atomic_path
+from scaledown.errors import DataError
 from scaledown.training import tags
 
 # Panels of the training-curve figure: (title, tags drawn in it)
