@@ -113,7 +113,7 @@ def read_flat(state_dir: str, metadata) -> dict[str, Any]:
 
 def read_dcp(path: str, tag: Optional[str] = None, config_file: Optional[str] = None,
              trust_remote_code: bool = False) -> FullCheckpoint:
-    from scaledown.checkpoint.description import describe_checkpoint, read_json
+    from scaledown.checkpoint.description import describe_checkpoint
     from scaledown.checkpoint.safe_load import load_file
     checkpoint = find_tag(path, tag)
     description, _ = describe_checkpoint(checkpoint, config_file, "DCP", trust_remote_code)

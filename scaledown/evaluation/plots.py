@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Sequence
 
 from scaledown.atomic_files import atomic_path
 from scaledown.errors import DataError
