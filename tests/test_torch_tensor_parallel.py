@@ -153,30 +153,34 @@ def test_the_launcher_with_tp_evaluates_and_generates_like_one_process(tmp_path,
         assert len(one) >= 1 and tp == pytest.approx(one, rel=1e-5, abs=1e-6), (tag, tp, one)
 
 
-def _train(env, tmp_path, *flags):
+def _train(capsys, tmp_path, *flags):
+    """`scaledown train --backend torch ...` in this process (the refusals come before torch.distributed starts)."""
+    from scaledown.cli.main import main
     out = tmp_path / "refused"
-    proc = subprocess.run([sys.executable, "-m", "scaledown.cli.main", "train", "--backend", "torch", "--preset", "tiny",
-                           "--max_steps", "2", "--batch_size", "4", "--eval_max_examples", "0", *flags,
-                           "--output_dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    code = main(["train", "--backend", "torch", "--preset", "tiny", "--max_steps", "2", "--batch_size", "4",
+                 "--eval_max_examples", "0", *flags, "--output_dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err[-3000:]
     assert not out.exists()   # refused before data, model or output folder
-    return " ".join(proc.stderr.split())
+    return " ".join(err.split())
 
 
-def test_what_dtensor_cannot_shard_is_refused_before_building(tmp_path, env):
+def test_what_dtensor_cannot_shard_is_refused_before_building(tmp_path, capsys, monkeypatch):
     from tests.model_zoo import build
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):   # one process, as a user starts it without torchrun
+        monkeypatch.delenv(name, raising=False)
     # the tiny generator has 8 heads and 2 key/value heads: --tp 4 would need NxD's KV replication
-    text = _train(env, tmp_path, "--tp", "4")
+    text = _train(capsys, tmp_path, "--tp", "4")
     assert re.search(r"--tp 4: the generator \(mistral, .*2 key/value heads.*Use --tp 1 / 2", text), text
     # Phi-3 fuses q/k/v and gate/up in one matrix each: no rule of the plan can cut them
     phi3 = build("phi3", str(tmp_path / "phi3"))
-    text = _train(env, tmp_path, "--tp", "2", "--generator_model_name", phi3, "--compressor_type", "n_layers")
+    text = _train(capsys, tmp_path, "--tp", "2", "--generator_model_name", phi3, "--compressor_type", "n_layers")
     assert re.search(r"--backend torch .*phi3.*qkv_proj.*--tp 1", text), text
     # ModernBERT's Wqkv / Wi are cut with a stride by the plan, which DTensor's styles do not do
-    text = _train(env, tmp_path, "--tp", "2", "--compressor_type", "modernbert")
+    text = _train(capsys, tmp_path, "--tp", "2", "--compressor_type", "modernbert")
     assert re.search(r"--tp 2: the compressor \(modernbert, .*Wqkv.*Use --tp 1", text), text
     # a --tp that fits the model but not the ranks launched (one process here)
-    text = _train(env, tmp_path, "--tp", "2")
+    text = _train(capsys, tmp_path, "--tp", "2")
     assert "tensor_parallel_size 2 must be at least 1 and divide the 1 ranks" in text, text
 
 
