@@ -268,7 +268,16 @@ class ScaleDownConfig:
                 setattr(self, key, value)
             self.preset_fields = frozenset(applied)
         self._resolve_compression()
+        self._absolute_model_paths()
         self.validate()
+
+    def _absolute_model_paths(self) -> None:
+        """A base model given as a relative local folder is recorded by its absolute path, so a saved model or run
+        loads from any working directory (hub ids and the tiny sentinel names stay as given)."""
+        for name in ("generator_model_name", "compressor_model_name", "tokenizer_name"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value and not os.path.isabs(value) and os.path.isdir(value):
+                setattr(self, name, os.path.abspath(value))
 
     def _resolve_compression(self) -> None:
         if self.num_memory_tokens is None and self.compression_rate is None:

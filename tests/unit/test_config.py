@@ -91,3 +91,17 @@ def test_preset_keeps_a_value_passed_equal_to_the_default():
     assert ScaleDownConfig(preset="tiny", num_compressor_layers=8).num_compressor_layers == 8
     assert ScaleDownConfig(preset="tiny").num_compressor_layers == ScaleDownConfig.from_preset("tiny").num_compressor_layers
     assert ScaleDownConfig.from_preset("tiny", num_compressor_layers=8).num_compressor_layers == 8
+
+
+def test_a_relative_model_folder_is_recorded_absolute(tmp_path, monkeypatch):
+    """Found by a fresh user: `--generator_model_name my/models/qwen3` was saved as that relative path, so the
+    final/ folder loaded only from the directory the run started in."""
+    from scaledown import ScaleDownConfig
+    (tmp_path / "my" / "gen").mkdir(parents=True)
+    (tmp_path / "my" / "comp").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = ScaleDownConfig(preset="tiny", generator_model_name="my/gen", compressor_type="causal_lm",
+                             compressor_model_name="my/comp")
+    assert config.generator_model_name == str(tmp_path / "my" / "gen")
+    assert config.compressor_model_name == str(tmp_path / "my" / "comp")
+    assert ScaleDownConfig(preset="tiny", generator_model_name="org/not-here").generator_model_name == "org/not-here"
