@@ -84,3 +84,46 @@ def test_meta_built_rotary_buffers_are_computed():
         if "inv_freq" in name:
             assert torch.equal(found[name], buffer), name
     assert any("inv_freq" in name for name in found)
+
+
+GEMMA_EMBEDDING_CHECK = """
+import sys, torch, torch.distributed as dist
+sys.path.insert(0, sys.argv[2])   # tests/: conftest's tiny_config and the model zoo
+from conftest import tiny_config
+from model_zoo import build
+from scaledown import ScaleDownModel
+from scaledown.parallel import ParallelPlan
+from scaledown.training.backends.neuron.parallelize import apply_plan
+model = ScaleDownModel(tiny_config(generator_model_name=build("gemma2", sys.argv[1]), compressor_type="n_layers",
+                                   num_compressor_layers=1, generator_warmup_ratio=0.0))
+ids = torch.tensor([[5, 9, 11, 40]])
+with torch.no_grad():
+    before = model.generator.get_input_embeddings()(ids)
+sys.path.insert(0, sys.argv[3])   # the NxD double, after transformers loaded Gemma (the double fakes torch_xla)
+from neuronx_distributed.parallel_layers import layers, parallel_state
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:" + sys.argv[4], rank=0, world_size=1)
+parallel_state.initialize_model_parallel(tensor_model_parallel_size=1)
+apply_plan(model, ParallelPlan.for_model(model, tp=1), layers, tp_rank=0)
+embedding = model.generator.get_input_embeddings()
+with torch.no_grad():
+    after = embedding(ids)
+print(type(embedding).__name__, float(before.abs().max()), float((after - before).abs().max()))
+"""
+
+
+def test_parallel_embedding_keeps_gemmas_scale(tmp_path, subprocess_env):
+    """Gemma scales its embeddings by sqrt(hidden) inside the embedding module; the NxD double's ParallelEmbedding
+    that the plan swaps in kept no scale (found by reading neuron/parallelize.py): the generator's first-layer input
+    must be the same before and after the swap. (A subprocess: the double's fake torch_xla must not leak.)"""
+    import os
+    import subprocess
+    import sys
+    from conftest import ROOT
+    from scaledown.training.backends.distributed_env import free_port
+    tests = os.path.join(ROOT, "tests")
+    proc = subprocess.run([sys.executable, "-c", GEMMA_EMBEDDING_CHECK, str(tmp_path / "gemma2"), tests,
+                           os.path.join(tests, "nxd_double"), str(free_port())], env=subprocess_env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name, largest, difference = proc.stdout.split()[-3:]
+    assert name == "ParallelEmbedding" and float(largest) > 0 and float(difference) < 1e-6, proc.stdout

@@ -31,6 +31,22 @@ def _parallel_module(spec, layers: ModuleType, dtype: torch.dtype, device: torch
     return cls(**kwargs, dtype=dtype, device=device, sequence_parallel_enabled=sequence_parallel)
 
 
+def keep_embed_scale(old: nn.Module, new: nn.Module) -> None:
+    """Gemma-2/3 multiply by sqrt(hidden) inside the embedding module (transformers 5's *ScaledWordEmbedding,
+    `scalar_embed_scale`): the parallel embedding that replaces one keeps the factor, cast to the weight's dtype as
+    the original's forward does. (NxD's ParallelEmbedding has no scale: without this an NxD Gemma run trains on
+    embeddings sqrt(hidden) too small.)"""
+    scale = getattr(old, "scalar_embed_scale", None)
+    if scale is None or float(scale) == 1.0:
+        return
+    factor = float(scale)
+
+    def scaled(module, args, output):
+        return output * torch.tensor(factor, dtype=module.weight.dtype, device=output.device)
+    new.register_forward_hook(scaled)
+    new.scalar_embed_scale = factor
+
+
 def apply_plan(model: nn.Module, plan: ParallelPlan, layers: ModuleType, tp_rank: int,
                sequence_parallel: bool = False) -> dict[str, int]:
     """Swap every planned module in `model` (in place); returns {module path: kv_shared_group_size > 1}.
@@ -46,6 +62,8 @@ def apply_plan(model: nn.Module, plan: ParallelPlan, layers: ModuleType, tp_rank
         weight = old.weight
         device = weight.device
         new = _parallel_module(spec, layers, weight.dtype, device, sequence_parallel)
+        if spec.parallel_class == "ParallelEmbedding":
+            keep_embed_scale(old, new)
         for pname, param in old.named_parameters(recurse=False):
             target = getattr(new, pname)
             if device.type != "meta":
