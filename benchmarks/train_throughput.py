@@ -63,6 +63,17 @@ def tokens_per_sec(times: list[float], tokens: list[int], skip: int) -> float:
     return (tokens[-1] - tokens[skip]) / (times[-1] - times[skip])
 
 
+def logged_tokens_per_sec(run_dir: str, skip: int) -> float:
+    """Tokens/s a run logged (perf/tokens_per_sec weighted by perf/step_seconds), its first `skip` steps left out."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(os.path.join(run_dir, "runs"), size_guidance={"scalars": 0})
+    acc.Reload()
+    rate = {e.step: e.value for e in acc.Scalars("perf/tokens_per_sec")}
+    seconds = {e.step: e.value for e in acc.Scalars("perf/step_seconds")}
+    steps = sorted(rate)[skip:]
+    return sum(rate[s] * seconds[s] for s in steps) / sum(seconds[s] for s in steps)
+
+
 # ---- (a) ours: the real entry point, figures read back from its TensorBoard events -------------------
 def run_ours(workdir: str, flags: list[str], ranks: int, skip: int, env: dict) -> float:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -78,12 +89,7 @@ def run_ours(workdir: str, flags: list[str], ranks: int, skip: int, env: dict) -
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         raise SystemExit(f"our run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    acc = EventAccumulator(os.path.join(out, "runs"), size_guidance={"scalars": 0})
-    acc.Reload()
-    rate = {e.step: e.value for e in acc.Scalars("perf/tokens_per_sec")}
-    seconds = {e.step: e.value for e in acc.Scalars("perf/step_seconds")}
-    steps = sorted(rate)[skip:]
-    return sum(rate[s] * seconds[s] for s in steps) / sum(seconds[s] for s in steps)
+    return logged_tokens_per_sec(out, skip)
 
 
 # ---- (c) our two multi-rank engines, torch (FSDP2) vs DeepSpeed ZeRO-3, both under torchrun -------------
@@ -92,7 +98,6 @@ HELD = re.compile(r"parameter elements held by this rank: ([\d,]+) of ([\d,]+)")
 
 def run_engine(engine: str, workdir: str, flags: list[str], ranks: int, skip: int, env: dict) -> tuple[float, str]:
     """(tokens/s, rank 0's 'held' figure) of one run of launchers/train_torch.py or launchers/train_gpu.py."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     out = tempfile.mkdtemp(prefix=f"{engine}-", dir=workdir)
     args = [*flags, "--logging_steps", "1", "--save_steps", "0", "--num_eval_examples", "1", "--eval_max_examples",
             "0", "--output_dir", out]
@@ -104,15 +109,10 @@ def run_engine(engine: str, workdir: str, flags: list[str], ranks: int, skip: in
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         raise SystemExit(f"the {engine} run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    acc = EventAccumulator(os.path.join(out, "runs"), size_guidance={"scalars": 0})
-    acc.Reload()
-    rate = {e.step: e.value for e in acc.Scalars("perf/tokens_per_sec")}
-    seconds = {e.step: e.value for e in acc.Scalars("perf/step_seconds")}
-    steps = sorted(rate)[skip:]
     held = HELD.search(proc.stdout + proc.stderr)
     share = (f"{held.group(1)} of {held.group(2)} "
              f"({int(held.group(1).replace(',', '')) / int(held.group(2).replace(',', '')):.1%})" if held else "?")
-    return sum(rate[s] * seconds[s] for s in steps) / sum(seconds[s] for s in steps), share
+    return logged_tokens_per_sec(out, skip), share
 
 
 def torch_vs_deepspeed(args, workdir: str, flags: list[str], env: dict) -> None:
