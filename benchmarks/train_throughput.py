@@ -76,7 +76,6 @@ def logged_tokens_per_sec(run_dir: str, skip: int) -> float:
 
 # ---- (a) ours: the real entry point, figures read back from its TensorBoard events -------------------
 def run_ours(workdir: str, flags: list[str], ranks: int, skip: int, env: dict) -> float:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     out = tempfile.mkdtemp(prefix="ours-", dir=workdir)
     args = ["--deepspeed", ZERO3, *flags, "--logging_steps", "1", "--save_steps", "0", "--num_eval_examples", "1",
             "--eval_max_examples", "0", "--output_dir", out]
