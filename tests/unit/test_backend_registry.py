@@ -175,3 +175,9 @@ def test_a_backend_defined_outside_scaledown_trains_through_scaledown_train(tmp_
         resolve_run(["--backend", "tests.toy_backend:ToyBackend", *flags], "train.py", TRAIN_PY_BACKENDS, env={})
     helptext = cli(["-m", "scaledown.cli.main", "train", "--help"], env).stdout
     assert "package.module:Class" in helptext and "name only code you trust" in " ".join(helptext.split())
+
+
+def test_default_config_files_are_the_shipped_ones():
+    # a module moved one folder deeper once pointed the ZeRO-3 default at scaledown/ds_configs/ (no such file)
+    from scaledown.training.backends.deepspeed.launch import DEFAULT_DS_CONFIG
+    assert os.path.samefile(DEFAULT_DS_CONFIG, os.path.join(ROOT, "ds_configs", "zero3.json"))

@@ -102,7 +102,8 @@ def test_layout_errors_name_the_file_and_key(tmp_path):
     bad.write_text('{"tensor_parallel_size": 8, "procs": 4}')
     with pytest.raises(ConfigError, match=r"bad.json: unknown key\(s\) procs"):
         NeuronLayout.from_file(str(bad))
-    with pytest.raises(ConfigError, match="does not exist.*tp8_pp1.json"):
+    shipped = ", ".join(sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "neuron_configs", "*.json"))))
+    with pytest.raises(ConfigError, match=f"does not exist.*shipped: {shipped}"):
         NeuronLayout.from_file(str(tmp_path / "missing.json"))
 
 

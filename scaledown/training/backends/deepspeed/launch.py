@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-DEFAULT_DS_CONFIG = os.path.join(REPO, "ds_configs", "zero3.json")
+from scaledown.repo_files import REPO_DIR, repo_path
+
+DEFAULT_DS_CONFIG = repo_path("ds_configs", "zero3.json")
 LAUNCHER = "launchers/train_gpu.py"
 DESCRIPTION = ("Train ScaleDown with DeepSpeed ZeRO on GPUs (or CPUs, gloo). Launch with `deepspeed`, `torchrun "
                "--nproc_per_node N`, `mpirun -np N`, `sbatch slurm/train_gpu.sh`, or plain `python` for one rank. "
@@ -18,7 +19,7 @@ def add_deepspeed_flags(parser) -> None:
     group.add_argument("--deepspeed", metavar="PATH", default=None,
                        help="DeepSpeed JSON config (ds_configs/zero3.json, zero3_offload.json, zero2.json). Batch "
                             "keys, gradient_clipping and bf16/fp16 come from the flags; \"auto\" is resolved. "
-                            f"Default: {os.path.relpath(DEFAULT_DS_CONFIG, REPO)}.")
+                            f"Default: {os.path.relpath(DEFAULT_DS_CONFIG, REPO_DIR)}.")
     group.add_argument("--local_rank", "--local-rank", type=int, default=None,
                        help="Set by the deepspeed launcher; the rank's device comes from LOCAL_RANK.")
     group.add_argument("--dist_timeout", "--dist-timeout", type=float, default=1800.0, metavar="SECONDS",

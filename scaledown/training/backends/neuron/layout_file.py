@@ -38,8 +38,8 @@ class NeuronLayout:
     @classmethod
     def from_file(cls, path: str) -> "NeuronLayout":
         if not os.path.isfile(path):
-            here = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "neuron_configs")
+            from scaledown.repo_files import repo_path
+            here = repo_path("neuron_configs")
             shipped = sorted(f for f in os.listdir(here) if f.endswith(".json")) if os.path.isdir(here) else []
             raise ConfigError(f"--neuron_config {path} does not exist. Pass a layout JSON such as "
                               f"neuron_configs/{shipped[0] if shipped else 'tp8_pp1.json'}"

@@ -16,7 +16,8 @@ def build_torch(config, run):
 
 def check(run, env) -> None:
     """The mesh and tensor-parallel refusals for the world the launcher started, before any data or model is built:
-    first what the model cannot shard at --tp (read from a meta skeleton: no weights), then the mesh factors."""
+    first what the model cannot shard at --tp or split into --pp stages (read from a meta skeleton: no weights),
+    then the mesh factors."""
     # the architecture a run builds (--init_from folders included): the NxD launch side's one function
     from scaledown.training.backends.neuron.launch import model_description
     from scaledown.training.backends.torch_native.mesh import mesh_shape
@@ -26,5 +27,8 @@ def check(run, env) -> None:
         from scaledown.training.backends.torch_native.mesh import check_torch_neuron
         check_torch_neuron()
     check_before_build(config, lambda: model_description(config, run.init_from, **run.options))
+    if config.pipeline_parallel_size > 1:
+        from scaledown.training.backends.torch_native.pipeline_schedule import check_pipeline_config
+        check_pipeline_config(config)
     mesh_shape(int(env.get("WORLD_SIZE") or 1), config.data_parallel_replicate_size, config.tensor_parallel_size,
                config.pipeline_parallel_size)
