@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from test_torch_backend import COMMON, logged_losses, one_process, torchrun
+from test_torch_backend import logged_losses, one_process, torchrun
 from scaledown.errors import ConfigError
 from scaledown.training.backends.torch_native.mesh import mesh_shape
 

@@ -1,7 +1,6 @@
 # `scaledown convert --from oscar` / `--to oscar`: released OSCAR folders <-> ScaleDown (hf) folders.
 from __future__ import annotations
 
-import os
 from typing import Callable, Optional
 
 from scaledown.errors import ConfigError

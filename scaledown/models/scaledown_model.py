@@ -16,7 +16,6 @@ from scaledown.models.compressor_builders import (build_compressor, copy_generat
 from scaledown.models.generator import base_causal_lm, base_parameters, build_generator, lora_parameters, splice_memory
 from scaledown.models.oscar_prompt import make_input_builder
 from scaledown.models.api_checks import check_api_inputs, check_generation_kwargs, check_vocabulary
-from scaledown.models.inputs import InputBuilder
 from scaledown.models.sharded_weights import full_weights
 
 

@@ -15,8 +15,6 @@ import os
 import shutil
 from typing import Any
 
-import torch
-
 from scaledown.checkpoint import folder_protocol as ckpt
 from scaledown.checkpoint.dcp_format import CLIENT_FILE, STATE_DIR  # the format's definition (offline reader/writer)
 

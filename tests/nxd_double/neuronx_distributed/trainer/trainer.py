@@ -1,10 +1,8 @@
 # TEST DOUBLE of neuronx_distributed.trainer.trainer (+ NxDModel, NxDOptimizer): NxD 0.17 signatures, eager on CPU.
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from functools import partial
-from typing import Optional
 
 import torch
 import torch.distributed as dist
