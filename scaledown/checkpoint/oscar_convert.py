@@ -34,7 +34,7 @@ def convert_oscar(src_format: str, dst_format: str, src: str, dst: str, generato
     from scaledown.models import ScaleDownModel
     log = log or (lambda message: None)
     if src_format == "oscar":
-        from scaledown.checkpoint.oscar_format import is_released_folder, load_released
+        from scaledown.models.oscar_format import is_released_folder, load_released
         if not is_released_folder(src):
             raise CheckpointError(f"{src} is not a released OSCAR folder: it needs a config.json with the COCOMConfig "
                                   f"fields (model_type COCOM, decoder_model_name, compr_rate, ...).")

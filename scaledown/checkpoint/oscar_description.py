@@ -12,9 +12,9 @@ def released_description(folder: str, config, generator_path: Optional[str] = No
     folder's, cli/training_run.init_architecture), the base HF configs with the vocabularies grown by the added
     tokens (generator: <MEM..>, <AE>, <ENC>, <SEP>; compressor backbone: <MEM0>..), and those grown tokenizers.
     Raises CheckpointError / ConfigError as read_released_config and check_base_models do."""
-    from scaledown.checkpoint.oscar_files import TRIMMED
-    from scaledown.checkpoint.oscar_format import read_released_config, released_tokenizers
-    from scaledown.checkpoint.oscar_paths import check_base_models
+    from scaledown.models.oscar_files import TRIMMED
+    from scaledown.models.oscar_format import read_released_config, released_tokenizers
+    from scaledown.models.oscar_paths import check_base_models
     from scaledown.models import loading
     from scaledown.models.compressor_builders import truncated_config
     cfg = read_released_config(folder)

@@ -1,6 +1,6 @@
 # Write a ScaleDownModel in NAVER's released OSCAR layout (what the COCOM remote code and BERGEN load).
 """`write_released(model, dst)` writes config.json, adapters.pth, decoder_first_last_layers.pth and
-compressor/{compressor,mlp}.pth as the reference's COCOM.save_pretrained does (checkpoint/oscar_format.py).
+compressor/{compressor,mlp}.pth as the reference's COCOM.save_pretrained does (models/oscar_format.py).
 
 What fits: an N-layers compressor (as 'mistral_trimmed', with or without an MLP) or a separate causal-LM
 compressor with an MLP; a LoRA generator on all linear layers whose base weights are those of its hub/base

@@ -98,7 +98,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--init_from", "--init-from", help="Start from a saved ScaleDown model folder "
                      "(e.g. a pretraining run's OUTPUT_DIR/final) or a released OSCAR folder (naver/oscar-* layout; "
                      "its base models by hub id, or from --generator_path / --compressor_path).")
-    from scaledown.checkpoint.oscar_paths import add_base_model_flags
+    from scaledown.cli.oscar_base_flags import add_base_model_flags
     add_base_model_flags(run)
     run.add_argument("--init_compressor_from", "--init-compressor-from", metavar="DIR",
                      help="Take only the compressor of a saved model folder (e.g. a pretraining run's OUTPUT_DIR/final) "

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Optional, Sequence
 
-from scaledown.checkpoint.oscar_paths import add_base_model_flags, base_paths, check_flags_apply
+from scaledown.cli.oscar_base_flags import add_base_model_flags, base_paths, check_flags_apply
 from scaledown.cli.args import FriendlyParser
 from scaledown.errors import ConfigError
 

@@ -7,7 +7,7 @@ import warnings
 from typing import Optional, Sequence
 
 from scaledown.checkpoint.convert import FORMATS, convert
-from scaledown.checkpoint.oscar_paths import add_base_model_flags
+from scaledown.cli.oscar_base_flags import add_base_model_flags
 
 
 def _description() -> str:

@@ -6,7 +6,7 @@ import os
 from typing import Optional, Sequence
 
 from scaledown.atomic_files import write_text
-from scaledown.checkpoint.oscar_paths import add_base_model_flags, base_paths, check_flags_apply
+from scaledown.cli.oscar_base_flags import add_base_model_flags, base_paths, check_flags_apply
 from scaledown.cli.args import FriendlyParser
 from scaledown.errors import ConfigError, DataError
 
@@ -93,7 +93,7 @@ def collect_datasets(args) -> list[tuple[str, str, list[dict]]]:
 def _saved_config(model_dir: str, trust_remote_code: bool = False, args=None):
     """A model's ScaleDownConfig without loading weights (ScaleDown folder or released OSCAR folder: its base
     models resolved now, with --generator_path / --compressor_path, so a missing one fails before any work)."""
-    from scaledown.checkpoint.oscar_format import is_released_folder, released_config
+    from scaledown.models.oscar_format import is_released_folder, released_config
     from scaledown.models.serialization import read_saved_config
     if is_released_folder(model_dir):
         return released_config(model_dir, **base_paths(model_dir, args), check=True)
@@ -111,7 +111,7 @@ def model_labels(paths: Sequence[str]) -> list[str]:
 def _document_tokenizer(model_dir: str, config):
     """The tokenizer that counts document tokens (the compressor's), read from the saved model folder."""
     from transformers import AutoTokenizer
-    from scaledown.checkpoint.oscar_format import is_released_folder
+    from scaledown.models.oscar_format import is_released_folder
     from scaledown.models.serialization import resolve_model_dir
     if is_released_folder(model_dir):
         from scaledown.models import loading

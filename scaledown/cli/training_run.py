@@ -72,7 +72,7 @@ def train_config(args):
 
     if args.resume_from is not None and args.overwrite_output_dir:
         raise ConfigError("--resume_from continues a run and --overwrite_output_dir starts one over; pass one of them.")
-    from scaledown.checkpoint.oscar_paths import check_flags_apply
+    from scaledown.cli.oscar_base_flags import check_flags_apply
     check_flags_apply([args.init_from], args, "--init_from")
     if args.allow_changed_settings and args.resume_from is None:
         raise ConfigError("--allow_changed_settings only applies with --resume_from (it lets a resumed run change "
@@ -146,7 +146,7 @@ def _warmup_discards_compressor(folder: str) -> bool:
     """Whether a generator warm-up would throw away the compressor of --init_from `folder`: a released OSCAR folder
     (its generator is trained; an N-layers compressor would be recopied) or a ScaleDown folder with an N-layers
     compressor (trainer._enter recopies the generator's first layers after the warm-up)."""
-    from scaledown.checkpoint.oscar_format import is_released_folder
+    from scaledown.models.oscar_format import is_released_folder
     if is_released_folder(folder):
         return True
     try:
@@ -162,7 +162,7 @@ def init_architecture(args) -> dict:
     base models are resolved now (--generator_path / --compressor_path, else its hub ids), before any data or weights
     load; enable_reranking stays the run's (a released model has no head: a fresh one is added). {} for any other
     folder (a ScaleDown folder keeps its own settings in from_pretrained; NxD describes it from the folder)."""
-    from scaledown.checkpoint.oscar_format import is_released_folder, released_config
+    from scaledown.models.oscar_format import is_released_folder, released_config
     from scaledown.cli.args import explicit_settings
     from scaledown.config import MODEL_FIELDS
     if not is_released_folder(args.init_from):
@@ -231,7 +231,7 @@ def run_training(config, args, backend_factory: Callable, prog: str = "train.py"
     backend = backend_factory(config)
     train, evaluation = load_datasets(config, args, backend.is_main)
     if args.init_from:
-        from scaledown.checkpoint.oscar_paths import base_paths
+        from scaledown.cli.oscar_base_flags import base_paths
         overrides = {**_init_overrides(config, args.init_from), **base_paths(args.init_from, args)}
         model = backend.build_model(lambda: ScaleDownModel.from_pretrained(args.init_from, **overrides).train())   # from_pretrained gives eval mode
     elif args.init_compressor_from:
@@ -278,7 +278,7 @@ def _init_flags(args) -> list[str]:
 def _init_overrides(config, init_from: str = "") -> dict:
     """Training settings of this run override what the saved model folder recorded. A released OSCAR folder has
     no reranking head: this run's enable_reranking decides whether a fresh one is added."""
-    from scaledown.checkpoint.oscar_format import is_released_folder
+    from scaledown.models.oscar_format import is_released_folder
     from scaledown.config import MODEL_FIELDS
     released = {"enable_reranking"} if init_from and is_released_folder(init_from) else set()
     return {k: v for k, v in config.to_dict().items() if (k not in MODEL_FIELDS or k in released) and k != "preset"}

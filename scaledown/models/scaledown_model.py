@@ -365,8 +365,8 @@ class ScaleDownModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str, **config_overrides: Any) -> "ScaleDownModel":
         """A ScaleDown folder, or a folder in NAVER's released OSCAR layout (read natively, no remote code:
-        checkpoint/oscar_format.py; its base models by the names in its config.json)."""
-        from scaledown.checkpoint.oscar_format import is_released_folder, load_released
+        models/oscar_format.py; its base models by the names in its config.json)."""
+        from scaledown.models.oscar_format import is_released_folder, load_released
         if is_released_folder(directory):
             return load_released(cls, directory, **config_overrides).eval()
         from scaledown.models.serialization import load_pretrained

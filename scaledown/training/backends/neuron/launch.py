@@ -65,7 +65,7 @@ def model_description(config, init_from=None, generator_path=None, compressor_pa
     saved: vocabularies grown by added tokens, its tokenizers), else the config's (NxD checkpoints hold no
     tokenizer: they load onto the config's model)."""
     from scaledown.checkpoint.description import ModelDescription
-    from scaledown.checkpoint.oscar_format import is_released_folder
+    from scaledown.models.oscar_format import is_released_folder
     from scaledown.models.serialization import CONFIG_FILE
     folder = init_from
     if folder and is_released_folder(folder):

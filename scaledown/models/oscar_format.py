@@ -22,7 +22,7 @@ import torch
 
 from scaledown.errors import CheckpointError
 
-from scaledown.checkpoint.oscar_files import (ADAPTERS, COMPRESSOR, FIRST_LAST, MLP, TRIMMED, TRIMMED_PREFIX,  # noqa: F401
+from scaledown.models.oscar_files import (ADAPTERS, COMPRESSOR, FIRST_LAST, MLP, TRIMMED, TRIMMED_PREFIX,  # noqa: F401
                                               is_released_folder)
 
 
@@ -166,7 +166,7 @@ class ReleasedOscar:
         for name in (ADAPTERS, FIRST_LAST, COMPRESSOR) + ((MLP,) if self.use_mlp else ()):
             if not os.path.isfile(os.path.join(folder, name)):
                 load_pth(folder, name)   # raises the missing-file message
-        from scaledown.checkpoint.oscar_paths import check_base_models
+        from scaledown.models.oscar_paths import check_base_models
         self.generator_name, self.compressor_name = check_base_models(folder, cfg, generator_path, compressor_path)
         self.tokenizer, base_vocab, n_added, self.compressor_tokenizer, comp_base_vocab = released_tokenizers(
             cfg, self.generator_name, self.compressor_name)
@@ -263,7 +263,7 @@ def released_config(folder: str, generator_path: Optional[str] = None, compresso
     --generator_path / --compressor_path when one cannot be loaded) and check every file's tensor shapes against
     config.json (CheckpointError naming the file and field; the .pth files are memory-mapped, not read whole), so
     a command stops before any data or model work."""
-    from scaledown.checkpoint.oscar_paths import base_names
+    from scaledown.models.oscar_paths import base_names
     from scaledown.config import ScaleDownConfig
     cfg = read_released_config(folder)
     if check:
@@ -282,6 +282,6 @@ def load_released(cls, folder: str, generator_path: Optional[str] = None, compre
     dtype: of every weight (default float32; the reference computes in bfloat16). `overrides`: ScaleDownConfig
     fields; enable_reranking=True adds a fresh RR token and head (the released models have none).
     """
-    from scaledown.checkpoint.oscar_build import build_released_model
+    from scaledown.models.oscar_build import build_released_model
     released = ReleasedOscar(folder, generator_path, compressor_path)
     return build_released_model(cls, released, dtype or torch.float32, overrides)

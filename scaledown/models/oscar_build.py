@@ -1,4 +1,4 @@
-# Build a ScaleDownModel from a checked released OSCAR folder (checkpoint/oscar_format.ReleasedOscar).
+# Build a ScaleDownModel from a checked released OSCAR folder (models/oscar_format.ReleasedOscar).
 """Where each released tensor goes:
 
     decoder_first_last_layers.pth  -> the generator's embedding and LM head, resized to the grown tokenizer
@@ -34,7 +34,7 @@ def _strict_load(module: torch.nn.Module, state: dict, path: str, what: str) -> 
 def _generator(released, config, dtype: torch.dtype):
     import os
     from peft import set_peft_model_state_dict
-    from scaledown.checkpoint.oscar_files import ADAPTERS, FIRST_LAST
+    from scaledown.models.oscar_files import ADAPTERS, FIRST_LAST
     from scaledown.models import loading
     from scaledown.models.generator import build_generator
     base = loading.load_causal_lm(released.generator_name, dtype=dtype)
@@ -63,7 +63,7 @@ def _backbone(released, dtype: torch.dtype):
     """The compressor backbone from compressor.pth (vocabulary as saved, memory rows included) and its memory rows."""
     import os
     from transformers import AutoModel
-    from scaledown.checkpoint.oscar_files import COMPRESSOR, TRIMMED_PREFIX
+    from scaledown.models.oscar_files import COMPRESSOR, TRIMMED_PREFIX
     from scaledown.models.compressor_builders import nlayers_backbone_empty
     path = os.path.join(released.folder, COMPRESSOR)
     if released.trimmed:
