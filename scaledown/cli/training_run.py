@@ -119,13 +119,25 @@ def _new_run_config(args):
         base = init_architecture(args) or None
     real_data = bool(args.train_data or args.pretrain_data)
     builtin = not real_data and explicit_settings(args).get("stage", "finetune") != "pretrain"
-    config = config_from_args(args, default_preset=None if real_data else "tiny", base=base, user_data=real_data,
-                              unless_flagged={"shuffle_data": False} if builtin else None)   # the curriculum's order
+    unless_flagged = {"shuffle_data": False} if builtin else {}   # the built-in curriculum's order
+
+    def settle(decided):   # the config is built whole with what was decided, never patched once validated
+        return config_from_args(args, default_preset=None if real_data else "tiny", base=base, user_data=real_data,
+                                unless_flagged={**unless_flagged, **decided})
+
+    config, decided = settle({}), {}
     defaulted = [k for k in SYNTHETIC_TASK_FIELDS if k not in explicit_settings(args)]  # not the user's own values
     if real_data and config.preset and defaulted:
         logger.warning("preset %s with your own data: %s keep their defaults (the preset's values belong to its "
                        "built-in synthetic task); set them with flags if you want others.", config.preset,
                        ", ".join(f"{k}={getattr(config, k)}" for k in defaulted))
+    if args.train_data and config.enable_reranking and "enable_reranking" in config.preset_fields:
+        from scaledown.data.reranking_check import has_reranking_scores
+        if not has_reranking_scores(args.train_data):   # the preset's reranking would have nothing to learn from
+            decided["enable_reranking"] = False
+            logger.warning("%s: no row has reranking_scores, so reranking (turned on by preset %s) is off for this "
+                           "run. Add reranking_scores to the rows to train the reranking head.", args.train_data,
+                           config.preset)
     if args.init_from and config.generator_warmup_ratio > 0 and _warmup_discards_compressor(args.init_from):
         from scaledown.errors import ConfigError
         if "generator_warmup_ratio" in explicit_settings(args):
@@ -134,12 +146,12 @@ def _new_run_config(args):
                               f"generator's layers, which would discard the trained compressor loaded from that "
                               f"folder (and a released model's generator is already trained for RAG). Pass "
                               f"--generator_warmup_ratio 0.")
-        config.generator_warmup_ratio = 0.0   # the preset's warm-up is for random generators, not a trained model
+        decided["generator_warmup_ratio"] = 0.0   # the preset's warm-up is for random generators, not a trained one
         logger.warning("--init_from %s: no generator warm-up (the %s preset's would restart the trained compressor "
                        "from the generator's layers).", args.init_from, config.preset)
     if config.output_dir == DEFAULT_OUTPUT_DIR:   # not chosen: one folder per run name, never ./checkpoints/checkpoints
-        config.output_dir = os.path.join("outputs", run_name(config.stage, config.preset, args))
-    return config
+        decided["output_dir"] = os.path.join("outputs", run_name(config.stage, config.preset, args))
+    return settle(decided) if decided else config
 
 
 def _warmup_discards_compressor(folder: str) -> bool:

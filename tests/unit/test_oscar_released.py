@@ -569,3 +569,21 @@ def test_run_from_released_folder_resumes_with_its_init_from(released, tmp_path,
     assert main(["train", "--resume_from", "auto", "--init_from", released["oscar-nlayers"], "--max_steps", "2",
                        "--allow_changed_settings", "--output_dir", str(out)]) == 0
     assert (out / "checkpoints" / "step_0000002").is_dir()
+
+
+def test_init_from_a_released_folder_settles_the_warm_up_before_validation(released, tmp_path, caplog):
+    """The tiny preset's generator warm-up would recopy the released compressor: it is off in the config as built
+    (not patched after validation), with a note; asked for by flag it is refused by name."""
+    import logging
+    from scaledown.cli.args import build_parser
+    from scaledown.cli.training_run import train_config
+    from scaledown.errors import ConfigError
+    parse = build_parser("train.py", "").parse_args
+    with caplog.at_level(logging.WARNING):
+        config = train_config(parse(["--init_from", released["oscar-nlayers"], "--output_dir", str(tmp_path / "r")]))
+    assert config.preset == "tiny" and config.generator_warmup_ratio == 0.0
+    assert "generator_warmup_ratio" not in config.preset_fields
+    assert any("no generator warm-up" in r.getMessage() for r in caplog.records)
+    assert config.to_dict() == type(config).from_dict(config.to_dict()).to_dict()   # a whole, valid config
+    with pytest.raises(ConfigError, match="--generator_warmup_ratio 0.5 with --init_from .*Pass --generator_warmup_ratio 0"):
+        train_config(parse(["--init_from", released["oscar-nlayers"], "--generator_warmup_ratio", "0.5"]))

@@ -39,12 +39,13 @@ def test_preset_schedule_and_synthetic_lengths_stay_out_of_user_runs(tmp_path):
 def test_reranking_without_scores_off_with_note_when_only_the_preset_asked(tmp_path, caplog):
     from scaledown.cli.train import load_datasets, train_config
     args = _args("--preset", "tiny", "--train_data", _data(tmp_path))
-    config = train_config(args)
-    assert config.enable_reranking
     with caplog.at_level(logging.WARNING):
-        load_datasets(config, args)
-    assert not config.enable_reranking
+        config = train_config(args)   # decided with the other settings: the validated config is never patched
+    assert not config.enable_reranking and "enable_reranking" not in config.preset_fields
     assert any("no row has reranking_scores" in r.getMessage() for r in caplog.records)
+    before = config.to_dict()
+    load_datasets(config, args)
+    assert config.to_dict() == before
     for flag in (["--enable_reranking"], ["--enable_reranking", "true"]):
         args = _args("--preset", "tiny", "--train_data", _data(tmp_path), *flag)
         with pytest.raises(DataError, match="enable_reranking is on but no row of .*mine.jsonl.*reranking_scores"):
