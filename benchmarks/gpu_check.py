@@ -304,10 +304,8 @@ def train_args(folder: str, out: str, device: str, steps: int, logging_steps: in
 
 
 def tb_scalars(run_dir: str, tag: str) -> dict[int, float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    acc = EventAccumulator(os.path.join(run_dir, "runs"), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {e.step: e.value for e in acc.Scalars(tag)} if tag in acc.Tags()["scalars"] else {}
+    from scaledown.evaluation.tb_logs import run_scalars
+    return run_scalars(os.path.join(run_dir, "runs")).get(tag, {})
 
 
 def train_one_process(part: Part, folder: str, work: str, device: str, shape: dict, peak: float | None) -> None:

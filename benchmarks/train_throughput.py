@@ -65,11 +65,9 @@ def tokens_per_sec(times: list[float], tokens: list[int], skip: int) -> float:
 
 def logged_tokens_per_sec(run_dir: str, skip: int) -> float:
     """Tokens/s a run logged (perf/tokens_per_sec weighted by perf/step_seconds), its first `skip` steps left out."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    acc = EventAccumulator(os.path.join(run_dir, "runs"), size_guidance={"scalars": 0})
-    acc.Reload()
-    rate = {e.step: e.value for e in acc.Scalars("perf/tokens_per_sec")}
-    seconds = {e.step: e.value for e in acc.Scalars("perf/step_seconds")}
+    from scaledown.evaluation.tb_logs import run_scalars
+    scalars = run_scalars(run_dir)
+    rate, seconds = scalars["perf/tokens_per_sec"], scalars["perf/step_seconds"]
     steps = sorted(rate)[skip:]
     return sum(rate[s] * seconds[s] for s in steps) / sum(seconds[s] for s in steps)
 

@@ -1,4 +1,5 @@
-# Read scalar curves back from TensorBoard event files (OUTPUT_DIR/runs), for plots and comparisons.
+# Read scalar curves back from TensorBoard event files (OUTPUT_DIR/runs): the one reader behind plots,
+# compare-runs, the benchmarks and the tests.
 from __future__ import annotations
 
 import os
@@ -34,3 +35,10 @@ def read_scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
             for event in acc.Scalars(tag):
                 points[int(event.step)] = float(event.value)
     return {tag: sorted(points.items()) for tag, points in curves.items()}
+
+
+def run_scalars(run: str) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} of a training run: every event file under RUN/runs (or under RUN itself when it has no
+    runs/ folder). Raises DataError when there are none."""
+    root = os.path.join(run, "runs") if os.path.isdir(os.path.join(run, "runs")) else run
+    return {tag: dict(points) for tag, points in read_scalars(root).items()}

@@ -6,27 +6,10 @@ runs logged, take the steps both have from --start_step on; a step agrees when |
 """
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 from scaledown.errors import ConfigError
-
-
-def read_scalars(run: str) -> dict[str, dict[int, float]]:
-    """{tag: {step: value}} from every event file under RUN/runs (or RUN); a later write of a step wins."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    root = os.path.join(run, "runs") if os.path.isdir(os.path.join(run, "runs")) else run
-    folders = sorted({d for d, _, files in os.walk(root) if any(".tfevents." in f for f in files)})
-    if not folders:
-        raise ConfigError(f"{run} holds no TensorBoard event files (looked in {root}). Pass a run's --output_dir.")
-    scalars: dict[str, dict[int, float]] = {}
-    for folder in folders:
-        events = EventAccumulator(folder, size_guidance={"scalars": 0})
-        events.Reload()
-        for tag in events.Tags()["scalars"]:
-            for event in events.Scalars(tag):
-                scalars.setdefault(tag, {})[event.step] = event.value
-    return scalars
+from scaledown.evaluation.tb_logs import run_scalars as read_scalars  # noqa: F401  (this module's API)
 
 
 def compare(a: dict[str, dict[int, float]], b: dict[str, dict[int, float]], tags: Optional[Sequence[str]] = None,
