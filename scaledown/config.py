@@ -274,10 +274,8 @@ class ScaleDownConfig:
     def _absolute_model_paths(self) -> None:
         """A base model given as a relative local folder is recorded by its absolute path, so a saved model or run
         loads from any working directory (hub ids and the tiny sentinel names stay as given)."""
-        for name in ("generator_model_name", "compressor_model_name", "tokenizer_name"):
-            value = getattr(self, name)
-            if isinstance(value, str) and value and not os.path.isabs(value) and os.path.isdir(value):
-                setattr(self, name, os.path.abspath(value))
+        for name in MODEL_PATH_FIELDS:
+            setattr(self, name, local_model_path(getattr(self, name)))
 
     def _resolve_compression(self) -> None:
         if self.num_memory_tokens is None and self.compression_rate is None:
@@ -440,6 +438,17 @@ class ScaleDownConfig:
         if self.compressor_type == "n_layers":
             return self.tokenizer_name or self.generator_model_name
         return self.resolved_compressor_model_name
+
+
+MODEL_PATH_FIELDS = ("generator_model_name", "compressor_model_name", "tokenizer_name")
+
+
+def local_model_path(value: Any) -> Any:
+    """A relative path to an existing local folder -> its absolute path; a hub id, a tiny sentinel name, None or an
+    absolute path unchanged. How a config records a base model (and how a recorded one is compared)."""
+    if isinstance(value, str) and value and not os.path.isabs(value) and os.path.isdir(value):
+        return os.path.abspath(value)
+    return value
 
 
 def fields_where(**wanted: Any) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
 # `scaledown convert --from dcp / --to dcp` against a real 2-rank torch-backend run (torchrun, gloo, FSDP2 shards).
+import json
 import os
 import shutil
 import subprocess
@@ -100,6 +101,16 @@ def test_hf_to_dcp_then_resume_from_trains_from_those_weights(run, tmp_path):
                              cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout and "at step 0/2" in resumed.stdout
+    assert f"was converted from {run / 'final'}" in resumed.stdout
+    # with no model flag at all (not even --preset) the model is the converted checkpoint's: the command's defaults
+    # (a Mistral-7B generator, 8 compressor layers) were compared with it before, and the resume was refused
+    from scaledown.cli.args import build_parser
+    from scaledown.cli.training_run import train_config
+    bare = train_config(build_parser("train.py", "").parse_args(
+        ["--resume_from", result.path, "--output_dir", str(tmp_path / "bare"), "--batch_size", "4"]))
+    saved = json.loads((run / "final" / "scaledown_config.json").read_text())["config"]
+    for name in ("generator_model_name", "num_compressor_layers", "compressor_type", "lora_r", "compression_rate"):
+        assert getattr(bare, name) == saved[name], name
     fresh = subprocess.run([*cli, "--init_from", str(run / "final"), "--output_dir", str(tmp_path / "fresh")],
                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert fresh.returncode == 0, fresh.stderr[-3000:]

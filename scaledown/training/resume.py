@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from scaledown.checkpoint import folder_protocol as ckpt
-from scaledown.config import DATA_FILE_INPUTS, RUN_INPUTS, ScaleDownConfig, field_meta, fields_where
+from scaledown.config import (DATA_FILE_INPUTS, MODEL_PATH_FIELDS, RUN_INPUTS, ScaleDownConfig, field_meta,
+                              fields_where, local_model_path)
 from scaledown.errors import CheckpointError, ConfigError
 
 ALLOW_FLAG = "--allow_changed_settings"
@@ -126,20 +127,26 @@ def run_record(inputs: dict[str, Any], changes: Optional[list[dict[str, Any]]] =
 
 # ---- reconciling a resume command with the checkpoint ------------------------------------------------------------
 def resume_run(path: str, explicit: dict[str, Any], explicit_inputs: dict[str, Any], allow_changed: bool,
-               fresh: Optional[Callable[[], ScaleDownConfig]] = None) -> Resumed:
+               fresh: Optional[Callable[[Optional[dict[str, Any]]], ScaleDownConfig]] = None) -> Resumed:
     """The resumed run's config and inputs: the checkpoint's, with this command's explicit values by kind.
 
     `explicit`: ScaleDownConfig values this command set (flags, --config, --neuron_config); `explicit_inputs`: the
-    data flags it set; `fresh`: the config a new run of these flags would have (for checkpoints that recorded no
-    settings). Raises before any model is built.
+    data flags it set; `fresh(architecture)`: the config a new run of these flags would have on top of the given
+    architecture values (for checkpoints that recorded no run settings: converted ones, or older ones). Raises
+    before any model is built.
     """
     state = read_state(path)
-    if "settings_recorded" not in state or "run_inputs" not in state:   # written before runs recorded settings
-        config = fresh() if fresh else ScaleDownConfig.from_dict(explicit, source="command line")
-        if isinstance(state.get("config"), dict):
-            _refuse_architecture(path, _differences(state["config"], config.to_dict(), "architecture"))
-        note = (f"note: {path} was written before checkpoints recorded their run's settings and data; resuming with "
-                f"the flags of this command (give the same data, batch and schedule flags as the original run).")
+    if "settings_recorded" not in state or "run_inputs" not in state:   # converted, or written before runs recorded
+        # the model is the checkpoint's (a converted folder records its config): flags change it only where given
+        recorded = state.get("config") if isinstance(state.get("config"), dict) else {}
+        architecture = {k: v for k, v in recorded.items() if k in set(fields_where(resume="architecture"))}
+        config = (fresh(architecture) if fresh else
+                  ScaleDownConfig.from_dict({**architecture, **explicit}, source="command line"))
+        _refuse_architecture(path, _differences(recorded, config.to_dict(), "architecture"))
+        why = (f"was converted from {state['converted_from']}" if state.get("converted_from") else
+               "was written before checkpoints recorded their run's settings and data")
+        note = (f"note: {path} {why}; resuming its model with the data, batch and schedule flags of this command "
+                f"(give the original run's, to continue it).")
         inputs = {name: explicit_inputs.get(name, RUN_INPUT_DEFAULTS.get(name)) for name in RUN_INPUTS}
         return Resumed(path, state, config, inputs, notes=[note])
     recorded = dict(state.get("config") or {})
@@ -196,7 +203,10 @@ def check_config(state: dict[str, Any], config: ScaleDownConfig, allow_changed: 
 def _differences(recorded: dict[str, Any], values: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     out = []
     for name in fields_where(resume=kind):
-        if name in recorded and name in values and recorded[name] != values[name]:
+        # a base model recorded by a relative path (runs before paths were made absolute) is the same folder
+        same = (local_model_path(recorded.get(name)) == local_model_path(values.get(name))
+                if name in MODEL_PATH_FIELDS else False)
+        if name in recorded and name in values and recorded[name] != values[name] and not same:
             out.append({"setting": name, "was": recorded[name], "now": values[name]})
     return out
 

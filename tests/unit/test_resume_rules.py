@@ -152,3 +152,17 @@ def test_overwrite_output_dir_starts_over(finished, data, tmp_path):
 def test_contradictory_or_empty_resume_flags(tmp_path, flags, message, capsys):
     assert train_main(["--output_dir", str(tmp_path / "o"), *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_base_model_recorded_by_a_relative_path_is_the_same_folder(tmp_path, monkeypatch):
+    """Runs written before configs recorded absolute paths hold e.g. generator_model_name 'my/models/phi3'; a resume
+    from that working directory (the config now makes it absolute) keeps the model instead of refusing it."""
+    from scaledown.training.resume import _differences
+    (tmp_path / "my" / "gen").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+    recorded = {"generator_model_name": "my/gen", "lora_r": 8}
+    assert _differences(recorded, {"generator_model_name": str(tmp_path / "my" / "gen"), "lora_r": 8},
+                        "architecture") == []
+    assert _differences(recorded, {"generator_model_name": str(tmp_path / "other"), "lora_r": 8}, "architecture") == [
+        {"setting": "generator_model_name", "was": "my/gen", "now": str(tmp_path / "other")}]
