@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from conftest import ROOT, tiny_config
 from scaledown import ScaleDownModel
