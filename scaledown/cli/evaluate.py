@@ -65,7 +65,7 @@ def _read_dataset(path: str, max_examples: Optional[int]):
     """(rows, needs_retrieval) of a file: ScaleDown rows are validated with file/line errors."""
     from scaledown.data import ScaleDownDataset
     from scaledown.data.validation import read_rows
-    from scaledown.evaluation.benchmarks import to_rows
+    from scaledown.evaluation.qa_datasets import to_rows
     located = read_rows(path)
     first = located[0][1]
     if isinstance(first, dict) and "documents" in first:
@@ -76,12 +76,12 @@ def _read_dataset(path: str, max_examples: Optional[int]):
 
 def collect_datasets(args) -> list[tuple[str, str, list[dict]]]:
     """[(name, source, rows)] from --benchmark and/or --data, before any model is loaded."""
-    from scaledown.evaluation import benchmarks
+    from scaledown.evaluation import qa_datasets
     out = []
     if args.benchmark:
-        for bench in benchmarks.parse_benchmarks(args.benchmark):
-            source, located = benchmarks.load_records(bench, args.data_dir, args.split)
-            out.append((bench.name, source, benchmarks.to_rows(located, args.max_examples)))
+        for bench in qa_datasets.parse_benchmarks(args.benchmark):
+            source, located = qa_datasets.load_records(bench, args.data_dir, args.split)
+            out.append((bench.name, source, qa_datasets.to_rows(located, args.max_examples)))
     elif args.data:
         out.append(("data", args.data, _read_dataset(args.data, args.max_examples)))
     else:
@@ -191,7 +191,7 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
             raise DataError(f"the rows of {', '.join(missing)} have no documents: pass --corpus FILE (passages, "
                             f".jsonl with title/text) to retrieve {num_documents} per query, or give rows with "
                             f"'documents'.")
-        from scaledown.evaluation.benchmarks import attach_documents
+        from scaledown.evaluation.qa_datasets import attach_documents
         from scaledown.evaluation.retrieve import open_corpus_retriever
         tokenizer, tokenizer_name = _document_tokenizer(model_path, saved_config)
         retriever = open_corpus_retriever(args, tokenizer, tokenizer_name, saved_config.doc_max_length)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from scaledown.evaluation.benchmarks import BENCHMARKS
+from scaledown.evaluation.qa_datasets import BENCHMARKS
 
 COLUMNS = [b.title for b in BENCHMARKS.values()]   # ASQA, HotpotQA, NQ, TriviaQA, PopQA
 

@@ -32,7 +32,7 @@ def _queries(path):
 
 
 def _eval_records(path):
-    from scaledown.evaluation.benchmarks import to_rows
+    from scaledown.evaluation.qa_datasets import to_rows
     from scaledown.data.validation import read_rows
     return to_rows(read_rows(path), None)
 

@@ -1,4 +1,4 @@
-# QA benchmarks people report (KILT NQ, TriviaQA, HotpotQA; PopQA; ASQA): read them and turn them into eval rows.
+# QA datasets people report on (KILT NQ, TriviaQA, HotpotQA; PopQA; ASQA): read them and turn them into eval rows.
 """Each benchmark is read from a local copy (a file, or a folder holding `<name>*.jsonl`) or, with
 network access, through `datasets` from the hub. Records in any of these layouts become ScaleDown
 rows `{"id", "query", "answers", "provenance"}`; documents are added by retrieval (`attach_documents`):

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from scaledown.errors import DataError
-from scaledown.evaluation import benchmarks
+from scaledown.evaluation import qa_datasets
 from scaledown.evaluation.paper_table import format_table
 from scaledown.evaluation.retrieve import CorpusRetriever, Passage
 
@@ -15,32 +15,32 @@ ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "kil
 def test_each_layout_becomes_a_row():
     kilt = {"id": "q1", "input": "Who?", "output": [{"answer": "Ann", "provenance": [{"wikipedia_id": 7}]},
                                                    {"answer": ""}, {"answer": "Anne"}]}
-    assert benchmarks.to_row(kilt, "f line 1") == {"id": "q1", "query": "Who?", "answers": ["Ann", "Anne"],
+    assert qa_datasets.to_row(kilt, "f line 1") == {"id": "q1", "query": "Who?", "answers": ["Ann", "Anne"],
                                                    "provenance": ["7"]}
     popqa = {"id": 3, "question": "Where?", "possible_answers": json.dumps(["Rome", "Roma"])}
-    assert benchmarks.to_row(popqa, "w")["answers"] == ["Rome", "Roma"]
+    assert qa_datasets.to_row(popqa, "w")["answers"] == ["Rome", "Roma"]
     asqa = {"sample_id": "s", "ambiguous_question": "When?", "qa_pairs": [{"short_answers": ["1990"]},
                                                                           {"short_answers": ["1991", ""]}]}
-    row = benchmarks.to_row(asqa, "w")
+    row = qa_datasets.to_row(asqa, "w")
     assert row["query"] == "When?" and row["answers"] == ["1990", "1991"] and row["id"] == "s"
     ready = {"query": "q", "documents": ["d"], "answer": "a"}
-    assert benchmarks.to_row(ready, "w") == ready
+    assert qa_datasets.to_row(ready, "w") == ready
     with pytest.raises(DataError, match="f line 9.*unknown record layout"):
-        benchmarks.to_row({"text": "x"}, "f line 9")
+        qa_datasets.to_row({"text": "x"}, "f line 9")
     with pytest.raises(DataError, match="no gold answer"):
-        benchmarks.to_row({"input": "Who?", "output": [{"answer": ""}]}, "f line 2")
+        qa_datasets.to_row({"input": "Who?", "output": [{"answer": ""}]}, "f line 2")
 
 
 def test_local_copies_are_found_by_name():
-    for bench in benchmarks.parse_benchmarks("all"):
-        path = benchmarks.local_file(bench, ASSETS)
+    for bench in qa_datasets.parse_benchmarks("all"):
+        path = qa_datasets.local_file(bench, ASSETS)
         assert path and os.path.basename(path).startswith(bench.name)
-        source, located = benchmarks.load_records(bench, ASSETS)
-        assert len(benchmarks.to_rows(located)) == 6
+        source, located = qa_datasets.load_records(bench, ASSETS)
+        assert len(qa_datasets.to_rows(located)) == 6
     with pytest.raises(DataError, match="nq, triviaqa|asqa"):
-        benchmarks.parse_benchmarks("nq,squad")
+        qa_datasets.parse_benchmarks("nq,squad")
     with pytest.raises(DataError, match="no local copy of nq"):
-        benchmarks.load_records(benchmarks.BENCHMARKS["nq"], os.path.dirname(ASSETS))
+        qa_datasets.load_records(qa_datasets.BENCHMARKS["nq"], os.path.dirname(ASSETS))
 
 
 def test_bm25_retrieval_labels_relevance_from_provenance(tmp_path):
@@ -48,8 +48,8 @@ def test_bm25_retrieval_labels_relevance_from_provenance(tmp_path):
     retriever = CorpusRetriever(os.path.join(ASSETS, "corpus.jsonl"), str(tmp_path / "index"), load_tiny_tokenizer(),
                                 "tiny", 32, kind="bm25", progress=False)
     assert len(retriever.store) == 72                     # short pages: one passage each
-    rows = benchmarks.to_rows(benchmarks.load_records(benchmarks.BENCHMARKS["nq"], ASSETS)[1])
-    benchmarks.attach_documents(rows, retriever, k=4)
+    rows = qa_datasets.to_rows(qa_datasets.load_records(qa_datasets.BENCHMARKS["nq"], ASSETS)[1])
+    qa_datasets.attach_documents(rows, retriever, k=4)
     titles = set(retriever.store.table.column("title").to_pylist())
     for row in rows:
         # BM25 leaves out passages that share no word with the query
@@ -66,7 +66,7 @@ def test_answer_containment_labels_without_page_ids():
     class Fixed:
         def retrieve(self, queries, k):
             return [[Passage("Rome is big"), Passage("Paris is big")] for _ in queries]
-    rows = benchmarks.attach_documents([{"query": "q", "answers": ["Paris"]}], Fixed(), k=2)
+    rows = qa_datasets.attach_documents([{"query": "q", "answers": ["Paris"]}], Fixed(), k=2)
     assert rows[0]["relevance"] == [0.0, 1.0] and rows[0]["documents"] == ["Rome is big", "Paris is big"]
 
 
