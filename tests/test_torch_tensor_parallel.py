@@ -97,7 +97,9 @@ def test_every_rule_of_the_plan_is_the_dtensor_placement_of_what_it_covers(tmp_p
     (2, 2, ["generator_warmup_ratio=0.25"]),
     # 4-rank dp2 x tp2 with activation checkpointing, as a user gets it by default
     (4, 2, ["gradient_checkpointing=true"]),
-], ids=["tp2", "dp2xtp2"])
+    # HSDP x TP: 2 replicas x 1 shard x tp2 (a mesh of replicate x shard x tp)
+    (4, 2, ["data_parallel_replicate_size=2"]),
+], ids=["tp2", "dp2xtp2", "hsdp2xtp2"])
 def test_tensor_parallel_runs_equal_the_one_process_run(tmp_path, env, ranks, tp, pairs):
     from scaledown.data.synthetic import generate_examples
     from scaledown.models.loading import load_tokenizer
@@ -108,6 +110,8 @@ def test_tensor_parallel_runs_equal_the_one_process_run(tmp_path, env, ranks, tp
     assert len(lengths) > 1, lengths
     result, log = torchrun(ranks, tmp_path, "tp", env, f"tensor_parallel_size={tp}", "eval_max_examples=0", *pairs)
     assert f"data-parallel ranks {ranks // tp}" in log and f"tensor parallel {tp}" in log
+    if "data_parallel_replicate_size=2" in pairs:
+        assert "HSDP: 2 replicas x 1 shards x tensor parallel 2" in log, log[-3000:]
     overrides = {k: json.loads(v) for k, v in (p.split("=") for p in pairs)}
     local = one_process(tmp_path, **overrides)
     assert result["steps"] == 4 and len(logged_losses(tmp_path / "tp")) == 4
