@@ -109,7 +109,10 @@ def test_hf_to_dcp_then_resume_from_trains_from_those_weights(run, tmp_path):
     bare = train_config(build_parser("train.py", "").parse_args(
         ["--resume_from", result.path, "--output_dir", str(tmp_path / "bare"), "--batch_size", "4"]))
     saved = json.loads((run / "final" / "scaledown_config.json").read_text())["config"]
-    for name in ("generator_model_name", "num_compressor_layers", "compressor_type", "lora_r", "compression_rate"):
+    # ... and so are its prompt, optimizer and precision settings (the tiny preset's, though the folder records no
+    # preset): before, the command's defaults (bf16, lr 1e-4, the OSCAR system prompt) were silently taken
+    for name in ("generator_model_name", "num_compressor_layers", "compressor_type", "lora_r", "compression_rate",
+                 "learning_rate_generator", "system_prompt", "use_bf16", "lora_dropout", "num_documents_train"):
         assert getattr(bare, name) == saved[name], name
     fresh = subprocess.run([*cli, "--init_from", str(run / "final"), "--output_dir", str(tmp_path / "fresh")],
                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)

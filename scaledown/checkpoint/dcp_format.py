@@ -203,7 +203,7 @@ def _trainer_state(ckpt: FullCheckpoint, step: int) -> dict[str, Any]:
         # command's --preset would read as an architecture change while every field it sets agrees)
         recorded = {k: v for k, v in config.to_dict().items() if k != "preset"}
         state = {"step": step, "phase": "pretrain" if config.stage == "pretrain" else "finetune", "config": recorded}
-    return {**state, "backend": "torch", "converted_from": ckpt.source}
+    return {**state, "backend": "torch", "converted_from": os.path.abspath(ckpt.source)}
 
 
 # ---- resuming a converted checkpoint (torch backend) ----------------------------------------------------------------

@@ -10,12 +10,13 @@ from scaledown.cli.errors import run_cli
 # subcommand -> (module, function taking argv and prog, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("scaledown.cli.train", "scaledown_train_main", "train a model on any backend: --backend "
-              "{auto,local,deepspeed,neuron} (train.py and launchers/ fix one)"),
+              "{auto,local,deepspeed,neuron,torch} (train.py and launchers/ fix one)"),
     "prepare-data": ("scaledown.cli.prepare_data", "prepare_main", "build a training file: retrieval, "
                      "reranking, teacher answers"),
     "eval": ("scaledown.cli.evaluate", "eval_main", "accuracy of a model beside uncompressed RAG and no-docs"),
     "bench": ("scaledown.cli.bench", "bench_main", "FLOPs and latency, compressed vs uncompressed"),
-    "convert": ("scaledown.cli.convert", "convert_main", "convert checkpoints between deepspeed, hf, nxd and released oscar"),
+    "convert": ("scaledown.cli.convert", "convert_main", "convert checkpoints between deepspeed, dcp (torch "
+                "backend), hf, nxd and released oscar"),
     "compare-runs": ("scaledown.cli.compare_runs", "compare_main", "compare two runs' TensorBoard curves"),
     "plot": ("scaledown.cli.plot", "plot_main", "plot training curves and accuracy comparisons"),
 }

@@ -85,7 +85,7 @@ def train_config(args):
     changes: list = []
     if path:
         resumed = resume.resume_run(path, explicit, given, args.allow_changed_settings,
-                                    fresh=lambda architecture: _new_run_config(args, architecture))
+                                    fresh=lambda recorded: _new_run_config(args, recorded))
         config, inputs = resumed.config, resumed.inputs
         changes = list(resumed.state.get("changed_settings", []))
         changes += [{"step": resumed.state["step"], **c} for c in resumed.changes]
@@ -110,16 +110,17 @@ def train_config(args):
     return config
 
 
-def _new_run_config(args, architecture: Optional[dict] = None):
-    """A new run's config from the flags; `architecture`: values under the flags (a converted checkpoint's model)."""
+def _new_run_config(args, recorded: Optional[dict] = None):
+    """A new run's config from the flags; `recorded`: settings under the flags (those a converted or older
+    checkpoint recorded)."""
     base = None
     if args.init_compressor_from:
         from scaledown.models.compressor_reuse import read_saved_compressor
         base = read_saved_compressor(args.init_compressor_from).architecture()
     elif args.init_from:
         base = init_architecture(args) or None
-    if architecture:
-        base = {**(base or {}), **architecture}
+    if recorded:
+        base = {**(base or {}), **recorded}
     real_data = bool(args.train_data or args.pretrain_data)
     builtin = not real_data and explicit_settings(args).get("stage", "finetune") != "pretrain"
     unless_flagged = {"shuffle_data": False} if builtin else {}   # the built-in curriculum's order

@@ -131,22 +131,26 @@ def resume_run(path: str, explicit: dict[str, Any], explicit_inputs: dict[str, A
     """The resumed run's config and inputs: the checkpoint's, with this command's explicit values by kind.
 
     `explicit`: ScaleDownConfig values this command set (flags, --config, --neuron_config); `explicit_inputs`: the
-    data flags it set; `fresh(architecture)`: the config a new run of these flags would have on top of the given
-    architecture values (for checkpoints that recorded no run settings: converted ones, or older ones). Raises
+    data flags it set; `fresh(recorded)`: the config a new run of these flags would have on top of the given
+    recorded settings (for checkpoints that recorded no run inputs: converted ones, or older ones). Raises
     before any model is built.
     """
     state = read_state(path)
     if "settings_recorded" not in state or "run_inputs" not in state:   # converted, or written before runs recorded
-        # the model is the checkpoint's (a converted folder records its config): flags change it only where given
+        # the run is the checkpoint's (a converted folder records the source's config: model, prompt, optimizer
+        # and schedule settings, not its preset): this command's flags change it only where given
         recorded = state.get("config") if isinstance(state.get("config"), dict) else {}
-        architecture = {k: v for k, v in recorded.items() if k in set(fields_where(resume="architecture"))}
-        config = (fresh(architecture) if fresh else
-                  ScaleDownConfig.from_dict({**architecture, **explicit}, source="command line"))
+        kept = {k: v for k, v in recorded.items()
+                if k in set(ScaleDownConfig.field_names()) and k not in ("output_dir", "trust_remote_code")}
+        config = (fresh(kept) if fresh else ScaleDownConfig.from_dict({**kept, **explicit}, source="command line"))
         _refuse_architecture(path, _differences(recorded, config.to_dict(), "architecture"))
         why = (f"was converted from {state['converted_from']}" if state.get("converted_from") else
                "was written before checkpoints recorded their run's settings and data")
-        note = (f"note: {path} {why}; resuming its model with the data, batch and schedule flags of this command "
-                f"(give the original run's, to continue it).")
+        changed = _differences(recorded, config.to_dict(), "run") + _differences(recorded, config.to_dict(), "free")
+        note = (f"note: {path} {why}; resuming with its recorded settings and the data files of this command"
+                + ("; this command changes " + "; ".join(f"{c['setting']} {c['was']!r} -> {c['now']!r}"
+                                                         for c in changed if c["setting"] != "output_dir")
+                   if any(c["setting"] != "output_dir" for c in changed) else "") + ".")
         inputs = {name: explicit_inputs.get(name, RUN_INPUT_DEFAULTS.get(name)) for name in RUN_INPUTS}
         return Resumed(path, state, config, inputs, notes=[note])
     recorded = dict(state.get("config") or {})

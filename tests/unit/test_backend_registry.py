@@ -181,3 +181,12 @@ def test_default_config_files_are_the_shipped_ones():
     # a module moved one folder deeper once pointed the ZeRO-3 default at scaledown/ds_configs/ (no such file)
     from scaledown.training.backends.deepspeed.launch import DEFAULT_DS_CONFIG
     assert os.path.samefile(DEFAULT_DS_CONFIG, os.path.join(ROOT, "ds_configs", "zero3.json"))
+
+
+def test_the_top_level_help_names_every_backend_and_checkpoint_format(capsys):
+    # the one-line summaries are written by hand (cheap --help, no torch): checked against the registries
+    from scaledown.checkpoint.formats import FORMATS
+    from scaledown.cli.main import SUBCOMMANDS
+    assert f"{{{','.join(('auto', *ALL_BACKENDS))}}}" in SUBCOMMANDS["train"][2]
+    for name in FORMATS:
+        assert name in SUBCOMMANDS["convert"][2], name
