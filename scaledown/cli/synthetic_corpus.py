@@ -1,7 +1,7 @@
 # `python -m scaledown.data.synthetic_corpus`: the built-in synthetic task written as corpus.jsonl + queries.jsonl.
 import argparse
 
-from scaledown.data.synthetic_corpus import write_synthetic_corpus
+from scaledown.data.synthetic_corpus_files import write_synthetic_corpus
 
 
 def main() -> None:
