@@ -5,14 +5,16 @@ import dataclasses
 import difflib
 import math
 import os
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from scaledown.atomic_files import write_json
 from scaledown.config_types import check_field_types
-from scaledown.prompt_text import OSCAR_SYSTEM_PROMPT  # re-exported: scaledown.config.OSCAR_SYSTEM_PROMPT
 from scaledown.errors import ConfigError
 from scaledown.presets import SYNTHETIC_TASK_FIELDS, TINY_COMPRESSORS, TINY_GENERATOR, is_tiny_model, preset_values
+from scaledown.prompt_text import OSCAR_SYSTEM_PROMPT  # re-exported: scaledown.config.OSCAR_SYSTEM_PROMPT
+from scaledown.text_files import load_json, load_yaml
 
 COMPRESSOR_TYPES = ("n_layers", "modernbert", "causal_lm")
 DEVICE_TYPES = ("auto", "cpu", "gpu", "cuda", "trainium", "neuron")
@@ -26,7 +28,7 @@ SECTIONS = ("model", "data", "optim", "parallel", "run")
 RESUME_KINDS = {
     "architecture": "refused before anything loads (the checkpoint's weights have another shape)",
     "run": "refused unless --allow_changed_settings is given; then listed and recorded in the run",
-    "free": "taken from the command (parallel layout, micro-batch, backend, logging, eval cadence, output)",
+    "free": "taken from the command (parallel degrees, micro-batch, backend, logging, eval cadence, output)",
     "command": "never taken from a saved file: only this command's value counts (trust_remote_code)",
 }
 
@@ -43,8 +45,8 @@ DATA_FILE_INPUTS = ("train_data", "eval_data", "pretrain_data", "pretrain_eval_d
 def _f(default: Any, help: str, *, section: str, resume: str, **kw) -> Any:
     """A dataclass field whose help text is the documentation, the CLI --help and the YAML comment.
 
-    `section`: one of SECTIONS; `resume`: one of RESUME_KINDS. Other keywords: neuron_layout (a
-    neuron_configs/*.json layout may set it), compressor_reuse (a reused compressor brings it).
+    `section`: one of SECTIONS; `resume`: one of RESUME_KINDS. Other keywords: neuron_profile (a
+    a neuron_configs/*.json profile may set it), compressor_reuse (a reused compressor brings it).
     """
     assert section in SECTIONS and resume in RESUME_KINDS, (section, resume)
     metadata = {"help": help, "section": section, "resume": resume, **kw}
@@ -192,13 +194,13 @@ class ScaleDownConfig:
                                          "workers, pinned memory on GPUs); 0: in the training process; -1: auto (2 on "
                                          "an accelerator, 0 on CPU, where workers would take cores from the step).",
                                          section="data", resume="free")
-    # ---- parallelism (NeuronX Distributed backend; neuron_configs/*.json set them by layout) --------------
+    # ---- parallelism (NeuronX Distributed backend; neuron_configs/*.json set them per profile) --------------
     tensor_parallel_size: int = _f(1, "NxD tensor-parallel degree (--tp): must divide the ranks, the attention heads, "
                                       "the MLP width and the vocabulary. Trn1: 8 or 32 per node.",
-                                      section="parallel", resume="free", neuron_layout=True)
+                                      section="parallel", resume="free", neuron_profile=True)
     pipeline_parallel_size: int = _f(1, "NxD pipeline-parallel degree (--pp): the compressor's and generator's decoder "
                                         "layers are split into this many stages (NxD auto-partition).",
-                                        section="parallel", resume="free", neuron_layout=True)
+                                        section="parallel", resume="free", neuron_profile=True)
     pipeline_schedule: str = _f("1f1b", "Torch backend under --pp > 1: the schedule of each step's micro-batches, "
                                         "'1f1b' (one forward, one backward; needs at least --pp micro-batches a "
                                         "step) or 'gpipe' (all forwards, then all backwards: more activation memory).",
@@ -210,15 +212,15 @@ class ScaleDownConfig:
     num_microbatches: Optional[int] = _f(None, "Pipeline micro-batches per optimizer step on each data-parallel rank; "
                                                "None: the accumulation steps (batch_size / micro_batch_size / DP). "
                                                "Must divide the per-rank batch.",
-                                               section="parallel", resume="free", neuron_layout=True)
+                                               section="parallel", resume="free", neuron_profile=True)
     zero1: bool = _f(True, "NxD ZeRO-1: shard optimizer states over data-parallel ranks (fp32 master weights "
                            "under bf16).",
-                           section="parallel", resume="free", neuron_layout=True)
+                           section="parallel", resume="free", neuron_profile=True)
     sequence_parallel: bool = _f(False, "NxD sequence parallelism for norms and dropout (needs tensor_parallel_size > 1).",
-                                        section="parallel", resume="free", neuron_layout=True)
+                                        section="parallel", resume="free", neuron_profile=True)
     kv_replication: Optional[int] = _f(None, "NxD kv_size_multiplier: copies of each key/value head so they cover the "
                                              "tensor-parallel ranks; None: the smallest valid factor.",
-                                             section="parallel", resume="free", neuron_layout=True)
+                                             section="parallel", resume="free", neuron_profile=True)
     # ---- run ------------------------------------------------------------------------------
     stage: str = _f("finetune", "'finetune' (distillation on query/documents/answer rows) or 'pretrain' "
                                 "(compressor auto-encoding + continuation on plain text).",
@@ -474,7 +476,6 @@ def config_from_saved(values: dict[str, Any], source: str, trust_remote_code: bo
     """
     values = {k: v for k, v in values.items() if k in ScaleDownConfig.field_names() and k != "preset"}
     if values.pop("trust_remote_code", False) and not trust_remote_code:
-        import warnings
         warnings.warn(f"{source} records trust_remote_code=true; ignored. Remote code runs only when you pass "
                       f"--trust_remote_code (or trust_remote_code=True) yourself.", UserWarning, stacklevel=2)
     values["trust_remote_code"] = bool(trust_remote_code)
@@ -484,7 +485,6 @@ def config_from_saved(values: dict[str, Any], source: str, trust_remote_code: bo
 def read_config_file(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path} does not exist. Pass --config with a YAML or JSON file.")
-    from scaledown.text_files import load_json, load_yaml
     if path.endswith((".yaml", ".yml")):
         values = load_yaml(path, ConfigError)
     else:

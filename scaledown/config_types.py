@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 from functools import lru_cache
@@ -23,7 +24,6 @@ from scaledown.errors import ConfigError
 @lru_cache(maxsize=None)
 def _field_kinds(cls: type) -> tuple[tuple[str, str, bool], ...]:
     """(name, 'bool'|'int'|'float'|'str'|'other', optional) of each field of the dataclass."""
-    import dataclasses
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):

@@ -1,6 +1,8 @@
 # User-facing errors: raised for bad input, printed as one paragraph by the CLI (no traceback).
 from __future__ import annotations
 
+import importlib
+
 
 class ScaleDownError(Exception):
     """A mistake the user can fix (bad flag, bad file, bad config value).
@@ -25,7 +27,6 @@ class CheckpointError(ScaleDownError, ValueError):
 def require(module: str, extra: str, purpose: str):
     """`importlib.import_module(module)`, or a ConfigError naming the package and the setup.py extra that installs
     it (optional dependencies: matplotlib for plots, pyarrow for parquet files, ...)."""
-    import importlib
     try:
         return importlib.import_module(module)
     except ImportError:

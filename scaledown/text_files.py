@@ -13,8 +13,11 @@
 """
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any, Callable, Iterator, Optional
+
+import yaml
 
 from scaledown.errors import DataError
 
@@ -47,7 +50,6 @@ def wide_encoding(head: bytes) -> Optional[str]:
 
 def _open_binary(path: str):
     if path.endswith(".gz"):
-        import gzip
         return gzip.open(path, "rb")
     return open(path, "rb")
 
@@ -133,7 +135,6 @@ def load_json(path: str, error: type = DataError, what: str = "JSON") -> Any:
 
 def load_yaml(path: str, error: type = DataError) -> Any:
     """The YAML value of a whole file; a syntax error names the file and line."""
-    import yaml
     text = read_text(path, error)
     try:
         return yaml.safe_load(text)

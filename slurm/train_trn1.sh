@@ -6,7 +6,7 @@
 #   sbatch slurm/train_trn1.sh --dry_run ...                  # validate and print the commands for this allocation
 #
 # Submit from the repository root (found through SLURM_SUBMIT_DIR, or set SCALEDOWN_HOME). Every argument but
-# --dry_run / --precompile goes to launchers/train_trn1.py after `--resume_from auto`. The layout comes from
+# --dry_run / --precompile goes to launchers/train_trn1.py after `--resume_from auto`. The profile comes from
 # --neuron_config (default neuron_configs/tp8_pp1.json): processes per node, master port and the
 # Neuron/EFA environment (variables already set in the job win). Ask for nodes at submission
 # (`--nodes N --exclusive` on a Trn1 partition); this script hard-codes no resource it may not get.
@@ -39,7 +39,7 @@ for arg in "$@"; do
   prev=$arg
 done
 
-EXPORTS=$("$PYTHON" -m scaledown.cli.neuron_exports "$NEURON_CONFIG")   # fails with the layout's error
+EXPORTS=$("$PYTHON" -m scaledown.cli.neuron_exports "$NEURON_CONFIG")   # fails with the profile's error
 eval "$EXPORTS"
 NNODES=${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}
 HOSTS=$(scontrol show hostnames "${SLURM_JOB_NODELIST:-$(hostname)}" 2>/dev/null || hostname)
@@ -51,7 +51,7 @@ TORCHRUN=(torchrun --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" --maste
           --master_port "$MASTER_PORT")
 
 echo "[$(date -Is)] job ${SLURM_JOB_ID:-?}: $NNODES node(s) [$(echo $HOSTS)] x $NPROC_PER_NODE processes, head" \
-     "$HEAD_NODE:$MASTER_PORT, layout $NEURON_CONFIG, output $OUTPUT_DIR"
+     "$HEAD_NODE:$MASTER_PORT, profile $NEURON_CONFIG, output $OUTPUT_DIR"
 
 if [ "$DRY_RUN" = 1 ]; then
   extra=(); [ "$PRECOMPILE" = 1 ] && extra=(--precompile)

@@ -1,4 +1,4 @@
-# Builds tiny checkpoints in NAVER's released OSCAR layout by hand (torch.save of plain dicts), for the tests.
+# Builds tiny checkpoints in NAVER's released OSCAR format by hand (torch.save of plain dicts), for the tests.
 """`python tests/oscar_released_tiny.py OUT` writes, deterministically (fixed seeds, CPU):
 
     OUT/bases/generator-qwen2/     tiny Qwen2 causal LM + tokenizer (chatml template with a system role)
@@ -7,13 +7,13 @@
     OUT/oscar-llama/               OSCAR-llama: Qwen2 generator, Llama compressor + MLP, different_mem_tokens
     OUT/oscar-nlayers/             OSCAR-N-Layers: Mistral generator, 1-layer 'mistral_trimmed' compressor,
                                    shared <MEM> token in the generator prompt
-    OUT/export-native/             a ScaleDown model written in the released layout by ScaleDown's writer
+    OUT/export-native/             a ScaleDown model written in the released format by ScaleDown's writer
                                    (the only folder made with project code: the reference read it back)
 
 The released files (config.json with COCOMConfig fields, adapters.pth, decoder_first_last_layers.pth,
 compressor/compressor.pth, compressor/mlp.pth) are written here with torch.save from hand-made dicts whose keys
 follow the reference modelling file (COCOM.save_pretrained): nothing of ScaleDown's own writer is used, so a
-test reading them checks the reader against the layout, not against itself. The golden values in
+test reading them checks the reader against the format, not against itself. The golden values in
 tests/assets/oscar_golden/ were computed by the reference implementation on exactly these folders.
 """
 from __future__ import annotations
@@ -203,7 +203,7 @@ def native_model(folders: dict[str, str]):
 
 
 def build_native_export(out: str, folders: dict[str, str]) -> str:
-    """native_model written in the released layout by ScaleDown's own writer: the folder the reference read back
+    """native_model written in the released format by ScaleDown's own writer: the folder the reference read back
     for tests/assets/oscar_golden/export-native-*.safetensors."""
     from scaledown.checkpoint.oscar_export import write_released
     folder = os.path.join(out, "export-native")

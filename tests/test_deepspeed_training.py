@@ -145,7 +145,7 @@ def test_converted_universal_checkpoint_resumes_on_one_rank(zero3_run, tmp_path)
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     tag = os.path.join(converted, "step_0000003")
-    assert os.path.isdir(os.path.join(tag, "zero"))   # DeepSpeed's universal layout, no per-rank partitions
+    assert os.path.isdir(os.path.join(tag, "zero"))   # DeepSpeed's universal format, no per-rank partitions
     args = list(zero3_run["args"])
     out = str(tmp_path / "one_rank")
     args[args.index("--output_dir") + 1] = out

@@ -1,5 +1,5 @@
 # Trn1 launch paths without Neuron: `sbatch slurm/train_trn1.sh --dry_run` on a real one-node SLURM cluster, the
-# launcher's and train.py's --dry_run: resolved layout, batch arithmetic and the exact torchrun commands.
+# launcher's and train.py's --dry_run: resolved profile, batch arithmetic and the exact torchrun commands.
 import os
 import subprocess
 import sys
@@ -15,7 +15,7 @@ ARGS = ["--neuron_config", "neuron_configs/tp8_pp4.json", "--tensor_parallel_siz
 
 
 def expect_plan(output: str, nodes: int, master: str) -> None:
-    """What a 32-process-per-node tp8 x pp2 layout must resolve to on `nodes` nodes."""
+    """What a 32-process-per-node tp8 x pp2 profile must resolve to on `nodes` nodes."""
     world = nodes * 32
     dp = world // 16
     assert f"nodes {nodes} x processes per node 32 = {world} ranks" in output, output

@@ -7,7 +7,7 @@ turn on the same process group (one job: one start-up and one rendezvous for all
 import json
 import sys
 
-from scaledown.training.backends.torch_native import TorchBackend
+from scaledown.training.backends.torch_native.backend import TorchBackend
 
 
 class KeepGroup(TorchBackend):

@@ -23,7 +23,7 @@ def main():
         values[key] = json.loads(value)
     resume = "auto" if values.pop("_resume", False) else None
     config = ScaleDownConfig.from_dict(values)
-    from scaledown.training.backends.torch_native import TorchBackend
+    from scaledown.training.backends.torch_native.backend import TorchBackend
     backend = TorchBackend(config)
     data = ScaleDownDataset(generate_examples(64, seed=1), config)
     evaluation = ScaleDownDataset(generate_examples(4, seed=9), config) if config.eval_max_examples else None

@@ -17,7 +17,7 @@ import torch
 def report(generator: str, tp: int) -> dict:
     from scaledown import ScaleDownConfig, ScaleDownModel
     from scaledown.parallel import ParallelPlan
-    from scaledown.training.backends.torch_native import TorchBackend
+    from scaledown.training.backends.torch_native.backend import TorchBackend
     from scaledown.training.backends.torch_native.tensor_parallel import placements
     values = {"preset": "tiny", "tensor_parallel_size": tp, "use_bf16": False, "output_dir": "/tmp/unused"}
     if generator != "tiny":

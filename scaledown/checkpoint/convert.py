@@ -1,4 +1,4 @@
-# Python API of `scaledown convert`: checkpoints between Hugging Face, DeepSpeed ZeRO-3, NxD TP/PP and DCP layouts.
+# Python API of `scaledown convert`: checkpoints between Hugging Face, DeepSpeed ZeRO-3, NxD TP/PP and DCP formats.
 """    from scaledown.checkpoint import convert
     result = convert("hf", "nxd", "runs/tiny/final", "ckpt_nxd", tp=8, pp=4)
     result.path, result.notes      # where it went, what could not be carried
@@ -19,10 +19,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from scaledown.checkpoint.folder_protocol import STATE_FILE
-from scaledown.errors import CheckpointError, ConfigError
-
 from scaledown.checkpoint import formats as registry
+from scaledown.checkpoint.description import describe_checkpoint
+from scaledown.checkpoint.folder_protocol import STATE_FILE
+from scaledown.checkpoint.oscar_convert import check_oscar_options, convert_oscar
+from scaledown.destination import check_destination
+from scaledown.errors import CheckpointError, ConfigError
 
 FORMATS = tuple(registry.FORMATS)   # --from / --to values (checkpoint/formats.py: one row per format)
 # files of a one-process (local backend) checkpoint (training/backends/local.py), recognised to say what to do
@@ -51,7 +53,7 @@ def _check_options(src_format: str, dst_format: str, tag: Optional[str], options
             raise ConfigError("--merge_lora only applies to --to hf: DeepSpeed, NxD and DCP checkpoints keep LoRA "
                               "separate so training can continue.")
         raise ConfigError(f"{flags} only appl{'y' if len(foreign) > 1 else 'ies'} to --to {' / '.join(owners)} "
-                          f"(the layout being written); drop {'them' if len(foreign) > 1 else 'it'} for --to "
+                          f"(the format being written); drop {'them' if len(foreign) > 1 else 'it'} for --to "
                           f"{dst_format}.")
     if tag and not target.tagged:
         raise ConfigError(f"--tag names the checkpoint folder written under DST (--to "
@@ -73,7 +75,6 @@ def _describe(src_format: str, src: str, src_tag: Optional[str], config_file: Op
     fmt = registry.get(src_format)
     if fmt.describe:
         return registry.function(fmt.describe)(src, src_tag, config_file, trust_remote_code)
-    from scaledown.checkpoint.description import describe_checkpoint
     tag_dir = registry.function(fmt.find_tag)(src, src_tag)
     return describe_checkpoint(tag_dir, config_file, fmt.what, trust_remote_code)[0]
 
@@ -102,14 +103,12 @@ def convert(src_format: str, dst_format: str, src: str, dst: str, *, tp: int = 1
     `overwrite`: replace what DST already holds (otherwise ConfigError before anything is read).
     `released_names`: --to oscar, {"decoder_model_name": ..., "compr_model_name": ...} written in config.json.
     """
-    from scaledown.checkpoint.oscar_convert import check_oscar_options, convert_oscar
     log = log or (lambda message: None)
     options = {"tp": tp, "pp": pp, "kv_replication": kv_replication, "xser": xser, "zero1_dp": zero1_dp,
                "merge_lora": merge_lora}
     _check_options(src_format, dst_format, tag, options)
     check_oscar_options(src_format, dst_format, generator_path, compressor_path, released_names)
     if "oscar" in (src_format, dst_format):
-        from scaledown.destination import check_destination
         check_destination(dst, overwrite, "DST")
         return ConversionResult(*convert_oscar(src_format, dst_format, src, dst, generator_path, compressor_path, log,
                                                   released_names))
@@ -138,7 +137,6 @@ def _check_destination(src_format: str, dst_format: str, src: str, src_tag: Opti
                        tag: Optional[str], overwrite: bool) -> None:
     """Refuse, before anything is read, to replace what DST holds: the whole folder for hf, DST/TAG for the tagged
     formats (a default tag comes from the source's step and is checked again by the writer)."""
-    from scaledown.destination import check_destination
     if not registry.get(dst_format).tagged:
         check_destination(dst, overwrite, "DST")
     elif tag:

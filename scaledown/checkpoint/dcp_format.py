@@ -23,11 +23,18 @@ import warnings
 from typing import Any, Optional
 
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint._nested_dict import flatten_state_dict
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-from scaledown.checkpoint.description import write_metadata
-from scaledown.checkpoint.full import ADAM_MOMENTS, FullCheckpoint, OptimizerState
-from scaledown.errors import CheckpointError
 from scaledown.checkpoint import folder_protocol as dirs
+from scaledown.checkpoint.deepspeed_write import trainable_groups
+from scaledown.checkpoint.description import describe_checkpoint, write_metadata
+from scaledown.checkpoint.full import ADAM_MOMENTS, FullCheckpoint, OptimizerState
+from scaledown.checkpoint.safe_dcp import SafePlanner, SafeReader
+from scaledown.checkpoint.safe_load import load_file
+from scaledown.destination import check_destination
+from scaledown.errors import CheckpointError
 
 STATE_DIR = "model_and_optimizer"
 CLIENT_FILE = "client_state.pt"
@@ -63,7 +70,6 @@ def find_tag(path: str, tag: Optional[str] = None) -> str:
 def read_metadata(state_dir: str):
     """DCP's Metadata of a state folder, through the allow-list; a damaged file -> CheckpointError naming it and the
     previous complete checkpoint."""
-    from scaledown.checkpoint.safe_dcp import SafeReader
     file = os.path.join(state_dir, METADATA_FILE)
     if not os.path.isfile(file):
         raise dirs.damaged(file, "is missing")
@@ -94,9 +100,6 @@ def check_files(checkpoint: str):
 # ---- reading ------------------------------------------------------------------------------------------------------
 def read_flat(state_dir: str, metadata) -> dict[str, Any]:
     """Every entry at its global shape, keyed by DCP's flattened names, read in this one process."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-    from scaledown.checkpoint.safe_dcp import SafePlanner, SafeReader
     target: dict[str, Any] = {}
     for key, md in metadata.state_dict_metadata.items():
         target[key] = torch.empty(md.size, dtype=md.properties.dtype) if isinstance(md, TensorStorageMetadata) else None
@@ -113,8 +116,6 @@ def read_flat(state_dir: str, metadata) -> dict[str, Any]:
 
 def read_dcp(path: str, tag: Optional[str] = None, config_file: Optional[str] = None,
              trust_remote_code: bool = False) -> FullCheckpoint:
-    from scaledown.checkpoint.description import describe_checkpoint
-    from scaledown.checkpoint.safe_load import load_file
     checkpoint = find_tag(path, tag)
     description, _ = describe_checkpoint(checkpoint, config_file, "DCP", trust_remote_code)
     metadata = check_files(checkpoint)
@@ -145,7 +146,6 @@ def read_dcp(path: str, tag: Optional[str] = None, config_file: Optional[str] = 
     listed = [groups[i] for i in sorted(groups)] or list(client.get("scaledown_groups") or [])
     ckpt.optimizer = OptimizerState(moments, max(steps) if steps else 0, listed)
     if not listed:
-        from scaledown.checkpoint.deepspeed_write import trainable_groups
         ckpt.optimizer.groups = trainable_groups(ckpt)   # ScaleDown's groups of the checkpoint's phase
     if not moments:
         ckpt.notes.append(f"{checkpoint} holds no Adam moments")
@@ -156,9 +156,6 @@ def read_dcp(path: str, tag: Optional[str] = None, config_file: Optional[str] = 
 def write_dcp(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = None, overwrite: bool = False) -> str:
     """Write <directory>/<tag>/ (tag: step_N of the source's trainer_state.json, else of its Adam step) that
     `scaledown train --backend torch --resume_from` continues at any world size; returns its path."""
-    from scaledown.checkpoint.deepspeed_write import trainable_groups
-    from scaledown.destination import check_destination
-    import torch.distributed.checkpoint as dcp
     ckpt.complete_weights()
     groups = trainable_groups(ckpt)
     trainable = [n for g in groups for n in g["params"]]
@@ -211,7 +208,6 @@ def partial_load_allowed(state_dir: str, state: dict[str, Any]) -> bool:
     """Whether loading `state` (the run's nested model + optimizer state dict) may skip keys: only the optimizer's
     hyper-parameters (optim.param_groups.*) a converted checkpoint does not hold; any other entry the run needs but
     the checkpoint lacks raises CheckpointError naming it."""
-    from torch.distributed.checkpoint._nested_dict import flatten_state_dict
     metadata = read_metadata(state_dir)
     flat, _ = flatten_state_dict(state)
     missing = [k for k in flat if k not in metadata.state_dict_metadata]

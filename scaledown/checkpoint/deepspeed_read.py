@@ -1,5 +1,5 @@
 # The DeepSpeed side, reading: ZeRO-3 checkpoints (any world size) and universal checkpoints, without DeepSpeed.
-"""Native ZeRO-3 layout (engine.save_checkpoint; parameter names are ScaleDownModel.named_parameters()
+"""Native ZeRO-3 format (engine.save_checkpoint; parameter names are ScaleDownModel.named_parameters()
 because the engine wraps the ScaleDownModel):
 
     <save_dir>/latest                                             the newest tag
@@ -10,7 +10,7 @@ because the engine wraps the ScaleDownModel):
 Every parameter is flattened, padded to a multiple of the world size W and cut into W equal pieces; a
 rank's flat group is its pieces of the group's parameters in order (DeepSpeed's zero_to_fp32 rules).
 Trainable weights come out as the fp32 masters, frozen ones as stored (16-bit under bf16).
-Universal layout (ds_to_universal or `scaledown convert --to deepspeed`): <tag>/zero/<name>/{fp32,exp_avg,
+Universal format (ds_to_universal or `scaledown convert --to deepspeed`): <tag>/zero/<name>/{fp32,exp_avg,
 exp_avg_sq}.pt and <tag>/zero/optimizer_state.pt.
 """
 from __future__ import annotations

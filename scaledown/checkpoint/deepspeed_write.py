@@ -1,5 +1,5 @@
 # The DeepSpeed side, writing: a universal checkpoint that a ZeRO-3 run of any world size starts from.
-"""Output (DeepSpeed's universal layout, plus what ScaleDown needs to start a run from it):
+"""Output (DeepSpeed's universal format, plus what ScaleDown needs to start a run from it):
 
     <dir>/latest_universal                                   the tag (DeepSpeed's universal pointer)
     <dir>/<tag>/zero/<name>/fp32.pt                          {"param": full tensor} for EVERY parameter
@@ -19,15 +19,18 @@ from __future__ import annotations
 import os
 import shutil
 from collections import OrderedDict
+from importlib import metadata
 from typing import Any, Optional
 
 import torch
 
 from scaledown import atomic_files
 from scaledown.checkpoint import folder_protocol as protocol
+from scaledown.checkpoint.deepspeed_read import UNIVERSAL_LATEST
 from scaledown.checkpoint.description import write_metadata
 from scaledown.checkpoint.full import ADAM_MOMENTS, FullCheckpoint, write_trainer_state
-from scaledown.checkpoint.deepspeed_read import UNIVERSAL_LATEST
+from scaledown.destination import check_destination
+from scaledown.models.tied_weights import drop_aliases, tied_aliases
 
 MODEL_STATES = "zero_pp_rank_0_mp_rank_00_model_states.pt"
 
@@ -49,13 +52,11 @@ def _common(groups: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_deepspeed(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = None, overwrite: bool = False) -> str:
-    from scaledown.models.tied_weights import drop_aliases, tied_aliases
     ckpt.complete_weights()
     groups = trainable_groups(ckpt)
     step = ckpt.optimizer.step if ckpt.optimizer else 0
     state = ckpt.trainer_state
     tag = tag or (protocol.tag_for(int(state["step"])) if state and "step" in state else f"global_step{step}")
-    from scaledown.destination import check_destination
     check_destination(os.path.join(directory, tag), overwrite, "the checkpoint tag")
     moments = ckpt.optimizer.moments if ckpt.optimizer else {}
     trainable = [n for g in groups for n in g["params"]]
@@ -93,12 +94,10 @@ def write_deepspeed(ckpt: FullCheckpoint, directory: str, tag: Optional[str] = N
 
 def _model_states(ckpt: FullCheckpoint, groups: list[dict], trainable: list[str], step: int) -> dict[str, Any]:
     """What engine.load_checkpoint reads from a model-states file when it loads a universal checkpoint."""
-    from importlib import metadata
     try:
         version = metadata.version("deepspeed")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    from scaledown.models.tied_weights import drop_aliases, tied_aliases
     frozen = [n for n in drop_aliases(ckpt.weights, tied_aliases(ckpt.description.skeleton())) if n not in set(trainable)]
     return {"module": OrderedDict(), "buffer_names": [], "optimizer": None,
             "param_shapes": [OrderedDict((n, ckpt.weights[n].shape) for n in g["params"]) for g in groups],

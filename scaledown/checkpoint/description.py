@@ -1,5 +1,5 @@
 # What model a checkpoint holds: ScaleDownConfig + the generator's and compressor backbone's HF configs.
-"""Every converter output carries `scaledown_checkpoint.json` (this description, plus the layout it was
+"""Every converter output carries `scaledown_checkpoint.json` (this description, plus the format it was
 written with), so a later conversion needs nothing else. Sources without it are described from:
 a Hugging Face folder's own files; a training checkpoint's `trainer_state.json` ("config"); or `--config`.
 
@@ -14,9 +14,20 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
 from scaledown.checkpoint import folder_protocol as protocol
-from scaledown.config import MODEL_FIELDS, ScaleDownConfig
+from scaledown.config import MODEL_FIELDS, ScaleDownConfig, config_from_saved
 from scaledown.errors import CheckpointError
+from scaledown.models import loading
+from scaledown.models.compressor_builders import build_compressor, truncated_config
+from scaledown.models.generator import build_generator
+from scaledown.models.loading import fresh_attention_choice
+from scaledown.models.scaledown_model import ScaleDownModel
+from scaledown.models.serialization import read_saved_config, resolve_model_dir
+from scaledown.text_files import load_json
 
 METADATA_FILE = "scaledown_checkpoint.json"
 FORMAT = "scaledown-checkpoint"
@@ -24,8 +35,6 @@ FORMAT = "scaledown-checkpoint"
 
 def hf_config(values: dict):
     """A transformers config object from its to_dict() form."""
-    from transformers import AutoConfig
-    from scaledown.models.loading import fresh_attention_choice
     values = dict(values)
     return fresh_attention_choice(AutoConfig.for_model(values.pop("model_type"), **values))
 
@@ -44,8 +53,6 @@ class ModelDescription:
     @classmethod
     def from_config(cls, config: ScaleDownConfig) -> "ModelDescription":
         """Resolve the HF configs by model name (offline for the tiny preset, hub cache or local path otherwise)."""
-        from scaledown.models import loading
-        from scaledown.models.compressor_builders import truncated_config
         generator = loading.model_config(config.generator_model_name, config.trust_remote_code)
         if config.compressor_type == "n_layers":
             backbone = truncated_config(generator, config.num_compressor_layers)
@@ -58,10 +65,6 @@ class ModelDescription:
         """A saved ScaleDown model folder as `ScaleDownModel.from_pretrained(directory, **training settings of
         config)` builds it (cli/training_run.py --init_from): the folder's model settings with the run's others, its
         generator_base / compressor HF configs (vocabularies as saved, grown by added tokens) and its tokenizers."""
-        import os
-        from transformers import AutoTokenizer
-        from scaledown.models import loading
-        from scaledown.models.serialization import read_saved_config, resolve_model_dir
         directory = resolve_model_dir(directory)
         run = {k: v for k, v in config.to_dict().items()
                if k not in MODEL_FIELDS and k not in ("preset", "trust_remote_code")}
@@ -88,12 +91,6 @@ class ModelDescription:
     def skeleton(self):
         """ScaleDownModel on the meta device with this architecture (tokenizers are loaded by name)."""
         if self._skeleton is None:
-            import torch
-            from torch import nn
-            from transformers import AutoModel, AutoModelForCausalLM
-            from scaledown.models.compressor_builders import build_compressor
-            from scaledown.models.generator import build_generator
-            from scaledown.models.scaledown_model import ScaleDownModel
             with torch.device("meta"):
                 base = AutoModelForCausalLM.from_config(hf_config(self.generator_config))
                 generator = build_generator(self.config, base)
@@ -136,7 +133,6 @@ class _EmbeddingStandIn:
     """What build_compressor asks of a generator (its input embeddings), without meta tensors to read."""
 
     def __init__(self, width: int):
-        import torch
         self.embedding = torch.nn.Embedding(1, width, device="cpu")
 
     def get_input_embeddings(self):
@@ -145,14 +141,12 @@ class _EmbeddingStandIn:
 
 def config_from_dict(values: dict, source: str, trust_remote_code: bool = False) -> ScaleDownConfig:
     """A config recorded in a checkpoint; its trust_remote_code is ignored (config.config_from_saved)."""
-    from scaledown.config import config_from_saved
     return config_from_saved(values, source, trust_remote_code)
 
 
 def read_json(path: str) -> Optional[dict]:
     if not os.path.isfile(path):
         return None
-    from scaledown.text_files import load_json
     try:
         return load_json(path, CheckpointError)
     except OSError as exc:

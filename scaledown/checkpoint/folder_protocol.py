@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from scaledown import atomic_files
 from scaledown.errors import CheckpointError
+from scaledown.text_files import load_json
 
 STATE_FILE = "trainer_state.json"
 LATEST_FILE = "latest"
@@ -61,7 +62,6 @@ def write_state(path: str, state: dict[str, Any]) -> None:
 
 def read_state(path: str) -> dict[str, Any]:
     """trainer_state.json of the checkpoint `path` as it is (CheckpointError for bad JSON, OSError when missing)."""
-    from scaledown.text_files import load_json
     return load_json(state_path(path), CheckpointError)
 
 

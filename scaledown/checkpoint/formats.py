@@ -54,7 +54,7 @@ FORMATS: dict[str, CheckpointFormat] = {f.name: f for f in (
                      "(any world size; --resume_from it at any world size)",
                      read=_C + "dcp_format:read_dcp", write=_C + "dcp_format:write_dcp",
                      find_tag=_C + "dcp_format:find_tag", what="DCP"),
-    CheckpointFormat("oscar", "NAVER's released OSCAR layout (naver/oscar-*: config.json, adapters.pth, "
+    CheckpointFormat("oscar", "NAVER's released OSCAR format (naver/oscar-*: config.json, adapters.pth, "
                      "compressor/...), read natively without remote code; converts to and from hf only",
                      tagged=False, what="released OSCAR"),
 )}

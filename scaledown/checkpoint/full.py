@@ -9,6 +9,9 @@ import torch
 from scaledown.checkpoint import folder_protocol as protocol
 from scaledown.checkpoint.description import ModelDescription
 from scaledown.errors import CheckpointError
+from scaledown.models import loading
+from scaledown.models.generator import without_lora
+from scaledown.models.tied_weights import tied_aliases, with_aliases
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 
@@ -34,7 +37,6 @@ class FullCheckpoint:
         """Weights must be a subset of the model's parameters with matching shapes (another model otherwise).
         Every reader calls it; tied weights a file holds once (tie_word_embeddings) are then filled in under every
         name, so writers see the model's full state dict (safetensors writers drop the aliases again)."""
-        from scaledown.models.tied_weights import tied_aliases, with_aliases
         self.weights = with_aliases(self.weights, tied_aliases(self.description.skeleton()))
         shapes = self.description.shapes()
         extra = sorted(set(self.weights) - set(shapes))
@@ -58,8 +60,6 @@ class FullCheckpoint:
         if not base_only or self.description.base_modified():
             raise CheckpointError(f"{self.source} lacks {len(missing)} weights of the model (e.g. {missing[:3]}). "
                                   f"Convert a complete checkpoint.")
-        from scaledown.models import loading
-        from scaledown.models.generator import without_lora
         config = self.description.config
         base = loading.load_causal_lm(config.generator_model_name, config.trust_remote_code).state_dict()
         prefix = "generator.base_model.model."

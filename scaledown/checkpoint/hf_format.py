@@ -1,4 +1,4 @@
-# The Hugging Face side: read / write the ScaleDownModel.save_pretrained folder (models/serialization.py layout).
+# The Hugging Face side: read / write the ScaleDownModel.save_pretrained folder (models/serialization.py format).
 """Reading maps the folder's safetensors files onto ScaleDownModel names without building the model:
 
     generator_adapter/adapter_model.safetensors   base_model.model.<path>.lora_A.weight -> generator.<..>.lora_A.default.weight
@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import os
 
+from safetensors.torch import load_file
+
 from scaledown.checkpoint.description import ModelDescription, read_json
 from scaledown.checkpoint.full import FullCheckpoint
+from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError
+from scaledown.models import loading
+from scaledown.models.generator import base_causal_lm, without_lora
+from scaledown.models.serialization import read_saved_config, save_pretrained
 
 ADAPTER_NAME = "default"
 
@@ -26,14 +32,11 @@ def _peft_key(name: str) -> str:
 
 
 def _base_prefix(model) -> str:
-    from scaledown.models.generator import base_causal_lm
     lm = base_causal_lm(model.generator)
     return next(name for name, m in model.named_modules() if m is lm) + "."
 
 
 def describe_folder(directory: str, trust_remote_code: bool = False) -> tuple[str, ModelDescription]:
-    from scaledown.models import loading
-    from scaledown.models.serialization import read_saved_config
     directory, _, config = read_saved_config(directory, trust_remote_code=trust_remote_code)
     base_config = read_json(os.path.join(directory, "generator_base", "config.json"))
     if base_config is None:
@@ -46,8 +49,6 @@ def describe_folder(directory: str, trust_remote_code: bool = False) -> tuple[st
 
 
 def read_hf(path: str, trust_remote_code: bool = False) -> FullCheckpoint:
-    from safetensors.torch import load_file
-    from scaledown.models.generator import without_lora
     directory, description = describe_folder(path, trust_remote_code)
     model = description.skeleton()
     names = list(model.state_dict())
@@ -81,7 +82,6 @@ def read_hf(path: str, trust_remote_code: bool = False) -> FullCheckpoint:
 
 def write_hf(ckpt: FullCheckpoint, directory: str, merge_lora: bool = False) -> None:
     """Write the ScaleDown folder; the base generator is included when it differs from its hub checkpoint."""
-    from scaledown.models.serialization import save_pretrained
     include_base = ckpt.description.base_modified() or merge_lora
     if include_base:
         ckpt.complete_weights()
@@ -104,7 +104,6 @@ def describe_hf_checkpoint(src: str, src_tag, config_file, trust_remote_code: bo
     """The folder's description; --config, when given, must describe the same model."""
     directory, description = describe_folder(src, trust_remote_code)
     if config_file:
-        from scaledown.config import ScaleDownConfig
         given = ScaleDownConfig.from_file(config_file, trust_remote_code=trust_remote_code)
         description.check_same(ModelDescription.from_config(given), directory, f"--config {config_file}")
     return description

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from scaledown.checkpoint.description import METADATA_FILE, read_json
 from scaledown.checkpoint.safe_load import TensorReference, load_file, save_with_references
 from scaledown.errors import CheckpointError
 
@@ -157,7 +158,6 @@ def check_optimizer_layout(tag_dir: str, zero1_dp: int | None) -> None:
     mismatch is refused with the conversion that fits. NxD's ZeRO-1 load pops base_state from the rank's own
     dp_rank file (a plain file fails with a bare KeyError); the plain load reads dp_rank_00. A training run's own
     tags (no layout record) were written by the backend's save and carry its settings."""
-    from scaledown.checkpoint.description import METADATA_FILE, read_json
     meta = read_json(os.path.join(tag_dir, METADATA_FILE))
     if not meta or meta.get("layout") != "nxd":
         return

@@ -19,11 +19,11 @@ from typing import Any, Optional
 
 import torch
 
-from scaledown.checkpoint import nxd_files as F
 from scaledown.checkpoint import folder_protocol as protocol
+from scaledown.checkpoint import nxd_files as F
 from scaledown.checkpoint.description import describe_checkpoint, write_metadata
-from scaledown.checkpoint.full import write_trainer_state
-from scaledown.checkpoint.full import ADAM_MOMENTS, FullCheckpoint, OptimizerState
+from scaledown.checkpoint.full import ADAM_MOMENTS, FullCheckpoint, OptimizerState, write_trainer_state
+from scaledown.destination import check_destination
 from scaledown.errors import CheckpointError
 from scaledown.parallel import ParallelPlan
 from scaledown.parallel.layout import check_shard_shape
@@ -174,7 +174,6 @@ def write_nxd(ckpt: FullCheckpoint, directory: str, tp: int = 1, pp: int = 1, kv
     ckpt.complete_weights()
     state = ckpt.trainer_state
     tag = tag or (protocol.tag_for(int(state["step"])) if state and "step" in state else DEFAULT_TAG)
-    from scaledown.destination import check_destination
     check_destination(os.path.join(directory, tag), overwrite, "the checkpoint tag")
     os.makedirs(directory, exist_ok=True)
     final = os.path.join(directory, tag)

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from scaledown.errors import ConfigError
+from scaledown.checkpoint.oscar_export import write_released
+from scaledown.errors import CheckpointError, ConfigError
+from scaledown.models import ScaleDownModel
+from scaledown.models.oscar_format import is_released_folder, load_released
 
 
 def check_oscar_options(src_format: str, dst_format: str, generator_path: Optional[str],
@@ -30,11 +33,8 @@ def convert_oscar(src_format: str, dst_format: str, src: str, dst: str, generato
                   compressor_path: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
                   released_names: Optional[dict] = None):
     """oscar -> hf: read natively and save_pretrained; hf -> oscar: from_pretrained and write the released files."""
-    from scaledown.errors import CheckpointError
-    from scaledown.models import ScaleDownModel
     log = log or (lambda message: None)
     if src_format == "oscar":
-        from scaledown.models.oscar_format import is_released_folder, load_released
         if not is_released_folder(src):
             raise CheckpointError(f"{src} is not a released OSCAR folder: it needs a config.json with the COCOMConfig "
                                   f"fields (model_type COCOM, decoder_model_name, compr_rate, ...).")
@@ -43,7 +43,6 @@ def convert_oscar(src_format: str, dst_format: str, src: str, dst: str, generato
         log(f"writing hf folder {dst}")
         model.save_pretrained(dst)
         return dst, ["weights", "prompt format (prompt_format='oscar')"], []
-    from scaledown.checkpoint.oscar_export import write_released
     log(f"reading hf folder {src}")
     model = ScaleDownModel.from_pretrained(src)
     log(f"writing released OSCAR folder {dst}")

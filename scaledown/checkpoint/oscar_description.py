@@ -4,6 +4,11 @@ from __future__ import annotations
 from typing import Optional
 
 from scaledown.checkpoint.description import ModelDescription
+from scaledown.models import loading
+from scaledown.models.compressor_builders import truncated_config
+from scaledown.models.oscar_files import TRIMMED
+from scaledown.models.oscar_format import read_released_config, released_tokenizers
+from scaledown.models.oscar_paths import check_base_models
 
 
 def released_description(folder: str, config, generator_path: Optional[str] = None,
@@ -12,11 +17,6 @@ def released_description(folder: str, config, generator_path: Optional[str] = No
     folder's, cli/training_run.init_architecture), the base HF configs with the vocabularies grown by the added
     tokens (generator: <MEM..>, <AE>, <ENC>, <SEP>; compressor backbone: <MEM0>..), and those grown tokenizers.
     Raises CheckpointError / ConfigError as read_released_config and check_base_models do."""
-    from scaledown.models.oscar_files import TRIMMED
-    from scaledown.models.oscar_format import read_released_config, released_tokenizers
-    from scaledown.models.oscar_paths import check_base_models
-    from scaledown.models import loading
-    from scaledown.models.compressor_builders import truncated_config
     cfg = read_released_config(folder)
     generator_name, compressor_name = check_base_models(folder, cfg, generator_path, compressor_path)
     tokenizer, _, _, compressor_tokenizer, _ = released_tokenizers(cfg, generator_name, compressor_name)

@@ -1,4 +1,4 @@
-# Write a ScaleDownModel in NAVER's released OSCAR layout (what the COCOM remote code and BERGEN load).
+# Write a ScaleDownModel in NAVER's released OSCAR format (what the COCOM remote code and BERGEN load).
 """`write_released(model, dst)` writes config.json, adapters.pth, decoder_first_last_layers.pth and
 compressor/{compressor,mlp}.pth as the reference's COCOM.save_pretrained does (models/oscar_format.py).
 
@@ -17,9 +17,14 @@ import shutil
 from typing import Optional
 
 import torch
+from peft import get_peft_model_state_dict
 
 from scaledown.atomic_files import commit_directory, staging_directory
+from scaledown.destination import check_destination
 from scaledown.errors import CheckpointError
+from scaledown.models import loading
+from scaledown.models.generator import base_causal_lm, without_lora
+from scaledown.models.oscar_prompt import compressor_memory_tokens, decoder_added_tokens
 
 
 def _check_exportable(model) -> None:
@@ -39,14 +44,12 @@ def _check_exportable(model) -> None:
         why = f"compressor_projection={cfg.compressor_projection!r} (a causal-LM compressor needs the MLP)"
         fix = "train it with --compressor_projection mlp"
     if why:
-        raise CheckpointError(f"cannot write the released OSCAR layout for this model: {why}. To export, {fix}; "
+        raise CheckpointError(f"cannot write the released OSCAR format for this model: {why}. To export, {fix}; "
                               f"the ScaleDown folder itself loads with ScaleDownModel.from_pretrained.")
 
 
 def _check_base_unchanged(model, generator_name: str) -> None:
     """Only embedding and head rows travel: the other base weights must equal those of `generator_name`."""
-    from scaledown.models import loading
-    from scaledown.models.generator import base_causal_lm, without_lora
     ours = without_lora(base_causal_lm(model.generator).state_dict())
     reference = loading.load_causal_lm(generator_name).state_dict()
     changed = [k for k, v in ours.items() if "embed_tokens" not in k and "lm_head" not in k
@@ -62,7 +65,7 @@ def _check_base_unchanged(model, generator_name: str) -> None:
         else:
             fix = "pass --generator_path with the base model this one was trained from"
         raise CheckpointError(f"the generator's base weights differ from {generator_name} ({len(changed)} tensors, "
-                              f"e.g. {changed[0]}): the released layout keeps only LoRA and the embedding/head rows, "
+                              f"e.g. {changed[0]}): the released format keeps only LoRA and the embedding/head rows, "
                               f"so the rest must be the base model's. {fix[0].upper() + fix[1:]}.")
 
 
@@ -91,11 +94,7 @@ def write_released(model, dst: str, generator_name: Optional[str] = None,
     returns notes on what could not be carried. generator_name / compressor_name: the base models the weights are
     checked against (default: the model's); decoder_model_name / compr_model_name: what config.json names them
     (e.g. hub ids; default: those names, local folders as absolute paths)."""
-    from peft import get_peft_model_state_dict
-    from scaledown.models.generator import base_causal_lm, without_lora
-    from scaledown.models.oscar_prompt import compressor_memory_tokens, decoder_added_tokens
     _check_exportable(model)
-    from scaledown.destination import check_destination
     check_destination(dst, overwrite, "the released folder")
     cfg, notes = model.config, []
     generator_name = generator_name or cfg.generator_model_name
@@ -147,7 +146,7 @@ def write_released(model, dst: str, generator_name: Optional[str] = None,
                               "compr_model_name", "--compr_model_name", notes) if not trimmed else "mistral_trimmed"
     use_mlp = (cfg.compressor_projection or ("none" if trimmed else "mlp")) == "mlp"
     if comp.rr_head is not None:
-        notes.append("the reranking head (RR token and dense layer) has no place in the released layout: dropped")
+        notes.append("the reranking head (RR token and dense layer) has no place in the released format: dropped")
     config = {
         "architectures": ["COCOM"], "model_type": "COCOM", "decoder_model_name": named_generator,
         "doc_max_length": cfg.doc_max_length, "quantization": "no", "sep": True,

@@ -12,7 +12,9 @@ from typing import Any
 
 import torch
 from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import StorageMeta
 
 from scaledown.errors import CheckpointError
 
@@ -44,7 +46,6 @@ class SafeReader(FileSystemReader):
     """FileSystemReader whose metadata is unpickled through ALLOWED only."""
 
     def read_metadata(self, *args: Any, **kwargs: Any):
-        from torch.distributed.checkpoint.metadata import StorageMeta
         path = self._get_metadata_path(kwargs.get("rank"))
         try:
             with self.fs.create_stream(path, "rb") as f:
@@ -63,7 +64,6 @@ class SafePlanner(DefaultLoadPlanner):
     (DefaultLoadPlanner.load_bytes, torch 2.13, with weights_only=True)."""
 
     def load_bytes(self, read_item, value: io.BytesIO) -> None:
-        from torch.distributed.checkpoint._traverse import set_element
         try:
             loaded = torch.load(value, weights_only=True)
         except pickle.UnpicklingError as exc:

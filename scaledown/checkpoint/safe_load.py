@@ -9,11 +9,13 @@ Writing xser references without torch_xla uses a pickler that emits the same glo
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 from typing import Any, Optional
 
 import torch
+from safetensors import safe_open
 
 from scaledown.errors import CheckpointError
 
@@ -82,11 +84,9 @@ def problem_with(path: str) -> Optional[str]:
         return "is not a file"
     try:
         if path.endswith(".safetensors"):
-            from safetensors import safe_open
             with safe_open(path, framework="pt") as f:
                 f.keys()
         elif path.endswith(".json"):
-            import json
             with open(path) as f:
                 json.load(f)
         else:
@@ -125,7 +125,7 @@ class _XserPickleModule:
 
 
 def save_with_references(obj: Any, path: str) -> None:
-    """torch.save `obj` whose TensorReference stubs must read back as torch_xla's class (xser layout)."""
+    """torch.save `obj` whose TensorReference stubs must read back as torch_xla's class (xser format)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer, pickle_module=_XserPickleModule, pickle_protocol=2)
     with open(path, "wb") as f:

@@ -8,8 +8,10 @@ import sys
 import typing
 from typing import Any, Optional, Sequence
 
+from scaledown.cli.oscar_base_flags import add_base_model_flags
 from scaledown.config import ScaleDownConfig, read_config_file
 from scaledown.errors import ConfigError
+from scaledown.training.backends.neuron.profile_file import NeuronProfile
 
 # Seed flag names kept working: --num_layers, --device.
 ALIASES = {"num_compressor_layers": ["--num_layers"], "device_type": ["--device"],
@@ -88,7 +90,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--resume_from", "--resume-from", help="'auto' (newest complete checkpoint of "
                      "--output_dir; a new run when there is none) or a checkpoint / run folder. The run continues "
                      "with the settings and data recorded in the checkpoint; flags may change only free settings "
-                     "(parallel layout, micro-batch, backend, logging, eval cadence, output).")
+                     "(parallel degrees, micro-batch, backend, logging, eval cadence, output).")
     run.add_argument("--allow_changed_settings", "--allow-changed-settings", action="store_true",
                      help="With --resume_from: accept flags that change settings defining the run (data, objective, "
                           "schedule, global batch, seed); they are printed and recorded in trainer_state.json.")
@@ -96,9 +98,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                      help="Start a new run in an --output_dir that holds another run (final/, checkpoints, "
                           "train_summary.json): the previous run's files are deleted first.")
     run.add_argument("--init_from", "--init-from", help="Start from a saved ScaleDown model folder "
-                     "(e.g. a pretraining run's OUTPUT_DIR/final) or a released OSCAR folder (naver/oscar-* layout; "
+                     "(e.g. a pretraining run's OUTPUT_DIR/final) or a released OSCAR folder (the naver/oscar-* format; "
                      "its base models by hub id, or from --generator_path / --compressor_path).")
-    from scaledown.cli.oscar_base_flags import add_base_model_flags
     add_base_model_flags(run)
     run.add_argument("--init_compressor_from", "--init-compressor-from", metavar="DIR",
                      help="Take only the compressor of a saved model folder (e.g. a pretraining run's OUTPUT_DIR/final) "
@@ -134,13 +135,12 @@ def build_parser(prog: str, description: str) -> FriendlyParser:
 
 
 def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The ScaleDownConfig values this command sets itself: --neuron_config layout < --config file < flags.
+    """The ScaleDownConfig values this command sets itself: --neuron_config profile < --config file < flags.
     Run flags held in the --config file (train_data, ...) are not settings: see apply_config_run_flags."""
     fields = set(ScaleDownConfig.field_names())
     values: dict[str, Any] = {}
     if getattr(args, "neuron_config", None):
-        from scaledown.training.backends.neuron.layout_file import NeuronLayout
-        values.update(NeuronLayout.from_file(args.neuron_config).config_values())
+        values.update(NeuronProfile.from_file(args.neuron_config).config_values())
     if getattr(args, "config", None):
         run_keys = set(vars(args)) - fields
         values.update({k: v for k, v in read_config_file(args.config).items() if k not in run_keys})
@@ -151,7 +151,7 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace, default_preset: Optional[str] = None,
                      base: Optional[dict[str, Any]] = None, user_data: bool = False,
                      unless_flagged: Optional[dict[str, Any]] = None) -> ScaleDownConfig:
-    """defaults < preset < base (e.g. a reused compressor's architecture) < --neuron_config layout < --config file
+    """defaults < preset < base (e.g. a reused compressor's architecture) < --neuron_config profile < --config file
     < flags. user_data: the run reads the user's files, so a preset's synthetic-task schedule and lengths do not
     apply. unless_flagged: values that hold unless the command line gives that flag (over a --config file too)."""
     values: dict[str, Any] = dict(base or {})

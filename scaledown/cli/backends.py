@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from typing import Any, Mapping, Sequence
 
+from scaledown.cli.task_check import check_task_launch
 from scaledown.errors import ConfigError
 from scaledown.training.backends.registry import REGISTRY, BackendSpec, ResolvedRun  # noqa: F401  (re-exported)
-from scaledown.training.backends.user_backend import HELP as IMPORT_HELP, is_import_name, spec_for  # noqa: F401
+from scaledown.training.backends.user_backend import HELP as IMPORT_HELP  # noqa: F401
+from scaledown.training.backends.user_backend import is_import_name, spec_for
 
 AUTO_HELP = ("Which backend trains: local (one process), deepspeed (ZeRO ranks on GPUs/CPUs), neuron (NxD on "
              "Trn1) or torch (PyTorch-native FSDP2 ranks; only when named). auto (default) picks, first match wins: --deepspeed PATH -> deepspeed; --device trainium or "
@@ -90,8 +93,6 @@ def refuse_foreign_flags(name: str, why: str, tokens: Sequence[str], allowed: Se
 def check_launcher(name: str, why: str, tokens: Sequence[str], env: Mapping[str, str]) -> None:
     """The backend fits how this process was started: a one-process backend is not one of several ranks; a plain
     `srun` step's tasks are never ranks (task_check.py)."""
-    import shlex
-    from scaledown.cli.task_check import check_task_launch
     spec = spec_for(name)
     world, launcher = launcher_world(env)
     if spec.ranks == "one" and world > 1 and why.startswith("--backend"):

@@ -6,9 +6,12 @@ import json
 import os
 from typing import Optional, Sequence
 
-from scaledown.cli.oscar_base_flags import add_base_model_flags, base_paths, check_flags_apply
+from scaledown.atomic_files import write_text
 from scaledown.cli.args import FriendlyParser
+from scaledown.cli.oscar_base_flags import add_base_model_flags, base_paths, check_flags_apply
+from scaledown.destination import check_destination
 from scaledown.errors import ConfigError
+from scaledown.evaluation.plots import plot_latency
 
 FLOPS_KEYS = ("uncompressed", "generation_x16", "total_5L", "total_8L", "total_llama")
 LABELS = {"uncompressed": "Mistral-7B, no compression", "generation_x16": "generation from x16 memory (PISCO)",
@@ -57,7 +60,6 @@ def flops_main(argv: Sequence[str], prog: str) -> int:
                               f"--{name} {getattr(args, name)}: use {'0 or more' if lowest == 0 else 'at least 1'} "
                               f"(OSCAR's setup: {getattr(defaults, name)}).")
     if args.json:
-        from scaledown.destination import check_destination
         check_destination(args.json, args.overwrite, "--json")
     setup = Setup(**{k: getattr(args, k) for k in ("query_tokens", "num_documents", "document_tokens",
                                                   "memory_tokens", "generated_tokens", "template_tokens")})
@@ -91,8 +93,8 @@ def flops_main(argv: Sequence[str], prog: str) -> int:
 # ---- latency -----------------------------------------------------------------------------------------
 def latency_main(argv: Sequence[str], prog: str) -> int:
     import torch
+
     from scaledown.evaluation import latency
-    from scaledown.evaluation.plots import plot_latency
     shape, settings = latency.BenchModelShape(), latency.LatencySettings()
     parser = FriendlyParser(prog=prog, description="Wall-clock latency per query and queries/s, compressed vs "
                             "uncompressed, same generator, on this hardware; sweeps documents per query and batch "
@@ -122,7 +124,6 @@ def latency_main(argv: Sequence[str], prog: str) -> int:
          help="auto: bfloat16 on GPU, float32 on CPU")
     args = parser.parse_args(argv)
     check_flags_apply([args.model], args, "--model")
-    from scaledown.destination import check_destination
     check_destination(args.output, args.overwrite, "--output", contents=["latency.json", "latency.png"])
     settings = latency.LatencySettings(documents=_ints(args.documents), batch_sizes=_ints(args.batch_sizes),
                                        document_tokens=args.document_tokens, compression_rate=args.compression_rate,
@@ -171,7 +172,6 @@ def latency_main(argv: Sequence[str], prog: str) -> int:
 
 
 def _write_json(path: str, data) -> None:
-    from scaledown.atomic_files import write_text
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_text(path, json.dumps(data, indent=2) + "\n")
 

@@ -6,16 +6,15 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-from scaledown.checkpoint.convert import FORMATS, convert
+from scaledown.checkpoint.formats import FORMATS
 from scaledown.cli.oscar_base_flags import add_base_model_flags
 
 
 def _description() -> str:
     """One line per format of the table (checkpoint/formats.py)."""
-    from scaledown.checkpoint.formats import FORMATS
     width = max(len(name) for name in FORMATS) + 2
     lines = [f"  {name:<{width}}{fmt.help}" for name, fmt in FORMATS.items()]
-    return ("Convert a ScaleDown checkpoint between layouts:\n" + "\n".join(lines) + "\nWeights always convert; "
+    return ("Convert a ScaleDown checkpoint between formats:\n" + "\n".join(lines) + "\nWeights always convert; "
             "Adam moments and the step carry between deepspeed, nxd and dcp; a Hugging Face folder\nholds no "
             "optimizer state.")
 
@@ -36,15 +35,15 @@ EXAMPLES = """examples:
 def build_parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--from", dest="src_format", required=True, choices=FORMATS, help="layout of SRC")
-    p.add_argument("--to", dest="dst_format", required=True, choices=FORMATS, help="layout to write at DST")
+    p.add_argument("--from", dest="src_format", required=True, choices=tuple(FORMATS), help="format of SRC")
+    p.add_argument("--to", dest="dst_format", required=True, choices=tuple(FORMATS), help="format to write at DST")
     p.add_argument("src", metavar="SRC", help="checkpoint to read")
     p.add_argument("dst", metavar="DST", help="folder to write (nxd / deepspeed / dcp: DST/TAG is created)")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree of the NxD output (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline-parallel degree of the NxD output (default 1)")
     p.add_argument("--kv_replication", "--kv-replication", type=int, default=None,
                    help="NxD kv_size_multiplier; default: the smallest factor making the KV heads divide --tp")
-    p.add_argument("--xser", action="store_true", help="write NxD shards in torch-xla's xser layout (default off)")
+    p.add_argument("--xser", action="store_true", help="write NxD shards in torch-xla's xser format (default off)")
     p.add_argument("--zero1_dp", "--zero1-dp", type=int, default=None,
                    help="nxd output: write the optimizer in NxD's ZeRO-1 layout, one file per data-parallel rank, for "
                         "this many data-parallel ranks (what a --zero1 true run at that size loads); default: the "
@@ -72,6 +71,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 def convert_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown convert") -> int:
     args = build_parser(prog).parse_args(argv)
+    from scaledown.checkpoint.convert import convert  # torch: after the flags are checked
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers deprecation chatter on model build
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     result = convert(args.src_format, args.dst_format, args.src, args.dst, tp=args.tp, pp=args.pp,

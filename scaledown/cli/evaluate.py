@@ -6,16 +6,20 @@ import os
 from typing import Optional, Sequence
 
 from scaledown.atomic_files import write_text
-from scaledown.cli.oscar_base_flags import add_base_model_flags, base_paths, check_flags_apply
 from scaledown.cli.args import FriendlyParser
+from scaledown.cli.oscar_base_flags import add_base_model_flags, base_paths, check_flags_apply
+from scaledown.data.validation import read_rows
+from scaledown.destination import check_destination
 from scaledown.errors import ConfigError, DataError
-
+from scaledown.evaluation import qa_datasets
+from scaledown.evaluation.paper_table import format_table
+from scaledown.evaluation.qa_datasets import attach_documents, to_rows
 
 DESCRIPTION = ("Evaluate a saved ScaleDown model: exact match, token F1, ROUGE-L and Match (gold answer contained, "
                "as BERGEN/OSCAR compute it), optionally an LLM judge, and nDCG@10/MRR when the model has a reranking "
                "head. --baselines also answers with the same generator reading the documents as text (uncompressed "
                "RAG) and with no documents. Writes OUTPUT/predictions.jsonl and OUTPUT/metrics.json; with "
-               "--benchmark, one folder per benchmark and a table in the layout of OSCAR's Table 1.")
+               "--benchmark, one folder per benchmark and a table in the form of OSCAR's Table 1.")
 
 
 def build_parser(prog: str) -> FriendlyParser:
@@ -26,9 +30,9 @@ def build_parser(prog: str) -> FriendlyParser:
 
     add("model", required=True, nargs="+", help="one or more models: saved ScaleDown folders (a training run's "
                                                 "OUTPUT_DIR/final, or OUTPUT_DIR) or released OSCAR folders "
-                                                "(naver/oscar-* layout); several go into one table")
+                                                "(naver/oscar-* format); several go into one table")
     add("data", help="rows to evaluate: ScaleDown rows (query, documents, answer/answers) in .json/.jsonl/.parquet, "
-                     "or a benchmark file (KILT, PopQA or ASQA layout; needs --corpus for retrieval)")
+                     "or a benchmark file (KILT, PopQA or ASQA format; needs --corpus for retrieval)")
     add("benchmark", help="comma-separated benchmarks: nq, triviaqa, hotpotqa, popqa, asqa, or 'all'; read from "
                           "--data_dir (local copies) or the hub through `datasets`")
     add("data_dir", help="folder with local benchmark copies (<name>.jsonl or <name>-dev-kilt.jsonl)")
@@ -64,8 +68,6 @@ def build_parser(prog: str) -> FriendlyParser:
 def _read_dataset(path: str, max_examples: Optional[int]):
     """(rows, needs_retrieval) of a file: ScaleDown rows are validated with file/line errors."""
     from scaledown.data import ScaleDownDataset
-    from scaledown.data.validation import read_rows
-    from scaledown.evaluation.qa_datasets import to_rows
     located = read_rows(path)
     first = located[0][1]
     if isinstance(first, dict) and "documents" in first:
@@ -76,7 +78,6 @@ def _read_dataset(path: str, max_examples: Optional[int]):
 
 def collect_datasets(args) -> list[tuple[str, str, list[dict]]]:
     """[(name, source, rows)] from --benchmark and/or --data, before any model is loaded."""
-    from scaledown.evaluation import qa_datasets
     out = []
     if args.benchmark:
         for bench in qa_datasets.parse_benchmarks(args.benchmark):
@@ -111,6 +112,7 @@ def model_labels(paths: Sequence[str]) -> list[str]:
 def _document_tokenizer(model_dir: str, config):
     """The tokenizer that counts document tokens (the compressor's), read from the saved model folder."""
     from transformers import AutoTokenizer
+
     from scaledown.models.oscar_format import is_released_folder
     from scaledown.models.serialization import resolve_model_dir
     if is_released_folder(model_dir):
@@ -160,7 +162,6 @@ RESULT_FILES = ("metrics.json", "predictions.jsonl", "table.md", "benchmarks.jso
 
 def check_results_destination(output: str, overwrite: bool) -> None:
     """Results of an earlier evaluation in --output (top level or one folder per benchmark) need --overwrite."""
-    from scaledown.destination import check_destination
     names = list(RESULT_FILES)
     if os.path.isdir(output):
         names += [os.path.join(d, f) for d in sorted(os.listdir(output)) if os.path.isdir(os.path.join(output, d))
@@ -191,7 +192,6 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
             raise DataError(f"the rows of {', '.join(missing)} have no documents: pass --corpus FILE (passages, "
                             f".jsonl with title/text) to retrieve {num_documents} per query, or give rows with "
                             f"'documents'.")
-        from scaledown.evaluation.qa_datasets import attach_documents
         from scaledown.evaluation.retrieve import open_corpus_retriever
         tokenizer, tokenizer_name = _document_tokenizer(model_path, saved_config)
         retriever = open_corpus_retriever(args, tokenizer, tokenizer_name, saved_config.doc_max_length)
@@ -206,6 +206,7 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
         check_eval_rows(rows, source)
 
     import torch
+
     from scaledown.models import ScaleDownModel
     from scaledown.training.backends.local import resolve_device
     device = resolve_device(args.device)
@@ -230,7 +231,7 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
             result = evaluate_systems(model, rows, systems, args.batch_size, num_documents, generation, judge,
                                       progress=not args.no_progress, autocast=autocast)
             folder = os.path.join(args.output, name) if args.benchmark else args.output
-            folder = os.path.join(folder, label) if several else folder   # one model: the layout as before
+            folder = os.path.join(folder, label) if several else folder   # one model: the folder as before
             predictions, metrics = write_outputs(result, folder)
             _print_systems((name if args.benchmark else source) + (f" / {label}" if several else ""), result.metrics)
             print(f"  wrote {predictions} and {metrics}")
@@ -244,7 +245,6 @@ def eval_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown eval"
         for name, source, _ in datasets:   # every model side by side
             _print_systems(f"{source}: all models", all_metrics[name])
     if args.benchmark:
-        from scaledown.evaluation.paper_table import format_table
         metric = "judge" if judge is not None else "match"
         table = format_table(all_metrics, metric, tflops, model_name=labels[0])
         write_text(os.path.join(args.output, "table.md"), table)

@@ -1,6 +1,7 @@
 # The `scaledown` console command: one subcommand per job, each in its own module (imported lazily).
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 from typing import Optional, Sequence
@@ -35,7 +36,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        import difflib
         close = difflib.get_close_matches(name, list(SUBCOMMANDS), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         sys.stderr.write(f"scaledown: unknown command '{name}'.{hint}\n{usage()}\n")

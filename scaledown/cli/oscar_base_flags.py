@@ -15,7 +15,7 @@ COMPRESSOR_FLAG = "--compressor_path"
 def add_base_model_flags(parser, generator_help: Optional[str] = None) -> None:
     """Add --generator_path / --compressor_path (dest generator_path / compressor_path) to `parser` (or a group)."""
     parser.add_argument("--generator_path", "--generator-path", metavar="DIR", default=None,
-                        help=generator_help or "released OSCAR folder (naver/oscar-* layout): local folder of the base "
+                        help=generator_help or "released OSCAR folder (naver/oscar-* format): local folder of the base "
                              "generator, instead of the hub id in its config.json (decoder_model_name)")
     parser.add_argument("--compressor_path", "--compressor-path", metavar="DIR", default=None,
                         help="released OSCAR folder: local folder of the compressor's base model, instead of the hub "
@@ -38,6 +38,6 @@ def check_flags_apply(folders, args: Any, model_flag: str) -> None:
     from scaledown.models.oscar_files import is_released_folder
     given = [flag for flag in (GENERATOR_FLAG, COMPRESSOR_FLAG) if getattr(args, flag[2:], None)]
     if given and not any(folder and is_released_folder(folder) for folder in folders):
-        raise ConfigError(f"{' / '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to a released OSCAR folder (naver/oscar-* layout, whose "
+        raise ConfigError(f"{' / '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to a released OSCAR folder (naver/oscar-* format, whose "
                           f"config.json names its base models by hub id); {model_flag} names none. Drop "
                           f"{' / '.join(given)} (a ScaleDown folder records its own base models).")

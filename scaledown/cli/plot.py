@@ -5,20 +5,21 @@ import os
 from typing import Optional, Sequence
 
 from scaledown.cli.args import FriendlyParser
+from scaledown.destination import check_destination
 from scaledown.errors import DataError
 from scaledown.evaluation.plots import (plot_before_after, plot_latency, plot_systems, plot_training_curves,
                                         run_before_after)
+from scaledown.evaluation.tb_logs import read_scalars
+from scaledown.text_files import load_json
 
 
 def _read_json(path: str) -> dict:
     if not os.path.isfile(path):
         raise DataError(f"{path} does not exist.")
-    from scaledown.text_files import load_json
     return load_json(path, DataError)
 
 
 def plot_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown plot") -> int:
-    from scaledown.evaluation.tb_logs import read_scalars
     parser = FriendlyParser(prog=prog, description="Plot (PNG) training curves and the before/after accuracy of a "
                             "training run, the systems of a `scaledown eval` output, or a latency benchmark.")
     parser.add_argument("--run", help="a training run's --output_dir (TensorBoard logs in runs/, train_summary.json)")
@@ -29,7 +30,6 @@ def plot_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown plot"
     args = parser.parse_args(argv)
     if not (args.run or args.eval or args.latency):
         parser.error("nothing to plot: give --run, --eval and/or --latency")
-    from scaledown.destination import check_destination
     targets = []
     if args.run:
         targets += [os.path.join(args.output or args.run, n) for n in ("training_curves.png", "accuracy_before_after.png")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from scaledown.cli.args import FriendlyParser, str2bool
-from scaledown.data.prep_models import DEFAULT_RERANKER, DEFAULT_SPLADE, DEFAULT_TEACHER
+from scaledown.data.prep_defaults import DEFAULT_RERANKER, DEFAULT_SPLADE, DEFAULT_TEACHER
 from scaledown.data.queries import OSCAR_MS_MARCO_QUERIES
 
 DESCRIPTION = """Build a ScaleDown training file the OSCAR way: queries -> retrieval over a chunked corpus

@@ -15,7 +15,17 @@ from typing import Any, Optional, Sequence
 from scaledown.atomic_files import atomic_open
 from scaledown.cli.errors import run_cli
 from scaledown.cli.prepare_args import build_parser
-from scaledown.data.prep_models import resolve_retriever
+from scaledown.data.bad_rows import BadRows
+from scaledown.data.files import file_identity, read_json, wait_until, write_json_atomic
+from scaledown.data.launch import detect_worker_env, pin_gpu, spawn_local_workers
+from scaledown.data.manifest import MANIFEST, accept_manifest, all_progress, work_dir_for, write_queries
+from scaledown.data.merge import merge_shards
+from scaledown.data.passage_store import PassageStore
+from scaledown.data.prep_defaults import DEFAULT_RERANKER
+from scaledown.data.queries import MS_MARCO_HUB, collect_queries
+from scaledown.data.records import check_input_file
+from scaledown.data.synthetic import generate_examples
+from scaledown.destination import check_destination
 from scaledown.errors import ConfigError, DataError
 
 
@@ -53,21 +63,17 @@ def check_args(args) -> None:
         raise DataError("nothing to do: pass --num_synthetic_queries N for the built-in synthetic data, or queries "
                         "(--queries FILE / --download_ms_marco) and --corpus_path for the retrieval pipeline.")
     if args.corpus_path:
-        from scaledown.data.records import check_input_file
         check_input_file(args.corpus_path, "--corpus_path", "corpus")
         if args.queries:
             check_input_file(args.queries, "--queries", "queries file")
 
 
 def reranker_name(args) -> Optional[str]:
-    from scaledown.data.prep_models import DEFAULT_RERANKER
     return args.reranker or (DEFAULT_RERANKER if args.enable_reranking else None)
 
 
 def requested_settings(args, world: int) -> dict[str, Any]:
     """What the run was asked to do; a restart with equal settings resumes, other settings are refused."""
-    from scaledown.data.files import file_identity
-    from scaledown.data.queries import MS_MARCO_HUB
     ms_marco = None
     if args.download_ms_marco or args.ms_marco_path:
         source = file_identity(args.ms_marco_path) if args.ms_marco_path else "/".join(MS_MARCO_HUB)
@@ -87,20 +93,14 @@ def requested_settings(args, world: int) -> dict[str, Any]:
 
 def coordinate(args, world: int):
     """Check inputs and models, write queries, passages and the manifest (or accept a matching one)."""
-    from scaledown.data.bad_rows import BadRows
-    from scaledown.data.files import read_json, write_json_atomic
-    from scaledown.data.manifest import MANIFEST, accept_manifest, work_dir_for, write_queries
-    from scaledown.data.passage_store import PassageStore
-    from scaledown.data.prep_models import check_available, tokenizer_for
+    from scaledown.data.prep_models import check_available, resolve_retriever, tokenizer_for  # torch
     from scaledown.data.prep_worker import WorkerPlan
-    from scaledown.data.queries import collect_queries
 
     work_dir = work_dir_for(args.output_file)
     os.makedirs(work_dir, exist_ok=True)
     requested = requested_settings(args, world)
     previous = read_json(os.path.join(work_dir, MANIFEST))
     if previous is None or previous.get("requested") != requested:   # not a rerun of the run that wrote it
-        from scaledown.destination import check_destination
         check_destination(args.output_file, args.overwrite, "--output_file")
     manifest = accept_manifest(work_dir, requested, args.overwrite)
     if manifest is None:
@@ -143,8 +143,6 @@ def _slug(name: str) -> str:
 
 def wait_for_manifest(args, world: int):
     """Ranks > 0 under a launcher: wait until rank 0 has written a manifest for these settings."""
-    from scaledown.data.files import read_json, wait_until
-    from scaledown.data.manifest import MANIFEST, work_dir_for
     from scaledown.data.prep_worker import WorkerPlan
     path = os.path.join(work_dir_for(args.output_file), MANIFEST)
     requested = requested_settings(args, world)
@@ -154,10 +152,6 @@ def wait_for_manifest(args, world: int):
 
 def finish(args, plan, manifest: dict, world: int, rows_before: int, seconds: float) -> None:
     """Merge the shards, write the summary, print rows and rows/s."""
-    from scaledown.data.files import wait_until, write_json_atomic
-    from scaledown.data.manifest import all_progress
-    from scaledown.data.merge import merge_shards
-    from scaledown.data.passage_store import PassageStore
 
     wait_until(lambda: sum(bool(p.get("complete")) for p in all_progress(plan.work_dir, world)), world,
                "the other workers' shards")
@@ -191,16 +185,12 @@ def prepare_main(argv: Optional[Sequence[str]] = None, prog: str = "prepare_data
     args = build_parser(prog).parse_args(argv)
     check_args(args)
     if args.num_synthetic_queries and not args.corpus_path:   # the built-in task, no model involved
-        from scaledown.data.synthetic import generate_examples
-        from scaledown.destination import check_destination
         check_destination(args.output_file, args.overwrite, "--output_file")
         rows = generate_examples(args.num_synthetic_queries, seed=args.seed)
         write_rows(rows, args.output_file)
         print(f"wrote {len(rows)} rows to {args.output_file}")
         return 0
 
-    from scaledown.data.launch import detect_worker_env, pin_gpu, spawn_local_workers
-    from scaledown.data.manifest import all_progress
     from scaledown.data.prep_worker import run_worker
     worker = detect_worker_env()
     if worker is not None and worker.launcher == "local":   # spawned by a coordinator below

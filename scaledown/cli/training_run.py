@@ -3,20 +3,28 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import shutil
 import sys
 from typing import Callable, Optional, Sequence
 
 from scaledown.atomic_files import write_json
 from scaledown.cli.args import config_from_args, explicit_settings
-from scaledown.config import DEFAULT_OUTPUT_DIR
+from scaledown.cli.oscar_base_flags import base_paths, check_flags_apply
+from scaledown.config import DEFAULT_OUTPUT_DIR, MODEL_FIELDS, RUN_INPUTS
+from scaledown.data.pretraining import load_pretraining_data
+from scaledown.data.reranking_check import check_reranking_scores, has_reranking_scores
+from scaledown.data.synthetic import builtin_training_rows, generate_examples
+from scaledown.errors import ConfigError
 from scaledown.presets import SYNTHETIC_TASK_FIELDS
+from scaledown.training import resume, run_folder, tags
+from scaledown.training.run_folder import SUMMARY_FILE
 
 logger = logging.getLogger("scaledown.cli.train")   # the name users and tests filter on
 
 
 def check_stage_flags(config, args) -> None:
     """Data and init flags that do not fit the stage fail before anything loads."""
-    from scaledown.errors import ConfigError
     if config.stage == "pretrain" and args.train_data:
         raise ConfigError("--train_data holds question-answering rows for fine-tuning; --stage pretrain reads plain "
                           "text: pass it with --pretrain_data (or drop --stage pretrain).")
@@ -32,10 +40,8 @@ def load_datasets(config, args, backend_is_main: bool = True):
     """Training and eval datasets: the user's files, the built-in synthetic task (a curriculum, kept in order),
     or plain text for stage pretrain."""
     from scaledown.data import ScaleDownDataset
-    from scaledown.data.synthetic import builtin_training_rows, generate_examples
 
     if config.stage == "pretrain":
-        from scaledown.data.pretraining import load_pretraining_data
         from scaledown.models import loading
         name = config.compressor_tokenizer_name
         return load_pretraining_data(config, loading.load_tokenizer(name, config.trust_remote_code), name,
@@ -43,7 +49,6 @@ def load_datasets(config, args, backend_is_main: bool = True):
                                      is_main=backend_is_main, skip_bad_rows=args.skip_bad_rows,
                                      num_rows=args.num_train_examples)
     if args.train_data:
-        from scaledown.data.reranking_check import check_reranking_scores
         train = ScaleDownDataset(args.train_data, config)
         check_reranking_scores(config, train)
         evaluation = (ScaleDownDataset(args.eval_data, config, num_documents=config.num_documents_eval)
@@ -66,13 +71,9 @@ def train_config(args):
     brings its architecture, unless flags or --config say otherwise; an --output_dir holding another run is refused
     unless --overwrite_output_dir. Sets args.<data flags> to the run's inputs and args.run_record / args.resume_path.
     """
-    from scaledown.config import RUN_INPUTS
-    from scaledown.errors import ConfigError
-    from scaledown.training import resume, run_folder
 
     if args.resume_from is not None and args.overwrite_output_dir:
         raise ConfigError("--resume_from continues a run and --overwrite_output_dir starts one over; pass one of them.")
-    from scaledown.cli.oscar_base_flags import check_flags_apply
     check_flags_apply([args.init_from], args, "--init_from")
     if args.allow_changed_settings and args.resume_from is None:
         raise ConfigError("--allow_changed_settings only applies with --resume_from (it lets a resumed run change "
@@ -136,14 +137,12 @@ def _new_run_config(args, recorded: Optional[dict] = None):
                        "built-in synthetic task); set them with flags if you want others.", config.preset,
                        ", ".join(f"{k}={getattr(config, k)}" for k in defaulted))
     if args.train_data and config.enable_reranking and "enable_reranking" in config.preset_fields:
-        from scaledown.data.reranking_check import has_reranking_scores
         if not has_reranking_scores(args.train_data):   # the preset's reranking would have nothing to learn from
             decided["enable_reranking"] = False
             logger.warning("%s: no row has reranking_scores, so reranking (turned on by preset %s) is off for this "
                            "run. Add reranking_scores to the rows to train the reranking head.", args.train_data,
                            config.preset)
     if args.init_from and config.generator_warmup_ratio > 0 and _warmup_discards_compressor(args.init_from):
-        from scaledown.errors import ConfigError
         if "generator_warmup_ratio" in explicit_settings(args):
             raise ConfigError(f"--generator_warmup_ratio {config.generator_warmup_ratio} with --init_from "
                               f"{args.init_from}: after the warm-up the N-layers compressor restarts from the "
@@ -179,8 +178,6 @@ def init_architecture(args) -> dict:
     load; enable_reranking stays the run's (a released model has no head: a fresh one is added). {} for any other
     folder (a ScaleDown folder keeps its own settings in from_pretrained; NxD describes it from the folder)."""
     from scaledown.models.oscar_format import is_released_folder, released_config
-    from scaledown.cli.args import explicit_settings
-    from scaledown.config import MODEL_FIELDS
     if not is_released_folder(args.init_from):
         return _saved_prompt(args.init_from)
     saved = released_config(args.init_from, args.generator_path, args.compressor_path, check=True)
@@ -218,7 +215,6 @@ def run_name(stage: str, preset, args) -> str:
 def _python() -> str:
     """This run's interpreter as the user can type it: 'python' where that is it, else its path (relative to the
     current folder when inside it, e.g. .venv/bin/python after the README's install, which activates nothing)."""
-    import shutil
     found = shutil.which("python")
     if found and os.path.abspath(found) == os.path.abspath(sys.executable):
         return "python"
@@ -228,7 +224,6 @@ def _python() -> str:
 
 def resume_command(prog: str, config, backend, launcher_flags: Sequence[str] = ()) -> str:
     """The command that continues this run (printed when SIGTERM / Ctrl-C stop it)."""
-    import shlex
     if backend.world_size > 1:   # `scaledown train` under torchrun: its module, as torchrun starts no console script
         head = ["torchrun", f"--nproc_per_node={backend.world_size}",
                 *([prog] if prog.endswith(".py") else ["-m", "scaledown.cli.main", *prog.split()[1:]])]
@@ -241,13 +236,11 @@ def run_training(config, args, backend_factory: Callable, prog: str = "train.py"
                  launcher_flags: Sequence[str] = ()) -> int:
     from scaledown.models import ScaleDownModel
     from scaledown.training import ScaleDownTrainer
-    from scaledown.training.run_folder import SUMMARY_FILE
 
     check_stage_flags(config, args)
     backend = backend_factory(config)
     train, evaluation = load_datasets(config, args, backend.is_main)
     if args.init_from:
-        from scaledown.cli.oscar_base_flags import base_paths
         overrides = {**_init_overrides(config, args.init_from), **base_paths(args.init_from, args)}
         model = backend.build_model(lambda: ScaleDownModel.from_pretrained(args.init_from, **overrides).train())   # from_pretrained gives eval mode
     elif args.init_compressor_from:
@@ -267,7 +260,6 @@ def run_training(config, args, backend_factory: Callable, prog: str = "train.py"
         os.makedirs(config.output_dir, exist_ok=True)
         write_json(os.path.join(config.output_dir, SUMMARY_FILE), summary, indent=2)
         if result.eval_before and result.eval_after:
-            from scaledown.training import tags
             what = ("reconstruction accuracy (held-out chunk tokens, teacher-forced)" if config.stage == "pretrain"
                     else "accuracy (answer contained in output)")
             tag = tags.RECONSTRUCTION_ACCURACY if config.stage == "pretrain" else tags.EVAL_ACCURACY
@@ -295,6 +287,5 @@ def _init_overrides(config, init_from: str = "") -> dict:
     """Training settings of this run override what the saved model folder recorded. A released OSCAR folder has
     no reranking head: this run's enable_reranking decides whether a fresh one is added."""
     from scaledown.models.oscar_format import is_released_folder
-    from scaledown.config import MODEL_FIELDS
     released = {"enable_reranking"} if init_from and is_released_folder(init_from) else set()
     return {k: v for k, v in config.to_dict().items() if (k not in MODEL_FIELDS or k in released) and k != "preset"}

@@ -7,8 +7,11 @@ from typing import Any, Optional, Sequence, Union
 from torch.utils.data import Dataset
 
 from scaledown.config import ScaleDownConfig
+from scaledown.data.chunk_select import select_chunks, split_document
 from scaledown.data.validation import read_rows, validate_rows
 from scaledown.errors import DataError
+from scaledown.models import loading
+from scaledown.models.inputs import row_answer, text_ids
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +54,6 @@ class ScaleDownDataset(Dataset):
         return self.rows[index]
 
     def _apply_lengths(self, tokenizer, generator_tokenizer, cap: int, with_answers: bool, fix: str) -> None:
-        from scaledown.models import loading
-        from scaledown.models.inputs import text_ids
         cfg = self.config
         if tokenizer is None:
             tokenizer = loading.load_tokenizer(cfg.compressor_tokenizer_name, cfg.trust_remote_code)
@@ -86,7 +87,6 @@ class ScaleDownDataset(Dataset):
     def _count_text_cuts(self, tokenizer, generator_tokenizer, with_answers: bool) -> None:
         """Queries are cut to query_max_length tokens (compressor and prompt), answers to answer_max_length
         (EOS included, as InputBuilder.answer_ids): count and report both."""
-        from scaledown.models.inputs import row_answer, text_ids
         cfg = self.config
         queries = [" " + r["query"].strip() for r in self.rows]
         tokenizers = [tokenizer] + ([generator_tokenizer] if generator_tokenizer is not tokenizer else [])
@@ -109,7 +109,6 @@ class ScaleDownDataset(Dataset):
                            cfg.answer_max_length, max(lengths))
 
     def _chunk(self, tokenizer, limit: int, cap: int) -> None:
-        from scaledown.data.chunk_select import select_chunks, split_document
         dropped = 0
         for row in self.rows:
             pieces = [split_document(tokenizer, doc, limit) or [doc.strip()] for doc in row["documents"]]

@@ -6,6 +6,7 @@ import time
 from typing import Any, Callable, Optional
 
 from scaledown.atomic_files import write_json
+from scaledown.text_files import load_json
 
 
 def file_identity(path: str) -> dict[str, Any]:
@@ -23,7 +24,6 @@ def read_json(path: str) -> Optional[Any]:
     """The JSON in `path`, or None when it does not exist."""
     if not os.path.isfile(path):
         return None
-    from scaledown.text_files import load_json
     return load_json(path)
 
 

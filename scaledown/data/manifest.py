@@ -24,6 +24,7 @@ from typing import Any, Optional
 from scaledown.atomic_files import atomic_open
 from scaledown.data.files import read_json, write_json_atomic
 from scaledown.errors import DataError
+from scaledown.text_files import iter_lines
 
 MANIFEST = "manifest.json"
 QUERIES = "queries.jsonl"
@@ -98,7 +99,6 @@ def write_queries(work_dir: str, queries) -> None:
 
 
 def read_queries(work_dir: str) -> list[str]:
-    from scaledown.text_files import iter_lines
     return [json.loads(line)["query"] for _, line in iter_lines(os.path.join(work_dir, QUERIES)) if line.strip()]
 
 

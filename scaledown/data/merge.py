@@ -6,10 +6,13 @@ import json
 import os
 from typing import Any, Iterator
 
+from tqdm import tqdm
+
 from scaledown.atomic_files import atomic_open
 from scaledown.data.manifest import read_progress, shard_name
 from scaledown.data.validation import validate_row
 from scaledown.errors import DataError
+from scaledown.progress import show_progress
 
 INDEX_KEY = "_index"   # a row's query position; shard files carry it, the training file does not
 
@@ -36,8 +39,6 @@ def _shard_rows(work_dir: str, rank: int, world: int) -> Iterator[tuple[int, str
 
 def merge_shards(work_dir: str, world: int, output_file: str, progress: bool = True) -> int:
     """Write `output_file` (.json list or .jsonl) atomically; return the number of rows."""
-    from tqdm import tqdm
-    from scaledown.progress import show_progress
 
     total = sum(read_progress(work_dir, rank, world)["rows"] for rank in range(world))
     if total == 0:

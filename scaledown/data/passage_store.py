@@ -8,12 +8,15 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator, Optional, Sequence
 
+from tqdm import tqdm
+
 from scaledown.atomic_files import atomic_path
 from scaledown.data.bad_rows import BadRows
 from scaledown.data.chunking import check_tokenizer, chunk_documents
 from scaledown.data.corpus import iter_corpus
 from scaledown.data.files import file_identity, read_json, write_json_atomic
 from scaledown.errors import DataError
+from scaledown.progress import show_progress
 
 DATA_FILE = "passages.arrow"
 META_FILE = "passages.json"
@@ -65,8 +68,6 @@ class PassageStore:
               bad: BadRows, progress: bool = True) -> "PassageStore":
         """Chunk `corpus_path` into `directory` unless a store built from the same inputs is there."""
         import pyarrow as pa
-        from tqdm import tqdm
-        from scaledown.progress import show_progress
 
         wanted = cls.wanted_meta(corpus_path, chunk_tokens, tokenizer_name)
         if cls.is_built(directory, wanted):

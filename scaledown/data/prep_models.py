@@ -9,19 +9,21 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+import torch
+from transformers import (AutoModelForMaskedLM, AutoModelForSequenceClassification, BertConfig, BertForMaskedLM,
+                          BertForSequenceClassification)
+
 from scaledown.errors import ConfigError
 from scaledown.models import loading
+from scaledown.models.tiny_tokenizer import TINY_VOCAB_SIZE
+from scaledown.data.prep_defaults import DEFAULT_RERANKER, DEFAULT_SPLADE, DEFAULT_TEACHER  # noqa: F401 (re-exported)
 from scaledown.presets import TINY_GENERATOR, is_tiny_model
 
 TINY = "tiny"
-DEFAULT_SPLADE = "naver/splade-v3"
-DEFAULT_RERANKER = "naver/trecdl22-crossencoder-debertav3"
-DEFAULT_TEACHER = "mistralai/Mistral-7B-Instruct-v0.2"
 _TINY_SEED = 1234
 
 
 def pick_device(requested: str = "auto"):
-    import torch
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
@@ -29,7 +31,6 @@ def pick_device(requested: str = "auto"):
 
 def model_dtype(device):
     """bf16 on GPUs that support it (7B teachers), fp32 elsewhere (CPU bf16 is slow)."""
-    import torch
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
@@ -37,15 +38,12 @@ def model_dtype(device):
 
 def _seeded(build: Callable[[], Any]):
     """Build a random model with the same weights in every process."""
-    import torch
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_TINY_SEED)
         return build()
 
 
 def tiny_bert_config(**overrides):
-    from transformers import BertConfig
-    from scaledown.models.tiny_tokenizer import TINY_VOCAB_SIZE
     values = dict(vocab_size=TINY_VOCAB_SIZE, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                   intermediate_size=128, max_position_embeddings=512, pad_token_id=3)
     values.update(overrides)
@@ -64,7 +62,6 @@ def _place(model, device):
 
 def load_masked_lm(name: str, device, trust_remote_code: bool = False):
     """(model, tokenizer) of a masked LM: SPLADE reads its MLM head's logits."""
-    from transformers import AutoModelForMaskedLM, BertForMaskedLM
     if name == TINY:
         model = _seeded(lambda: BertForMaskedLM(tiny_bert_config()))
     else:
@@ -74,7 +71,6 @@ def load_masked_lm(name: str, device, trust_remote_code: bool = False):
 
 def load_cross_encoder(name: str, device, trust_remote_code: bool = False):
     """(model, tokenizer) of a cross-encoder: sequence classification over (query, passage) pairs."""
-    from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
     if name == TINY:
         model = _seeded(lambda: BertForSequenceClassification(tiny_bert_config(num_labels=1)))
     else:

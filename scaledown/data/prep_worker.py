@@ -7,8 +7,15 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+from tqdm import tqdm
+
 from scaledown.data.manifest import ShardWriter, blocks_of, num_blocks, read_queries
 from scaledown.data.merge import INDEX_KEY
+from scaledown.data.passage_store import PassageStore
+from scaledown.data.rerank import CrossEncoderReranker, reorder
+from scaledown.data.retrieval import open_retriever
+from scaledown.data.teacher import Teacher
+from scaledown.progress import show_progress
 
 NO_PASSAGES = "queries with no retrieved passage"
 EMPTY_ANSWERS = "queries with an empty teacher answer"
@@ -54,8 +61,6 @@ class Pipeline:
 
 def open_index(plan: WorkerPlan, rank: int, world: int):
     """The passages and the retriever, building this worker's share of the index if it is missing."""
-    from scaledown.data.passage_store import PassageStore
-    from scaledown.data.retrieval import open_retriever
     passages = PassageStore(plan.passages_dir)
     retriever = open_retriever(plan.retriever, plan.index_dir, passages, model=plan.retriever_model, rank=rank,
                                world=world, progress=plan.progress, device=plan.device,
@@ -64,8 +69,6 @@ def open_index(plan: WorkerPlan, rank: int, world: int):
 
 
 def load_pipeline(plan: WorkerPlan, passages, retriever) -> Pipeline:
-    from scaledown.data.rerank import CrossEncoderReranker
-    from scaledown.data.teacher import Teacher
     reranker = (CrossEncoderReranker(plan.reranker, device=plan.device, batch_size=plan.batch_size * 4,
                                      trust_remote_code=plan.trust_remote_code) if plan.reranker else None)
     teacher = Teacher(plan.teacher, device=plan.device, batch_size=plan.batch_size,
@@ -87,7 +90,6 @@ def process_block(pipe: Pipeline, plan: WorkerPlan, first_index: int, queries: l
     documents = [pipe.passages.documents([hit.index for hit in h]) for _, _, h in kept]
     scores: list[Optional[list[float]]] = [None] * len(kept)
     if pipe.reranker is not None:
-        from scaledown.data.rerank import reorder
         ranked = [reorder(docs, s, plan.top_k) for docs, s in zip(documents, pipe.reranker.score(texts, documents))]
         documents, scores = [d for d, _ in ranked], [s for _, s in ranked]
     else:
@@ -107,8 +109,6 @@ def process_block(pipe: Pipeline, plan: WorkerPlan, first_index: int, queries: l
 
 def run_worker(plan: WorkerPlan, rank: int, world: int) -> dict[str, Any]:
     """Finish this worker's blocks (resuming after the last recorded one); return its statistics."""
-    from tqdm import tqdm
-    from scaledown.progress import show_progress
 
     start = time.time()
     passages, retriever = open_index(plan, rank, world)

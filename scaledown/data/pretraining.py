@@ -23,6 +23,10 @@ from scaledown.config import ScaleDownConfig
 from scaledown.data.bad_rows import BadRows
 from scaledown.data.chunking import check_tokenizer, chunk_documents
 from scaledown.data.corpus import CorpusDocument, corpus_documents
+from scaledown.data.files import wait_until
+from scaledown.data.passage_store import PassageStore
+from scaledown.data.records import check_input_file
+from scaledown.data.synthetic import SyntheticSpec, generate_examples
 from scaledown.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -127,9 +131,6 @@ def source_table(source: Any, tokenizer, tokenizer_name: str, chunk_tokens: int,
     if not isinstance(source, str):
         documents = corpus_documents(records_of(source, flag), bad)
         return chunk_table(documents, tokenizer, chunk_tokens)
-    from scaledown.data.files import wait_until
-    from scaledown.data.passage_store import PassageStore
-    from scaledown.data.records import check_input_file
     check_input_file(source, flag, "pretraining text")
     wanted = PassageStore.wanted_meta(source, chunk_tokens, tokenizer_name)
     if is_main:
@@ -153,7 +154,6 @@ def split_held_out(table):
 def synthetic_texts(count: int, seed: int) -> list[str]:
     """Built-in plain text: each text joins the documents of one synthetic example (6 invented entities,
     3 facts each, ~115 tiny-tokenizer tokens), so it spans several chunks and continuations exist."""
-    from scaledown.data.synthetic import SyntheticSpec, generate_examples
     spec = SyntheticSpec(num_documents=6)
     return [" ".join(row["documents"]) for row in generate_examples(count, seed=seed, spec=spec)]
 

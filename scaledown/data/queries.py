@@ -7,7 +7,9 @@ from typing import Any, Iterable, Iterator, Optional
 
 from scaledown.data.bad_rows import BadRows
 from scaledown.data.records import check_input_file, iter_records
+from scaledown.data.synthetic import generate_examples
 from scaledown.errors import DataError
+from scaledown.text_files import iter_lines
 
 MS_MARCO_HUB = ("microsoft/ms_marco", "v2.1")
 OSCAR_MS_MARCO_QUERIES = 500_000   # OSCAR §4.1: PISCO's questions + 500k MS MARCO queries
@@ -94,7 +96,6 @@ def _ms_marco_rows(path: Optional[str], split: str) -> Iterable[dict[str, Any]]:
 
 
 def _tsv_rows(path: str) -> Iterator[dict[str, Any]]:
-    from scaledown.text_files import iter_lines
     for _, line in iter_lines(path):
         if not line.strip():
             continue
@@ -104,7 +105,6 @@ def _tsv_rows(path: str) -> Iterator[dict[str, Any]]:
 
 def synthetic_queries(count: int, seed: int) -> Iterator[Query]:
     """Questions of the built-in synthetic task (their own documents are not used: the corpus is searched)."""
-    from scaledown.data.synthetic import generate_examples
     for number, row in enumerate(generate_examples(count, seed=seed)):
         yield Query(row["query"], "synthetic", f"synthetic-{seed}-{number}")
 

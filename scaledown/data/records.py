@@ -8,7 +8,7 @@ import os
 from typing import Iterator
 
 from scaledown.data.bad_rows import BadRows
-from scaledown.errors import DataError
+from scaledown.errors import DataError, require
 from scaledown.text_files import first_char, iter_json_lines, load_json
 
 FORMATS = (".jsonl", ".json", ".parquet")
@@ -56,7 +56,6 @@ def _iter_json_list(path: str, bad: BadRows) -> Iterator[tuple[str, dict]]:
 
 
 def _iter_parquet(path: str) -> Iterator[tuple[str, dict]]:
-    from scaledown.errors import require
     pq = require("pyarrow.parquet", "data", f"Reading the parquet file {path}")
     try:
         parquet = pq.ParquetFile(path)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import torch
+
 from scaledown.data.prep_models import DEFAULT_RERANKER, load_cross_encoder, pick_device
 
 
@@ -19,7 +21,6 @@ class CrossEncoderReranker:
 
     def score(self, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> list[list[float]]:
         """One score per (query, document), in the documents' order."""
-        import torch
         pairs = [(q, d) for q, docs in zip(queries, documents) for d in docs]
         flat: list[float] = []
         for offset in range(0, len(pairs), self.batch_size):

@@ -4,13 +4,13 @@ the user's training data carries no reranking_scores (cli/training_run.py asks h
 to check once the data is loaded is the user's own --enable_reranking (check_reranking_scores)."""
 from __future__ import annotations
 
+from scaledown.data.validation import read_rows
 from scaledown.errors import DataError
 
 
 def has_reranking_scores(path: str) -> bool:
     """Whether any row of the data file `path` (.json / .jsonl / .parquet) carries reranking_scores. Stops at the
     first one (prepared data has them on every row). Raises DataError naming the file for a damaged file."""
-    from scaledown.data.validation import read_rows
     return any(isinstance(row, dict) and row.get("reranking_scores") is not None for _, row in read_rows(path))
 
 

@@ -24,6 +24,8 @@ from typing import Any, Optional
 
 from scaledown.atomic_files import TMP_MARK, commit_directory, staging_directory
 from scaledown.data.files import read_json, wait_until, write_json_atomic
+from scaledown.data.retrieval_bm25 import BM25Retriever
+from scaledown.data.retrieval_splade import SpladeRetriever
 from scaledown.data.retriever_base import Hit, Retriever, documents_of, merge_hits  # noqa: F401 (the API)
 from scaledown.errors import ConfigError, DataError
 
@@ -33,10 +35,8 @@ PART_META = "part.json"
 
 def retriever_class(kind: str):
     if kind == "bm25":
-        from scaledown.data.retrieval_bm25 import BM25Retriever
         return BM25Retriever
     if kind == "splade":
-        from scaledown.data.retrieval_splade import SpladeRetriever
         return SpladeRetriever
     raise ConfigError(f"unknown retriever '{kind}'; use 'bm25' or 'splade' (or a SPLADE model name).")
 

@@ -12,9 +12,12 @@ import os
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from scaledown.data.prep_models import DEFAULT_SPLADE, load_masked_lm, pick_device
 from scaledown.data.retriever_base import Hit, Retriever, documents_of, merge_hits
+from scaledown.progress import show_progress
 
 _ARRAYS = ("data", "indices", "indptr")
 
@@ -49,7 +52,6 @@ class SpladeRetriever(Retriever):
     def encode(self, texts: Sequence[str], max_length: int):
         """Sparse (len(texts) x vocab) CSR matrix of SPLADE weights."""
         import scipy.sparse as sp
-        import torch
         model, tokenizer, device = self.encoder()
         rows = []
         for offset in range(0, len(texts), self.batch_size):
@@ -70,8 +72,6 @@ class SpladeRetriever(Retriever):
 
     def build_part(self, passages, start: int, stop: int, out_dir: str, progress: bool) -> None:
         import scipy.sparse as sp
-        from tqdm import tqdm
-        from scaledown.progress import show_progress
         bar = tqdm(total=stop - start, desc=f"SPLADE encoding passages {start}-{stop}", unit=" passages",
                    disable=not show_progress(progress), mininterval=2)
         blocks = []

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 
 from scaledown.atomic_files import atomic_open
+from scaledown.data.synthetic import generate_examples
 
 
 @dataclass
@@ -25,7 +26,6 @@ class SyntheticCorpus:
 
 
 def write_synthetic_corpus(directory: str, num_queries: int, seed: int = 0) -> SyntheticCorpus:
-    from scaledown.data.synthetic import generate_examples
     os.makedirs(directory, exist_ok=True)
     corpus_path = os.path.join(directory, "corpus.jsonl")
     queries_path = os.path.join(directory, "queries.jsonl")

@@ -10,9 +10,13 @@ from __future__ import annotations
 import importlib.util
 from typing import Optional, Sequence
 
+import torch
+
 from scaledown.config import ScaleDownConfig
-from scaledown.data.prep_models import DEFAULT_TEACHER, is_offline, load_teacher_lm, pick_device, teacher_model_name
+from scaledown.data.prep_models import (DEFAULT_TEACHER, is_offline, load_teacher_lm, pick_device, teacher_model_name,
+                                        tokenizer_for)
 from scaledown.errors import ConfigError
+from scaledown.models.inputs import InputBuilder
 
 BACKENDS = ("auto", "transformers", "vllm")
 
@@ -22,7 +26,6 @@ def choose_backend(requested: str, name: str) -> str:
         raise ConfigError(f"--teacher_backend {requested}: use one of {', '.join(BACKENDS)}.")
     if requested != "auto":
         return requested
-    import torch
     usable = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
     return "vllm" if usable and not is_offline(name) else "transformers"
 
@@ -38,12 +41,10 @@ class Teacher:
         self.device = pick_device(device)
         resolved = teacher_model_name(self.name)
         if self.backend == "vllm":
-            from scaledown.data.prep_models import tokenizer_for
             self.model, self.tokenizer = None, tokenizer_for(resolved, trust_remote_code)
             self._vllm = _VLLMGenerator(resolved, max_answer_tokens, trust_remote_code)
         else:
             self.model, self.tokenizer = load_teacher_lm(self.name, self.device, trust_remote_code)
-        from scaledown.models.inputs import InputBuilder
         # compression settings are unused in "text" mode; doc/query limits only guard against runaway inputs
         prompt_config = ScaleDownConfig(generator_model_name=resolved, doc_max_length=doc_max_tokens,
                                         compression_rate=doc_max_tokens, query_max_length=query_max_tokens,
@@ -67,7 +68,6 @@ class Teacher:
         return answers
 
     def _generate(self, prompts: list[list[int]]) -> list[str]:
-        import torch
         pad = self.tokenizer.pad_token_id
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)

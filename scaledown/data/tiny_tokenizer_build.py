@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
 from scaledown.atomic_files import write_text
 from scaledown.data.synthetic import vocabulary_sentences
 from scaledown.models.tiny_tokenizer import ASSET_PATH, SPECIAL_TOKENS, TINY_VOCAB_SIZE
@@ -36,7 +38,6 @@ def training_corpus() -> list[str]:
 
 def build_tokenizer_json(vocab_size: int = TINY_VOCAB_SIZE) -> str:
     """Train the byte-level BPE deterministically and return its JSON."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -6,7 +6,7 @@ import math
 import os
 from typing import Any, Iterable, Optional
 
-from scaledown.errors import DataError
+from scaledown.errors import DataError, require
 from scaledown.text_files import iter_json_lines, read_text
 
 ROW_HELP = ('each row is {"query": str, "documents": [str, ...], "answer": str, '
@@ -61,7 +61,6 @@ def _read_jsonl(path: str) -> list[tuple[str, dict]]:
 
 
 def _read_parquet(path: str) -> list[tuple[str, dict]]:
-    from scaledown.errors import require
     pq = require("pyarrow.parquet", "data", f"Reading the parquet file {path}")
     try:
         table = pq.read_table(path)

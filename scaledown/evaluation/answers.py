@@ -1,9 +1,13 @@
 # Generate answers for rows and score them (Match, EM, F1, ROUGE-L): held-out accuracy of a model.
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Optional, Sequence
 
+from tqdm.auto import tqdm
+
 from scaledown.evaluation.metrics import METRICS, answer_scores, gold_answers
+from scaledown.progress import show_progress
 
 
 def per_example_scores(predictions: Sequence[str], rows: Sequence[dict]) -> list[dict[str, float]]:
@@ -25,14 +29,11 @@ def predict(model, rows: Sequence[dict], documents_as: str = "memory", batch_siz
             max_documents: Optional[int] = None, progress: bool = False,
             generation_kwargs: Optional[dict[str, Any]] = None, autocast=None) -> list[str]:
     """Greedy answers for `rows` (each with query and documents); `autocast` is a context factory or None."""
-    import contextlib
     was_training = model.training
     model.eval()
     out: list[str] = []
     starts = range(0, len(rows), batch_size)
-    from scaledown.progress import show_progress
     if show_progress(progress):
-        from tqdm.auto import tqdm
         starts = tqdm(starts, desc=f"answering ({documents_as})", unit="batch")
     try:
         for start in starts:

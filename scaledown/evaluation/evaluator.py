@@ -10,6 +10,7 @@ scores) and `metrics.json` ({system: {em, f1, rouge_l, match[, judge][, ndcg@10,
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -51,7 +52,6 @@ def check_eval_rows(rows: Sequence[dict], source: str = "data") -> None:
 def rerank_scores(model, rows: Sequence[dict], batch_size: int, max_documents: Optional[int],
                   autocast: Optional[Callable] = None) -> list[list[float]]:
     """The RR head's score of each real document of each row."""
-    import contextlib
     out: list[list[float]] = []
     for start in range(0, len(rows), batch_size):
         batch = model.inputs.collate(rows[start:start + batch_size], mode="memory", with_answers=False,

@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoModel, AutoModelForCausalLM, DynamicCache, LlamaConfig, MistralConfig
+
+from scaledown.config import ScaleDownConfig
+from scaledown.models.compressor_builders import build_compressor, nlayers_backbone_empty
+from scaledown.models.generator import base_causal_lm
 
 # Published hyper-parameters (config.json of the hub checkpoints), so no hub access is needed.
 MISTRAL_7B_INSTRUCT_V02 = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
@@ -61,14 +67,12 @@ class Setup:
 
 
 def count(fn: Callable[[], object]) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
 
 
 def meta_causal_lm(config):
-    from transformers import AutoModelForCausalLM
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)
 
@@ -80,7 +84,6 @@ def _cache_kwarg(lm) -> str:
 
 def generation_flops(lm, prompt_tokens: int, generated_tokens: int) -> dict[str, float]:
     """FLOPs of greedy generation: prefill (logits of the last position) + decode steps with a KV cache."""
-    from transformers import DynamicCache
     cache_name = _cache_kwarg(lm)
     cache = DynamicCache(config=lm.config)
 
@@ -104,8 +107,6 @@ def generation_flops(lm, prompt_tokens: int, generated_tokens: int) -> dict[str,
 
 def meta_compressor(config, generator, backbone_config=None):
     """ScaleDown's Compressor for `config` on the meta device (the backbone built from its config)."""
-    from transformers import AutoModel
-    from scaledown.models.compressor_builders import build_compressor, nlayers_backbone_empty
     with torch.device("meta"):
         if config.compressor_type == "n_layers":
             backbone = nlayers_backbone_empty(generator.config, config.num_compressor_layers)
@@ -128,8 +129,6 @@ def compression_flops(compressor, num_documents: int, input_tokens: int) -> floa
 def oscar_table(setup: Optional[Setup] = None, query_max_length: int = 64,
                 progress: Optional[Callable[[str], None]] = None) -> dict:
     """OSCAR's Table 1 rows (TFLOPs) counted here, beside the paper's, plus ScaleDown's own compressor inputs."""
-    from transformers import LlamaConfig, MistralConfig
-    from scaledown.config import ScaleDownConfig
     setup = setup or Setup()
     say = progress or (lambda _: None)
     tera = 1e12
@@ -171,7 +170,6 @@ def model_tflops(model, num_documents: int = 10, query_tokens: int = 128, genera
     Documents are doc_max_length tokens; the query is cut at query_max_length as the model does; template
     and marker tokens are measured on the model's own tokenizer.
     """
-    from scaledown.models.generator import base_causal_lm
     config, inputs = model.config, model.inputs
     generator = meta_causal_lm(base_causal_lm(model.generator).config)
     query, docs = "q", ["d"] * num_documents

@@ -14,8 +14,13 @@ import re
 from typing import Optional, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from scaledown.errors import ConfigError
+from scaledown.models import loading
+from scaledown.models.inputs import text_ids
+from scaledown.presets import TINY_GENERATOR
+from scaledown.progress import show_progress
 
 OPTIONS = (("correct", 1.0), ("partial", 0.5), ("wrong", 0.0))
 SYSTEM = "You are an evaluation tool. You grade an AI-generated answer against the golden answer of a question."
@@ -42,8 +47,6 @@ class LLMJudge:
     def load(cls, name: str, device: torch.device, batch_size: int = 8, dtype: Optional[torch.dtype] = None,
              trust_remote_code: bool = False, seed: int = 0) -> "LLMJudge":
         """'tiny' (offline random tiny LM), a hub name or a local folder of a causal LM."""
-        from scaledown.models import loading
-        from scaledown.presets import TINY_GENERATOR
         model_name = TINY_GENERATOR if name == "tiny" else name
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the tiny judge is random: the same one every run
@@ -66,7 +69,6 @@ class LLMJudge:
     def prompt_ids(self, question: str, golds: Sequence[str], prediction: str) -> list[int]:
         """Token ids of the judge prompt; the question, gold answers and prediction are user text, so their
         special-token strings ('</s>', '<|eot_id|>', ...) stay text; only the template's are special."""
-        from scaledown.models.inputs import text_ids
         marks = ("\x00SDJQ\x00", "\x00SDJG\x00", "\x00SDJP\x00")
         texts = dict(zip(marks, (question, " | ".join(golds), prediction or "(empty)")))
         ids: list[int] = []
@@ -86,9 +88,7 @@ class LLMJudge:
         device = next(self.model.parameters()).device
         scores: list[float] = []
         starts = range(0, len(prompts), self.batch_size)
-        from scaledown.progress import show_progress
         if show_progress(progress):
-            from tqdm.auto import tqdm
             starts = tqdm(starts, desc=f"judging ({self.name})", unit="batch")
         for start in starts:
             enc = _left_padded(prompts[start:start + self.batch_size], self.tokenizer.pad_token_id, device)

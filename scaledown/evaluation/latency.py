@@ -8,12 +8,19 @@ alternately, in one run (the machine may be shared and noisy), and the median of
 from __future__ import annotations
 
 import os
+import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
+from transformers import MistralConfig, MistralForCausalLM
+
+from scaledown.config import ScaleDownConfig
+from scaledown.data.synthetic import generate_examples
+from scaledown.models import ScaleDownModel, tiny_models
+from scaledown.models.generator import base_causal_lm, build_generator
 
 
 @dataclass
@@ -44,10 +51,6 @@ class LatencySettings:
 
 def build_bench_model(shape: BenchModelShape, settings: LatencySettings):
     """A random ScaleDownModel of `shape` with the tiny offline tokenizer, LoRA merged (as deployed)."""
-    from transformers import MistralConfig, MistralForCausalLM
-    from scaledown.config import ScaleDownConfig
-    from scaledown.models import ScaleDownModel, tiny_models
-    from scaledown.models.generator import build_generator
 
     gen = dict(tiny_models.tiny_generator_config_dict(), hidden_size=shape.hidden_size,
                num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
@@ -73,7 +76,6 @@ def merge_lora(model):
 
 def bench_rows(model, num_queries: int, num_documents: int, seed: int = 0) -> list[dict]:
     """Short synthetic questions, each with `num_documents` documents of at least doc_max_length tokens."""
-    from scaledown.data.synthetic import generate_examples
     examples = generate_examples(num_queries * (num_documents + 1) + 8, seed=seed)
     sentences = [s for ex in examples for d in ex["documents"] for s in d.split(". ")]
     limit = model.config.doc_max_length
@@ -156,7 +158,6 @@ def run_sweep(model, settings: LatencySettings, say: Callable[[str], None] = pri
 
 
 def describe_model(model) -> dict:
-    from scaledown.models.generator import base_causal_lm
     gen = base_causal_lm(model.generator)
     cfg = gen.config
     return {"generator_parameters": sum(p.numel() for p in gen.parameters()),
@@ -172,7 +173,6 @@ def describe_model(model) -> dict:
 
 
 def environment(model) -> dict:
-    import platform
     device = model.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {"device": str(device), "device_name": name, "torch": torch.__version__, "threads": torch.get_num_threads(),

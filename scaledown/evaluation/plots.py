@@ -5,7 +5,7 @@ import os
 from typing import Sequence
 
 from scaledown.atomic_files import atomic_path
-from scaledown.errors import DataError
+from scaledown.errors import DataError, require
 from scaledown.training import tags
 
 # Panels of the training-curve figure: (title, tags drawn in it)
@@ -19,7 +19,6 @@ CURVE_PANELS = (
 
 
 def _pyplot():
-    from scaledown.errors import require
     matplotlib = require("matplotlib", "eval", "Plotting")
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt

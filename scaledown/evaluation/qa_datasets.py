@@ -1,6 +1,6 @@
 # QA datasets people report on (KILT NQ, TriviaQA, HotpotQA; PopQA; ASQA): read them and turn them into eval rows.
 """Each benchmark is read from a local copy (a file, or a folder holding `<name>*.jsonl`) or, with
-network access, through `datasets` from the hub. Records in any of these layouts become ScaleDown
+network access, through `datasets` from the hub. Records in any of these formats become ScaleDown
 rows `{"id", "query", "answers", "provenance"}`; documents are added by retrieval (`attach_documents`):
 
   KILT   {"id", "input", "output": [{"answer", "provenance": [{"wikipedia_id"}]}]}
@@ -16,8 +16,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from tqdm.auto import tqdm
+
+from scaledown.data.validation import read_rows
 from scaledown.errors import DataError
 from scaledown.evaluation.metrics import gold_answers, match
+from scaledown.progress import show_progress
 
 
 @dataclass(frozen=True)
@@ -61,12 +65,11 @@ def local_file(benchmark: Benchmark, data_dir: str) -> Optional[str]:
 def load_records(benchmark: Benchmark, data_dir: Optional[str] = None,
                  split: Optional[str] = None) -> tuple[str, list[tuple[str, Any]]]:
     """(source, [(where, record)]) from a local copy in `data_dir`, else from the hub through `datasets`."""
-    from scaledown.data.validation import read_rows
     if data_dir:
         path = local_file(benchmark, data_dir)
         if path is None:
             raise DataError(f"no local copy of {benchmark.name} in {data_dir}: expected {benchmark.name}.jsonl or "
-                            f"{benchmark.name}-dev-kilt.jsonl (KILT layout). Put the file there, or drop --data_dir "
+                            f"{benchmark.name}-dev-kilt.jsonl (KILT format). Put the file there, or drop --data_dir "
                             f"to read {benchmark.hub} through `datasets` (needs network access).")
         return path, read_rows(path)
     try:
@@ -115,7 +118,7 @@ def to_row(record: Any, where: str) -> dict:
         row["query"] = record.get("question", record.get("query"))
         row["answers"] = gold_answers(record)
     else:
-        raise DataError(f"{where}: unknown record layout (keys {sorted(record)[:6]}); expected a ScaleDown row "
+        raise DataError(f"{where}: unknown record format (keys {sorted(record)[:6]}); expected a ScaleDown row "
                         f"(query, documents, answers), KILT (input, output), PopQA (question, possible_answers) "
                         f"or ASQA (ambiguous_question, qa_pairs).")
     if not isinstance(row["query"], str) or not row["query"].strip():
@@ -141,9 +144,7 @@ def attach_documents(rows: list[dict], retriever, k: int, progress: bool = False
     todo = [i for i, r in enumerate(rows) if not r.get("documents")]
     chunk = 256
     starts = range(0, len(todo), chunk)
-    from scaledown.progress import show_progress
     if show_progress(progress):
-        from tqdm.auto import tqdm
         starts = tqdm(starts, desc="retrieving", unit="batch")
     for start in starts:
         ids = todo[start:start + chunk]

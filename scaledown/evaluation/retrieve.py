@@ -11,6 +11,11 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from scaledown.data.bad_rows import BadRows
+from scaledown.data.passage_store import PassageStore
+from scaledown.data.prep_models import resolve_retriever
+from scaledown.data.retrieval import open_retriever
+
 
 @dataclass
 class Passage:
@@ -27,9 +32,6 @@ class CorpusRetriever:
     def __init__(self, corpus_path: str, index_dir: str, tokenizer, tokenizer_name: str, chunk_tokens: int,
                  kind: str = "bm25", model: Optional[str] = None, skip_bad_rows: bool = False,
                  progress: bool = True):
-        from scaledown.data.bad_rows import BadRows
-        from scaledown.data.passage_store import PassageStore
-        from scaledown.data.retrieval import open_retriever
         bad = BadRows(skip_bad_rows)
         self.store = PassageStore.build(os.path.join(index_dir, "passages"), corpus_path, tokenizer, tokenizer_name,
                                         chunk_tokens, bad, progress=progress)
@@ -50,7 +52,6 @@ class CorpusRetriever:
 
 def open_corpus_retriever(args, tokenizer, tokenizer_name: str, chunk_tokens: int) -> CorpusRetriever:
     """From `scaledown eval` flags: --corpus, --index_dir, --retriever, --retriever_model (as prepare-data)."""
-    from scaledown.data.prep_models import resolve_retriever
     kind, model = resolve_retriever(args)
     index_dir = args.index_dir or os.path.join(args.output, "index")
     return CorpusRetriever(args.corpus, index_dir, tokenizer, tokenizer_name, chunk_tokens, kind, model,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 from scaledown.errors import DataError
 
 
@@ -19,7 +21,6 @@ def event_dirs(log_dir: str) -> list[str]:
 def read_scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
     """{tag: [(step, value), ...]} over all event files under `log_dir`; a later write of a step wins
     (a resumed run rewrites the steps after its checkpoint)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     if not os.path.isdir(log_dir):
         raise DataError(f"{log_dir} does not exist; pass a training run's --output_dir (its TensorBoard logs are "
                         f"in OUTPUT_DIR/runs).")

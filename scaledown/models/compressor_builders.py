@@ -5,6 +5,7 @@ import copy
 
 import torch
 from torch import nn
+from transformers import AutoModel
 
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import ConfigError
@@ -35,7 +36,6 @@ def truncated_config(config, num_layers: int):
 
 def nlayers_backbone_from_generator(generator: nn.Module, num_layers: int) -> nn.Module:
     """OSCAR-N-Layers: a trainable copy of the generator's embeddings and first N layers, no final norm."""
-    from transformers import AutoModel
     source = decoder_base(generator)
     total = len(source.layers)
     if num_layers > total:
@@ -63,7 +63,6 @@ def copy_generator_layers(source: nn.Module, backbone: nn.Module) -> None:
 
 def nlayers_backbone_empty(generator_config, num_layers: int) -> nn.Module:
     """Same architecture as nlayers_backbone_from_generator, randomly initialised (weights loaded later)."""
-    from transformers import AutoModel
     backbone = loading.trainable_from_config(AutoModel, truncated_config(generator_config, num_layers))
     backbone.norm = nn.Identity()
     return backbone

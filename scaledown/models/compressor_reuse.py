@@ -12,8 +12,15 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
 from scaledown.config import ScaleDownConfig, fields_where
 from scaledown.errors import CheckpointError, ConfigError
+from scaledown.models import loading
+from scaledown.models.serialization import load_compressor_backbone, read_saved_config, resolve_model_dir
+from scaledown.models.sharded_weights import full_weights
+from scaledown.text_files import load_json
 
 # config fields that describe the compressor's architecture: a new run takes them from the saved folder
 ARCHITECTURE_FIELDS = fields_where(compressor_reuse=True)
@@ -40,7 +47,6 @@ class SavedCompressor:
 
 def read_saved_compressor(directory: str) -> SavedCompressor:
     """A model folder, a run folder (its final/) or a model's compressor/ folder."""
-    from scaledown.models.serialization import read_saved_config, resolve_model_dir
     if os.path.isfile(os.path.join(directory, "compressor_config.json")):
         directory = os.path.dirname(os.path.abspath(directory))
     model_dir = resolve_model_dir(directory)
@@ -48,7 +54,6 @@ def read_saved_compressor(directory: str) -> SavedCompressor:
     if not os.path.isfile(path):
         raise CheckpointError(f"{model_dir} has no compressor/compressor_config.json: it is not a complete ScaleDown "
                               f"model folder. Pass a folder written by save_pretrained (OUTPUT_DIR/final).")
-    from scaledown.text_files import load_json
     settings = load_json(path, CheckpointError)
     _, _, config = read_saved_config(model_dir)
     return SavedCompressor(model_dir, settings, config)
@@ -56,7 +61,6 @@ def read_saved_compressor(directory: str) -> SavedCompressor:
 
 def check_fits(saved: SavedCompressor, config: ScaleDownConfig) -> None:
     """Clear errors, before any weights load, when the saved compressor cannot serve this run."""
-    from scaledown.models import loading
     where = saved.directory
     for name, wanted in saved.architecture().items():
         if name == "compressor_model_name" or getattr(config, name) == wanted:
@@ -88,8 +92,6 @@ def _reranking(key: str) -> bool:
 
 def load_compressor_weights(model, saved: SavedCompressor) -> None:
     """Load compressor/model.safetensors into model.compressor; an RR head the run adds starts fresh."""
-    from safetensors.torch import load_file
-    from scaledown.models.sharded_weights import full_weights
     state = load_file(os.path.join(saved.directory, "model.safetensors"))
     if not model.config.enable_reranking:  # a reranking head this run does not use
         state = {k: v for k, v in state.items() if not _reranking(k)}
@@ -104,8 +106,6 @@ def load_compressor_weights(model, saved: SavedCompressor) -> None:
 
 def model_with_saved_compressor(cls, directory: str, config: ScaleDownConfig):
     """`cls(config)` (a ScaleDownModel) whose compressor and compressor tokenizer come from `directory`."""
-    from transformers import AutoTokenizer
-    from scaledown.models.serialization import load_compressor_backbone
     saved = read_saved_compressor(directory)
     check_fits(saved, config)
     tokenizer_dir = os.path.join(saved.model_dir, "compressor_tokenizer")

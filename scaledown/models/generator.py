@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from scaledown.config import ScaleDownConfig
@@ -9,7 +10,6 @@ from scaledown.models import loading
 
 
 def lora_config(config: ScaleDownConfig):
-    from peft import LoraConfig
     targets = config.lora_target_modules
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
@@ -21,7 +21,6 @@ def build_generator(config: ScaleDownConfig, base: nn.Module | None = None, seed
     """Load (or take) the base causal LM, freeze it and wrap it with fresh LoRA adapters.
 
     seed: draw the LoRA from this seed, whatever loading the base consumed (ZeRO-3 loads partitioned)."""
-    from peft import get_peft_model
     if base is None:
         base = loading.load_causal_lm(config.generator_model_name, config.trust_remote_code)
     for p in base.parameters():

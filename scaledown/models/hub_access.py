@@ -13,6 +13,9 @@ import threading
 from typing import Any, Optional
 from urllib.parse import urlparse
 
+from huggingface_hub import constants, try_to_load_from_cache
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
 from scaledown.errors import ConfigError
 
 PROBE_TIMEOUT_S = 3.0
@@ -50,7 +53,6 @@ def hub_reachable() -> bool:
 
 
 def _cached(name: str) -> bool:
-    from huggingface_hub import constants, try_to_load_from_cache
     cache = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
     return isinstance(try_to_load_from_cache(name, "config.json", cache_dir=cache), str) or \
         isinstance(try_to_load_from_cache(name, "tokenizer_config.json", cache_dir=cache), str)
@@ -58,7 +60,6 @@ def _cached(name: str) -> bool:
 
 def _invalid_hub_name(name: str) -> Optional[str]:
     """Why `name` cannot be a hub repo id (huggingface_hub's own rule), or None when it can."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
     try:
         validate_repo_id(name)
     except HFValidationError as exc:

@@ -5,10 +5,13 @@ import os
 from typing import Optional
 
 import torch
+import transformers
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from scaledown.errors import ConfigError
 from scaledown.models import tiny_models
 from scaledown.models.hub_access import hub_kwargs
+from scaledown.models.tiny_tokenizer import load_tiny_tokenizer
 from scaledown.presets import is_tiny_model
 
 # Weights that train are kept in float32 whatever dtype a folder was saved in (transformers 5 loads dtype "auto": a
@@ -22,7 +25,6 @@ def dtype_kwargs(dtype) -> dict:
     before (the Neuron stack's 4.48); {} for None."""
     if dtype is None:
         return {}
-    import transformers
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
     return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": dtype}
 
@@ -35,9 +37,7 @@ def trainable_from_config(auto_class, config):
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     """Tokenizer for a model name; the tiny sentinels and their saved folders load offline."""
     if is_tiny_model(name):
-        from scaledown.models.tiny_tokenizer import load_tiny_tokenizer
         return load_tiny_tokenizer()
-    from transformers import AutoTokenizer
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **hub_kwargs(name, "tokenizer"))
     except OSError as exc:
@@ -73,7 +73,6 @@ def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[t
     `dtype`: the loaded weights' dtype (TRAINABLE_DTYPE for a model that trains); None keeps the saved dtype
     (transformers 5's "auto"). The random tiny sentinels are always float32.
     """
-    from transformers import AutoModelForCausalLM
     if is_tiny_model(name):
         config = tiny_models.tiny_model_config(name)
         if num_hidden_layers is not None:
@@ -97,7 +96,6 @@ def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[t
 
 def load_encoder(name: str, trust_remote_code: bool = False, dtype: Optional[torch.dtype] = None):
     """A bidirectional encoder (ModernBERT and the like) without its task head; `dtype` as in load_causal_lm."""
-    from transformers import AutoModel
     if is_tiny_model(name):
         return AutoModel.from_config(tiny_models.tiny_model_config(name))
     try:
@@ -133,7 +131,6 @@ def fresh_attention_choice(config):
 
 def saved_config(folder: str):
     """The transformers config of a saved model folder (config.json), ready to build a model from."""
-    from transformers import AutoConfig
     return fresh_attention_choice(AutoConfig.from_pretrained(folder))
 
 
@@ -141,7 +138,6 @@ def model_config(name: str, trust_remote_code: bool = False):
     """The transformers config of a model name, without loading weights."""
     if is_tiny_model(name):
         return tiny_models.tiny_model_config(name)
-    from transformers import AutoConfig
     try:
         return fresh_attention_choice(AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code,
                                                                  **hub_kwargs(name, "config")))

@@ -9,12 +9,21 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import torch
+from peft import set_peft_model_state_dict
+from transformers import AutoModel
 
+from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError
+from scaledown.models import loading
+from scaledown.models.compressor import Compressor
+from scaledown.models.compressor_builders import nlayers_backbone_empty
+from scaledown.models.generator import build_generator
+from scaledown.models.oscar_files import ADAPTERS, COMPRESSOR, FIRST_LAST, TRIMMED_PREFIX
 from scaledown.models.sharded_weights import full_weights
 
 
@@ -32,11 +41,6 @@ def _strict_load(module: torch.nn.Module, state: dict, path: str, what: str) -> 
 
 
 def _generator(released, config, dtype: torch.dtype):
-    import os
-    from peft import set_peft_model_state_dict
-    from scaledown.models.oscar_files import ADAPTERS, FIRST_LAST
-    from scaledown.models import loading
-    from scaledown.models.generator import build_generator
     base = loading.load_causal_lm(released.generator_name, dtype=dtype)
     base.resize_token_embeddings(len(released.tokenizer), mean_resizing=False)
     own = base.state_dict()
@@ -61,10 +65,6 @@ def _generator(released, config, dtype: torch.dtype):
 
 def _backbone(released, dtype: torch.dtype):
     """The compressor backbone from compressor.pth (vocabulary as saved, memory rows included) and its memory rows."""
-    import os
-    from transformers import AutoModel
-    from scaledown.models.oscar_files import COMPRESSOR, TRIMMED_PREFIX
-    from scaledown.models.compressor_builders import nlayers_backbone_empty
     path = os.path.join(released.folder, COMPRESSOR)
     if released.trimmed:
         backbone = nlayers_backbone_empty(released.generator_config, released.cfg["compr_n_layers"])
@@ -83,8 +83,6 @@ def _backbone(released, dtype: torch.dtype):
 
 def build_released_model(cls, released, dtype: torch.dtype, overrides: dict[str, Any]):
     """The ScaleDownModel of a ReleasedOscar; `overrides` are ScaleDownConfig fields (training settings)."""
-    from scaledown.config import ScaleDownConfig
-    from scaledown.models.compressor import Compressor
     values = released.scaledown_values()
     values.update(overrides)
     config = ScaleDownConfig.from_dict(values, source=f"{released.folder}/config.json")

@@ -1,4 +1,4 @@
-# The file names of NAVER's released OSCAR layout (reference/oscar.md §8) and how a folder in it is recognised.
+# The file names of NAVER's released OSCAR format (reference/oscar.md §8) and how a folder in it is recognised.
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ TRIMMED_PREFIX = "custom_model.model."                   # its state-dict prefix
 
 
 def is_released_folder(path: str) -> bool:
-    """True for a folder whose config.json is a COCOMConfig (model_type COCOM), or that holds the released layout's
+    """True for a folder whose config.json is a COCOMConfig (model_type COCOM), or that holds the released format's
     weight files (adapters.pth / decoder_first_last_layers.pth) whatever its config.json: a damaged or missing
     config.json is then reported by the released reader, naming the file, not as "not a model folder"."""
     config = os.path.join(path, "config.json")

@@ -1,4 +1,4 @@
-# Read NAVER's released OSCAR checkpoints (naver/oscar-*: COCOM remote-code layout) natively, without their code.
+# Read NAVER's released OSCAR checkpoints (naver/oscar-*: COCOM remote-code format) natively, without their code.
 """A released folder holds (the reference modelling file's COCOM.save_pretrained):
 
     config.json                      COCOMConfig fields (decoder_model_name, doc_max_length, compr_rate, ...)
@@ -20,10 +20,14 @@ from typing import Any, Optional
 
 import torch
 
+from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError
-
+from scaledown.models import loading
+from scaledown.models.oscar_build import build_released_model
 from scaledown.models.oscar_files import (ADAPTERS, COMPRESSOR, FIRST_LAST, MLP, TRIMMED, TRIMMED_PREFIX,  # noqa: F401
-                                              is_released_folder)
+                                          is_released_folder)
+from scaledown.models.oscar_paths import base_names, check_base_models
+from scaledown.models.oscar_prompt import RELEASED_SYSTEM_PROMPT, compressor_memory_tokens, decoder_added_tokens
 
 
 def read_released_config(folder: str) -> dict[str, Any]:
@@ -139,8 +143,6 @@ def _rows(state: dict, suffix: str, path: str) -> torch.Tensor:
 def released_tokenizers(cfg: dict[str, Any], generator_name: str, compressor_name: str):
     """(generator tokenizer, its base size, tokens added, compressor tokenizer, its base size): the base tokenizers
     grown as the reference grows them (<MEM..>, <AE>, <ENC>, <SEP> in the generator; <MEM0>.. in the compressor)."""
-    from scaledown.models import loading
-    from scaledown.models.oscar_prompt import compressor_memory_tokens, decoder_added_tokens
     n = cfg["doc_max_length"] // cfg["compr_rate"]
     tokenizer = loading.load_tokenizer(generator_name)
     base_vocab = len(tokenizer)
@@ -156,8 +158,6 @@ class ReleasedOscar:
     """A released folder read and checked: config, tensors, tokenizers and base model names (no model built)."""
 
     def __init__(self, folder: str, generator_path: Optional[str] = None, compressor_path: Optional[str] = None):
-        from scaledown.models import loading
-        from scaledown.models.oscar_prompt import compressor_memory_tokens
         self.folder = folder
         cfg = self.cfg = read_released_config(folder)
         self.trimmed = cfg["compr_model_name"] == TRIMMED
@@ -166,7 +166,6 @@ class ReleasedOscar:
         for name in (ADAPTERS, FIRST_LAST, COMPRESSOR) + ((MLP,) if self.use_mlp else ()):
             if not os.path.isfile(os.path.join(folder, name)):
                 load_pth(folder, name)   # raises the missing-file message
-        from scaledown.models.oscar_paths import check_base_models
         self.generator_name, self.compressor_name = check_base_models(folder, cfg, generator_path, compressor_path)
         self.tokenizer, base_vocab, n_added, self.compressor_tokenizer, comp_base_vocab = released_tokenizers(
             cfg, self.generator_name, self.compressor_name)
@@ -241,7 +240,6 @@ class ReleasedOscar:
 
 def scaledown_values(cfg: dict[str, Any], generator_name: str, compressor_name: str) -> dict[str, Any]:
     """ScaleDownConfig fields of a released config.json (checked by read_released_config)."""
-    from scaledown.models.oscar_prompt import RELEASED_SYSTEM_PROMPT
     use_mlp = bool(cfg.get("compr_use_mlp", True))
     values = dict(doc_max_length=cfg["doc_max_length"], compression_rate=cfg["compr_rate"],
                   generator_model_name=generator_name, lora_r=cfg["lora_r"], lora_alpha=2 * cfg["lora_r"],
@@ -263,8 +261,6 @@ def released_config(folder: str, generator_path: Optional[str] = None, compresso
     --generator_path / --compressor_path when one cannot be loaded) and check every file's tensor shapes against
     config.json (CheckpointError naming the file and field; the .pth files are memory-mapped, not read whole), so
     a command stops before any data or model work."""
-    from scaledown.models.oscar_paths import base_names
-    from scaledown.config import ScaleDownConfig
     cfg = read_released_config(folder)
     if check:
         released = ReleasedOscar(folder, generator_path, compressor_path)
@@ -282,6 +278,5 @@ def load_released(cls, folder: str, generator_path: Optional[str] = None, compre
     dtype: of every weight (default float32; the reference computes in bfloat16). `overrides`: ScaleDownConfig
     fields; enable_reranking=True adds a fresh RR token and head (the released models have none).
     """
-    from scaledown.models.oscar_build import build_released_model
     released = ReleasedOscar(folder, generator_path, compressor_path)
     return build_released_model(cls, released, dtype or torch.float32, overrides)

@@ -11,6 +11,8 @@ import os
 from typing import Any, Optional
 
 from scaledown.errors import ConfigError
+from scaledown.models import loading
+from scaledown.models.oscar_files import TRIMMED
 
 GENERATOR_FLAG = "--generator_path"
 COMPRESSOR_FLAG = "--compressor_path"
@@ -19,7 +21,6 @@ COMPRESSOR_FLAG = "--compressor_path"
 def base_names(cfg: dict[str, Any], generator_path: Optional[str] = None,
                compressor_path: Optional[str] = None) -> tuple[str, str, str]:
     """(generator name, compressor name, config.json field the compressor name came from) of a released config."""
-    from scaledown.models.oscar_files import TRIMMED
     generator = generator_path or cfg["decoder_model_name"]
     if compressor_path:
         return generator, compressor_path, COMPRESSOR_FLAG
@@ -33,7 +34,6 @@ def check_base_models(folder: str, cfg: dict[str, Any], generator_path: Optional
                       compressor_path: Optional[str] = None) -> tuple[str, str]:
     """Resolve the base generator and compressor of a released folder (their configs only: cheap), before any
     weights load. Raises ConfigError naming the config.json field and the flag that gives a local folder."""
-    from scaledown.models import loading
     generator, compressor, field = base_names(cfg, generator_path, compressor_path)
     config_json = os.path.join(folder, "config.json")
     for role, name, given, source, flag in (

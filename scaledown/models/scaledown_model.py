@@ -10,12 +10,15 @@ from torch import nn
 
 from scaledown.config import ScaleDownConfig
 from scaledown.models import loading
+from scaledown.models.api_checks import check_api_inputs, check_generation_kwargs, check_vocabulary
 from scaledown.models.compressor import Compressor
 from scaledown.models.compressor_builders import (build_compressor, copy_generator_layers, decoder_base,
                                                   token_embedding_rms)
+from scaledown.models.compressor_reuse import model_with_saved_compressor
 from scaledown.models.generator import base_causal_lm, base_parameters, build_generator, lora_parameters, splice_memory
+from scaledown.models.oscar_format import is_released_folder, load_released
 from scaledown.models.oscar_prompt import make_input_builder
-from scaledown.models.api_checks import check_api_inputs, check_generation_kwargs, check_vocabulary
+from scaledown.models.serialization import load_pretrained, save_pretrained
 from scaledown.models.sharded_weights import full_weights
 
 
@@ -358,23 +361,19 @@ class ScaleDownModel(nn.Module):
 
     # ---- persistence --------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str, include_base: Optional[bool] = None) -> None:
-        """Hugging Face layout: config, PEFT adapter, compressor folder, tokenizer(s), base weights if changed."""
-        from scaledown.models.serialization import save_pretrained
+        """Hugging Face folder: config, PEFT adapter, compressor folder, tokenizer(s), base weights if changed."""
         save_pretrained(self, save_directory, include_base=include_base)
 
     @classmethod
     def from_pretrained(cls, directory: str, **config_overrides: Any) -> "ScaleDownModel":
-        """A ScaleDown folder, or a folder in NAVER's released OSCAR layout (read natively, no remote code:
+        """A ScaleDown folder, or a folder in NAVER's released OSCAR format (read natively, no remote code:
         models/oscar_format.py; its base models by the names in its config.json)."""
-        from scaledown.models.oscar_format import is_released_folder, load_released
         if is_released_folder(directory):
             return load_released(cls, directory, **config_overrides).eval()
-        from scaledown.models.serialization import load_pretrained
         return load_pretrained(cls, directory, **config_overrides).eval()
 
     @classmethod
     def with_pretrained_compressor(cls, directory: str, config: ScaleDownConfig) -> "ScaleDownModel":
         """A new model of `config` (generator, fresh LoRA) whose compressor is the one saved in `directory`
         (e.g. a pretraining run's OUTPUT_DIR/final); mismatches raise before any weights load."""
-        from scaledown.models.compressor_reuse import model_with_saved_compressor
         return model_with_saved_compressor(cls, directory, config)

@@ -19,11 +19,20 @@ import shutil
 from typing import Any, Optional
 
 import torch
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from scaledown.atomic_files import commit_directory, staging_directory
-from scaledown.config import ScaleDownConfig
+from scaledown.config import ScaleDownConfig, config_from_saved
 from scaledown.errors import CheckpointError
+from scaledown.models import loading
+from scaledown.models.compressor_builders import build_compressor
+from scaledown.models.generator import base_causal_lm, without_lora
+from scaledown.models.loading import saved_config, trainable_from_config
+from scaledown.models.sharded_weights import full_weights
+from scaledown.models.tied_weights import drop_aliases, tied_aliases
 from scaledown.text_files import load_json
 
 FORMAT = "scaledown-model"
@@ -38,8 +47,6 @@ def clean_base_state_dict(generator: nn.Module, generator_state: Optional[dict[s
     `generator_state`: a full state dict of `generator` to take the tensors from instead of the module.
     Tied weights (tie_word_embeddings) appear once, under the input embedding's name, as Hugging Face saves them.
     """
-    from scaledown.models.generator import base_causal_lm, without_lora
-    from scaledown.models.tied_weights import drop_aliases, tied_aliases
     lm = base_causal_lm(generator)
     aliases = tied_aliases(lm, rename=lambda name: next(iter(without_lora({name: None}))))
     if generator_state is None:
@@ -57,9 +64,6 @@ def save_pretrained(model, directory: str, include_base: Optional[bool] = None,
     `state_dict` (the compressor's) and `generator_state_dict` (the peft generator's), full and unsharded,
     override the modules' own tensors: sharding backends gather them and write from one rank.
     """
-    from safetensors.torch import save_file
-    from scaledown.models.generator import base_causal_lm
-    from scaledown.models.tied_weights import drop_aliases, tied_aliases
 
     include_base = model.generator_base_modified if include_base is None else include_base
     tmp = staging_directory(directory)
@@ -148,7 +152,6 @@ def read_saved_config(directory: str, trust_remote_code: bool = False, **overrid
                       ) -> tuple[str, dict, ScaleDownConfig]:
     """(folder, scaledown_config.json, config): `overrides` win over the saved settings; a saved
     trust_remote_code is ignored (only the caller's `trust_remote_code` counts, config.config_from_saved)."""
-    from scaledown.config import config_from_saved
     directory = resolve_model_dir(directory)
     path = os.path.join(directory, CONFIG_FILE)
     try:
@@ -164,8 +167,6 @@ def read_saved_config(directory: str, trust_remote_code: bool = False, **overrid
 
 
 def load_compressor_backbone(config: ScaleDownConfig, directory: str) -> nn.Module:
-    from transformers import AutoModel
-    from scaledown.models.loading import saved_config, trainable_from_config
     backbone = trainable_from_config(AutoModel, saved_config(os.path.join(directory, "compressor")))
     if config.compressor_type == "n_layers":
         backbone.norm = nn.Identity()
@@ -173,12 +174,6 @@ def load_compressor_backbone(config: ScaleDownConfig, directory: str) -> nn.Modu
 
 
 def load_pretrained(cls, directory: str, **overrides: Any):
-    from peft import PeftModel
-    from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from scaledown.models import loading
-    from scaledown.models.compressor_builders import build_compressor
-    from scaledown.models.sharded_weights import full_weights
 
     directory, meta, config = read_saved_config(directory, **overrides)
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(directory, "tokenizer"))

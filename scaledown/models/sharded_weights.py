@@ -11,6 +11,7 @@ import contextlib
 from typing import Callable, ContextManager, Iterable, Iterator, Optional
 
 import torch
+from torch.distributed.tensor import DTensor
 
 # gatherer(params, modify) -> context in which `params` hold their full values on every rank;
 # with modify=True, edits made inside the context are kept (and made consistent across ranks).
@@ -54,5 +55,4 @@ def install_gatherer(gatherer: Optional[Gatherer]) -> Optional[Gatherer]:
 def whole(tensor: torch.Tensor) -> torch.Tensor:
     """The full value of a tensor a backend may have turned into a DTensor (FSDP2 / tensor parallel): a collective
     every rank of its mesh must reach; plain tensors come back as they are."""
-    from torch.distributed.tensor import DTensor
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor

@@ -20,6 +20,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from scaledown.errors import ConfigError
+
 
 def tied_aliases(module: nn.Module, rename: Optional[Callable[[str], str]] = None) -> dict[str, str]:
     """{alias name: canonical name} of every parameter reachable under several names; `rename` maps both."""
@@ -74,7 +76,6 @@ def retie(module: nn.Module, aliases: dict[str, str]) -> None:
         if current is target:
             continue
         if tuple(current.shape) != tuple(target.shape):
-            from scaledown.errors import ConfigError
             raise ConfigError(f"{alias} is tied to {canonical} (tie_word_embeddings) but they now have shapes "
                               f"{tuple(current.shape)} and {tuple(target.shape)}: they cannot stay one weight.")
         setattr(owner, attr, target)

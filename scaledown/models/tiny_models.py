@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from transformers import LlamaConfig, MistralConfig, ModernBertConfig
+
 from scaledown.models.tiny_tokenizer import TINY_VOCAB_SIZE
 from scaledown.presets import TINY_GENERATOR, TINY_LLAMA, TINY_MODERNBERT
 
@@ -48,7 +50,6 @@ def tiny_llama_config_dict() -> dict[str, Any]:
 
 def tiny_model_config(name: str):
     """transformers config object of a tiny sentinel model."""
-    from transformers import LlamaConfig, MistralConfig, ModernBertConfig
     if name == TINY_GENERATOR:
         return MistralConfig(**tiny_generator_config_dict())
     if name == TINY_MODERNBERT:

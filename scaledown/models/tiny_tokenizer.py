@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerFast
+
 from scaledown.errors import ConfigError
 
 TINY_VOCAB_SIZE = 2048
@@ -37,8 +40,6 @@ def _tokenizer_json() -> str:
 
 def load_tiny_tokenizer():
     """The tiny preset's tokenizer as a transformers PreTrainedTokenizerFast."""
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(_tokenizer_json()),

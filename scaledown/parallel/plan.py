@@ -31,6 +31,8 @@ import torch
 from torch import nn
 
 from scaledown.errors import ConfigError
+from scaledown.models.compressor_builders import decoder_base
+from scaledown.models.generator import base_causal_lm
 from scaledown.parallel import layout as L
 from scaledown.parallel import pipeline as P
 from scaledown.parallel import rules as R
@@ -86,8 +88,6 @@ def _geometry_of(config) -> tuple[int, int, int]:
 
 
 def find_stacks(model: nn.Module) -> Stacks:
-    from scaledown.models.compressor_builders import decoder_base
-    from scaledown.models.generator import base_causal_lm
     paths = {id(m): name for name, m in model.named_modules()}
     lm = base_causal_lm(model.generator)
     backbone = model.compressor.backbone
@@ -192,7 +192,6 @@ class ParallelPlan:
 
 
 def base_causal_lm_of(model: nn.Module) -> nn.Module:
-    from scaledown.models.generator import base_causal_lm
     return base_causal_lm(model.generator)
 
 
@@ -236,7 +235,6 @@ def _check_supported(model: nn.Module, stacks: Stacks, tp: int) -> None:
 
 
 def _tied_lm_head(model: nn.Module) -> bool:
-    from scaledown.models.generator import base_causal_lm
     lm = base_causal_lm(model.generator)
     return lm.get_output_embeddings().weight is lm.get_input_embeddings().weight
 

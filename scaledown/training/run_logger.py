@@ -4,6 +4,10 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from scaledown.progress import show_progress
 from scaledown.training import tags
 
 
@@ -17,12 +21,9 @@ class RunLogger:
         self.bar = None
         if not enabled:
             return
-        from torch.utils.tensorboard import SummaryWriter
         self.log_dir = os.path.join(output_dir, "runs", run_name) if run_name else os.path.join(output_dir, "runs")
         self.writer = SummaryWriter(log_dir=self.log_dir)
-        from scaledown.progress import show_progress
         if show_progress(progress):   # off with --no_progress or when stderr is not a terminal (log files)
-            from tqdm.auto import tqdm
             self.bar = tqdm(total=total_steps, initial=initial_step, desc="train", unit="step", dynamic_ncols=True)
 
     def scalars(self, values: dict[str, float], step: int) -> None:

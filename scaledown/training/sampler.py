@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 
+from scaledown.errors import ConfigError
 from scaledown.training.batching import BatchPlan
 
 
@@ -16,7 +17,6 @@ class GlobalBatchOrder:
 
     def __init__(self, num_examples: int, plan: BatchPlan, seed: int, shuffle: bool = True):
         if num_examples < plan.global_batch:
-            from scaledown.errors import ConfigError
             raise ConfigError(f"the training data has {num_examples} rows, fewer than one global batch "
                               f"(batch_size={plan.global_batch}). Add rows or lower --batch_size.")
         self.num_examples = num_examples

@@ -14,10 +14,14 @@ on a Mistral-7B-shaped model on the meta device.
 """
 from __future__ import annotations
 
+import resource
 from typing import Optional
 
 import torch
 from torch import nn
+
+from scaledown.models.compressor_builders import decoder_base
+from scaledown.models.generator import base_causal_lm
 
 # Dense (no 2:4 sparsity) peak FLOP/s per device and matmul dtype, from NVIDIA's datasheets.
 # Keys: (model word, variant) as torch.cuda.get_device_name() spells them, e.g. "NVIDIA H100 80GB HBM3"
@@ -122,8 +126,6 @@ class TrainingFlops:
     """
 
     def __init__(self, model, tensor_parallel: int = 1):
-        from scaledown.models.compressor_builders import decoder_base
-        from scaledown.models.generator import base_causal_lm
         lm = base_causal_lm(model.generator)
         decoder = decoder_base(lm)
         embed = decoder.get_input_embeddings().weight
@@ -176,7 +178,6 @@ def peak_memory_gb(device: torch.device) -> Optional[float]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     try:
-        import resource
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     except Exception:
         return None

@@ -8,16 +8,20 @@ import random
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
 
 from scaledown.checkpoint import folder_protocol as ckpt
+from scaledown.checkpoint.safe_load import problem_with
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError
+from scaledown.models.inputs import InputBuilder
 from scaledown.training import resume, run_folder, tags
 from scaledown.training.backends.base import Backend, StepNorm
+from scaledown.training.backends.local import LocalBackend
 from scaledown.training.batching import BatchPlan, plan_batches
 from scaledown.training.evaluate import evaluate
 from scaledown.training.run_logger import RunLogger
@@ -68,7 +72,7 @@ class TrainResult:
 class ScaleDownTrainer:
     """`ScaleDownTrainer(model, config, train_dataset).train()` -- one process by default.
 
-    Pass `backend=` (DeepSpeed, NxD) to run the same loop distributed. Output layout:
+    Pass `backend=` (DeepSpeed, NxD) to run the same loop distributed. Output folder:
     OUTPUT_DIR/final (Hugging Face), OUTPUT_DIR/checkpoints/step_N, OUTPUT_DIR/runs (TensorBoard).
     """
 
@@ -80,7 +84,6 @@ class ScaleDownTrainer:
         (training/resume.py), unless `allow_changed_settings`. A new run refuses an `output_dir` holding another run
         unless `overwrite_output_dir`. `run_record`: what the CLI records for resuming (resume.run_record);
         `resume_command`: printed when SIGTERM / SIGINT stop the run."""
-        from scaledown.training.backends.local import LocalBackend
         self.model = model
         self.config = config
         self.train_dataset = train_dataset
@@ -101,7 +104,6 @@ class ScaleDownTrainer:
         total = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.num_epochs * steps_per_epoch))
         warm = cfg.generator_warmup_steps(total)
         if cfg.stage == "pretrain":  # plain-text rows (data/pretraining.py): auto-encoding + continuation
-            from scaledown.models.inputs import InputBuilder
             text = dict(collate=InputBuilder.collate_pretraining, answers=False, max_documents=1)
             out = [Phase("warmup", 0, warm, "text", **text)] if warm else []
             return out + [Phase("pretrain", warm, total, "memory", **text)]
@@ -365,7 +367,6 @@ class ScaleDownTrainer:
 
     def _check_files(self, path: str) -> None:
         """Every rank checks the checkpoint files it will read; one damaged file anywhere stops all ranks cleanly."""
-        from scaledown.checkpoint.safe_load import problem_with
         problem = next(((f, p) for f in self.backend.checkpoint_files(path) if (p := problem_with(f))), None)
         if self._any_rank(problem is not None):
             if problem:
@@ -409,7 +410,6 @@ def warn_if_compressor_untrained(model) -> None:
     kind = model.config.compressor_type
     if kind == "n_layers" or getattr(model, "compressor_pretrained", True):
         return
-    import warnings
     warnings.warn(
         f"fine-tuning a '{kind}' compressor from scratch. Separate compressors start outside the generator's "
         f"embedding space; OSCAR pretrains them first (OSCAR-llama without pretraining: PopQA 0.65 -> 0.51). "

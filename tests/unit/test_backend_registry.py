@@ -11,9 +11,9 @@ from conftest import ROOT
 from scaledown.cli import backends as registry
 from scaledown.cli.train import ALL_BACKENDS, TRAIN_PY_BACKENDS, resolve_run
 from scaledown.errors import ConfigError
-from scaledown.training.backends.neuron.layout_file import NeuronLayout
+from scaledown.training.backends.neuron.profile_file import NeuronProfile
 
-LAYOUT = "neuron_configs/tp8_pp1.json"
+PROFILE = "neuron_configs/tp8_pp1.json"
 TRN1 = "launchers/train_trn1.py"
 
 
@@ -39,10 +39,10 @@ def nxd_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("init", [False, True])
 def test_train_py_trainium_and_the_trn1_launcher_resolve_the_same_run(tmp_path, monkeypatch, nxd_checkpoint, init):
-    """The seed's `train.py --device trainium --neuron_config X` is the Trn1 launcher's run: same settings, layout,
+    """The seed's `train.py --device trainium --neuron_config X` is the Trn1 launcher's run: same settings, profile,
     compiler/runtime environment and (with --init_from NxD weights) the same meta-device build."""
     monkeypatch.chdir(ROOT)
-    common = ["--neuron_config", LAYOUT, "--output_dir", str(tmp_path / "run"), "--max_steps", "3"]
+    common = ["--neuron_config", PROFILE, "--output_dir", str(tmp_path / "run"), "--max_steps", "3"]
     common += ["--init_from", str(nxd_checkpoint)] if init else []
     seed_way, _ = resolve_run(["--device", "trainium", *common], "train.py", TRAIN_PY_BACKENDS, env={},
                               check_launch=False)
@@ -51,37 +51,37 @@ def test_train_py_trainium_and_the_trn1_launcher_resolve_the_same_run(tmp_path, 
                            check_launch=False)
     assert seed_way.backend == launcher.backend == "neuron"
     assert seed_way.config == launcher.config == every.config
-    assert seed_way.layout == launcher.layout == NeuronLayout.from_file(LAYOUT)
-    assert seed_way.environment == launcher.environment == NeuronLayout.from_file(LAYOUT).environment()
+    assert seed_way.profile == launcher.profile == NeuronProfile.from_file(PROFILE)
+    assert seed_way.environment == launcher.environment == NeuronProfile.from_file(PROFILE).environment()
     assert "NEURON_CC_FLAGS" in seed_way.environment and "FI_PROVIDER" in seed_way.environment
     assert (seed_way.weights_from, seed_way.init_from) == (launcher.weights_from, launcher.init_from)
     assert seed_way.weights_from == (str(nxd_checkpoint) if init else None) and seed_way.init_from is None
     assert seed_way == launcher == every
     # the resume command starts the same backend again
-    assert seed_way.launcher_flags == ("--device", "trainium", "--neuron_config", LAYOUT)
-    assert launcher.launcher_flags == ("--neuron_config", LAYOUT)
+    assert seed_way.launcher_flags == ("--device", "trainium", "--neuron_config", PROFILE)
+    assert launcher.launcher_flags == ("--neuron_config", PROFILE)
 
 
 def test_the_neuron_backend_gets_the_resolved_layout_and_environment(tmp_path, subprocess_env):
-    """train.py --device trainium builds NeuronBackend with X's layout and exports X's environment (NxD double)."""
+    """train.py --device trainium builds NeuronBackend with X's profile and exports X's environment (NxD double)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
     script = ("import json, os, sys; sys.path.insert(0, 'tests'); from nxd_double import install; install()\n"
               "from scaledown.cli.backends import REGISTRY; from scaledown.cli.train import resolve_run\n"
-              f"run, _ = resolve_run(['--device', 'trainium', '--neuron_config', '{LAYOUT}', '--tp', '1', '--output_dir', "
+              f"run, _ = resolve_run(['--device', 'trainium', '--neuron_config', '{PROFILE}', '--tp', '1', '--output_dir', "
               f"'{tmp_path / 'run'}'])\n"
               "backend = REGISTRY[run.backend].build(run.config, run)\n"
-              "print(json.dumps({'layout': backend.layout.path, 'same': backend.layout == run.layout, "
+              "print(json.dumps({'profile': backend.profile.path, 'same': backend.profile == run.profile, "
               "'env': {k: os.environ.get(k) for k in run.environment}}))\n")
     env = no_launcher(subprocess_env, MASTER_PORT=port)
-    for key in NeuronLayout.from_file(os.path.join(ROOT, LAYOUT)).environment():
+    for key in NeuronProfile.from_file(os.path.join(ROOT, PROFILE)).environment():
         env.pop(key, None)
     proc = cli(["-c", script], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert seen["layout"] == LAYOUT and seen["same"]
-    assert seen["env"] == NeuronLayout.from_file(os.path.join(ROOT, LAYOUT)).environment()
+    assert seen["profile"] == PROFILE and seen["same"]
+    assert seen["env"] == NeuronProfile.from_file(os.path.join(ROOT, PROFILE)).environment()
 
 
 def test_auto_precedence():
@@ -101,7 +101,7 @@ def test_auto_precedence():
     assert pick(env={"WORLD_SIZE": "1"}) == "local"
     assert pick(deepspeed="ds_configs/zero2.json") == "deepspeed"
     assert pick(explicit={"device_type": "trainium"}, env=torchrun) == "neuron"      # the device beats the launcher
-    assert pick(neuron_config=LAYOUT, env=torchrun) == "neuron"
+    assert pick(neuron_config=PROFILE, env=torchrun) == "neuron"
     assert pick(deepspeed="x.json", explicit={"device_type": "trainium"}) == "deepspeed"   # --deepspeed beats the device
     assert pick(backend="local", env=torchrun, deepspeed="x.json") == "local"       # --backend beats everything
     # train.py runs local or neuron: under a launcher it stays local (and is refused, below); launchers fix one

@@ -19,17 +19,10 @@ def module_name(path: str, root: str) -> str:
     return name[:-len(".__init__")] if name.endswith(".__init__") else name
 
 
-def _script_block(node) -> bool:
-    """`if __name__ == "__main__":` -- runs only as `python -m module`, never on import."""
-    test = getattr(node, "test", None)
-    return (isinstance(node, ast.If) and isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
-            and test.left.id == "__name__")
-
-
-def import_graph(package: str = PACKAGE, root: str = ROOT) -> dict[str, set[str]]:
-    """module -> the modules of `package` that importing it runs (packages' __init__ are modules too). What an
-    `if __name__ == "__main__":` block imports is left out: it runs as module __main__ (a second copy, only as
-    `python -m module`), so it neither closes a circle nor loads anything on import."""
+def import_graph(package: str = PACKAGE, root: str = ROOT, top_level: bool = False) -> dict[str, set[str]]:
+    """module -> the modules of `package` that importing it, or running it (`python -m`, its `__main__` block), runs
+    (packages' __init__ are modules too). `top_level=True`: only what importing it runs at once (no function bodies,
+    no `__main__` block, no `if TYPE_CHECKING:` block)."""
     modules = {}
     for folder, _, files in os.walk(package):
         for name in files:
@@ -40,17 +33,8 @@ def import_graph(package: str = PACKAGE, root: str = ROOT) -> dict[str, set[str]
     graph = {m: set() for m in modules}
     for module, path in modules.items():
         home = module if module in packages else module.rpartition(".")[0]
-        tree = ast.parse(open(path, encoding="utf-8").read())
-        tree.body = [node for node in tree.body if not _script_block(node)]
-        for node in ast.walk(tree):
-            targets = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                # `from P import X`: the submodule P.X, or a name of the package P (its __init__)
-                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
-                           for a in node.names]
-            for target in (t for t in targets if t in modules):
+        for node in imports(path, top_level):
+            for target in (t for t in targets(node, modules) if t in modules):
                 graph[module].add(target)
                 parts = target.split(".")
                 for depth in range(1, len(parts)):   # the packages above it that this module is not inside
@@ -59,6 +43,43 @@ def import_graph(package: str = PACKAGE, root: str = ROOT) -> dict[str, set[str]
                         graph[module].add(parent)
         graph[module].discard(module)
     return graph
+
+
+def _deferred(node: ast.AST) -> bool:
+    """A statement that importing its module does not run at once: a function body, `if __name__ == "__main__":`
+    (runs only as `python -m module`) or `if TYPE_CHECKING:`."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        return True
+    return isinstance(node, ast.If) and ("__name__" in ast.unparse(node.test) or "TYPE_CHECKING" in ast.unparse(node.test))
+
+
+def imports(path: str, top_level: bool = False, in_functions: bool = False) -> list[ast.stmt]:
+    """The import statements of a source file: all of them; only those importing it runs (`top_level`); or only
+    those inside a function body (`in_functions`), each with its enclosing function as `.function`."""
+    found = []
+
+    def visit(node, deferred, function):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                if (top_level and deferred) or (in_functions and function is None):
+                    continue
+                child.function = function
+                found.append(child)
+            is_function = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            visit(child, deferred or _deferred(child), child if is_function else function)
+
+    visit(ast.parse(open(path, encoding="utf-8").read()), False, None)
+    return found
+
+
+def targets(node: ast.stmt, modules) -> list[str]:
+    """What one import statement names: `import a.b` -> a.b; `from P import X` -> the submodule P.X, or the package P
+    when X is one of its names (its __init__ runs). Third-party names are returned as written."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if not node.module or node.level:
+        return []
+    return [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names]
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -142,8 +163,9 @@ def test_graph_sees_a_circle_through_a_package_init(tmp_path):
     assert circles(graph) == [["pkg.a", "pkg.sub", "pkg.sub.c"]]
 
 
-# the seed's `python -m scaledown.data.prepare_dataset` must keep working: a shim that calls into cli/
-CLI_SHIMS = {"scaledown.data.prepare_dataset"}
+# `python -m` shims kept from the seed: each runs a front-end of cli/ (prepare_dataset always; synthetic_corpus only in
+# its `__main__` block, importing it loads the corpus writer)
+CLI_SHIMS = {"scaledown.data.prepare_dataset", "scaledown.data.synthetic_corpus"}
 
 
 def imports_of_cli(graph: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -155,8 +177,7 @@ def imports_of_cli(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 
 
 def test_library_code_never_imports_the_command_line():
-    """Importing library code never loads a front-end (a module's script block may call one: `python -m
-    scaledown.data.synthetic_corpus` runs scaledown.cli.synthetic_corpus)."""
+    """Library code never imports a front-end, not even inside a function (only the seed's `python -m` shims do)."""
     assert imports_of_cli(import_graph()) == {}
 
 
@@ -178,3 +199,74 @@ def test_front_ends_live_under_cli():
             if "ArgumentParser(" in source or "FriendlyParser(" in source:
                 parsers.append(module_name(path, ROOT))
     assert parsers == []
+
+
+# Optional dependencies (setup.py's extras and the Neuron stack): imported where they are used, inside functions, so a
+# machine without them runs everything else.
+OPTIONAL = {"deepspeed", "mpi4py", "psutil", "ninja", "torch_neuronx", "neuronx_distributed", "torch_xla",
+            "libneuronxla", "neuronxcc", "datasets", "bm25s", "scipy", "pyarrow", "matplotlib", "vllm", "accelerate"}
+# What the command line must not load before it has checked the flags
+HEAVY = {"torch", "transformers", "peft"}
+# The launch side: the backend table and each backend's flags, parsed with the command line (before torch loads)
+LAUNCH_SIDE = {"scaledown.training.backends.registry", "scaledown.training.backends.user_backend"}
+
+
+def deferred_import_faults(package: str = PACKAGE, root: str = ROOT) -> list[str]:
+    """Imports inside functions that the rule (issue 17, item 6) does not allow, as "module:line target".
+
+    Allowed inside a function: an optional dependency, or a module of ours that imports one when loaded (deepspeed's
+    engine, BM25 ...); and, in a front-end (cli/, the launch side, a package __init__'s lazy `__getattr__` exports,
+    PEP 562), anything that loads torch / transformers / peft, so a bad flag is named before they load. Everything
+    else is imported at the top of the module, where the layering shows."""
+    graph = import_graph(package, root, top_level=True)
+    modules = set(graph)
+    lazy_packages = {m for m in modules if any(getattr(n.function, "name", "") == "__getattr__"
+                                               for n in imports(_path(m, root), in_functions=True))}
+    loads = {}
+
+    def loaded(module):   # third-party packages importing `module` runs at once, through our modules too
+        if module not in loads:
+            loads[module] = set()
+            for node in imports(_path(module, root), top_level=True):
+                for t in targets(node, modules):
+                    loads[module] |= loaded(t) if t in modules else {t.split(".")[0]}
+            for t in graph[module]:
+                loads[module] |= loaded(t)
+        return loads[module]
+
+    faults = []
+    for module in sorted(modules):
+        front_end = (module.split(".")[1:2] == ["cli"] or module.endswith(".launch") or module in LAUNCH_SIDE
+                     or module in lazy_packages)
+        for node in imports(_path(module, root), in_functions=True):
+            for t in targets(node, modules):
+                reached = loaded(t) if t in modules else {t.split(".")[0]}
+                if t in modules:   # importing a.b.c runs a and a.b first
+                    parts = t.split(".")
+                    for depth in range(2, len(parts)):
+                        reached = reached | loaded(".".join(parts[:depth]))
+                if reached & OPTIONAL or (front_end and (reached & HEAVY or t in lazy_packages)):
+                    continue
+                faults.append(f"{module}:{node.lineno} {t}")
+    return faults
+
+
+def _path(module: str, root: str) -> str:
+    path = os.path.join(root, *module.split("."))
+    return path + ".py" if os.path.isfile(path + ".py") else os.path.join(path, "__init__.py")
+
+
+def test_imports_inside_functions_only_for_optional_packages_and_fail_fast_front_ends():
+    assert deferred_import_faults() == []
+
+
+def test_the_import_rule_sees_a_deferred_import_of_a_light_module(tmp_path):
+    files = {"pkg/__init__.py": "", "pkg/light.py": "import json\n", "pkg/heavy.py": "import torch\n",
+             "pkg/plots.py": "def f():\n    import matplotlib\n",
+             "pkg/lib.py": "def f():\n    from pkg import light\n    import os\n",
+             "pkg/cli/__init__.py": "", "pkg/cli/main.py": "def f():\n    from pkg import heavy\n    from pkg import light\n"}
+    for name, text in files.items():
+        os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)
+        (tmp_path / name).write_text(text)
+    faults = deferred_import_faults(str(tmp_path / "pkg"), str(tmp_path))
+    assert faults == ["pkg.cli.main:3 pkg.light", "pkg.lib:2 pkg.light", "pkg.lib:3 os"]

@@ -1,4 +1,4 @@
-# Released OSCAR checkpoints (NAVER's COCOM layout): native load vs the reference's golden values, errors, export.
+# Released OSCAR checkpoints (NAVER's COCOM format): native load vs the reference's golden values, errors, export.
 import json
 import os
 import shutil
@@ -15,7 +15,7 @@ NAMES = ("oscar-llama", "oscar-nlayers")
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
-    """The tiny released-layout folders the golden values were computed on (rebuilt deterministically)."""
+    """The tiny released-format folders the golden values were computed on (rebuilt deterministically)."""
     from oscar_released_tiny import build_all
     return build_all(str(tmp_path_factory.mktemp("oscar_released")))
 
@@ -126,7 +126,7 @@ def test_convert_to_scaledown_and_back_keeps_every_tensor(released, name, tmp_pa
 
 
 def test_native_model_exports_to_released_layout_and_reads_back(released):
-    """A ScaleDown model (causal-LM compressor, lora_alpha != 2r, RR head) written in the released layout: ScaleDown's
+    """A ScaleDown model (causal-LM compressor, lora_alpha != 2r, RR head) written in the released format: ScaleDown's
     reader gives back the same compressor and generator functions (the prompt format then is the released one)."""
     from oscar_released_tiny import native_model
     from scaledown import ScaleDownModel

@@ -1,4 +1,4 @@
-# Benchmark readers (KILT, PopQA, ASQA layouts), BM25 retrieval with relevance labels, the OSCAR-layout table.
+# Benchmark readers (KILT, PopQA, ASQA formats), BM25 retrieval with relevance labels, the OSCAR-style table.
 import json
 import os
 
@@ -25,7 +25,7 @@ def test_each_layout_becomes_a_row():
     assert row["query"] == "When?" and row["answers"] == ["1990", "1991"] and row["id"] == "s"
     ready = {"query": "q", "documents": ["d"], "answer": "a"}
     assert qa_datasets.to_row(ready, "w") == ready
-    with pytest.raises(DataError, match="f line 9.*unknown record layout"):
+    with pytest.raises(DataError, match="f line 9.*unknown record format"):
         qa_datasets.to_row({"text": "x"}, "f line 9")
     with pytest.raises(DataError, match="no gold answer"):
         qa_datasets.to_row({"input": "Who?", "output": [{"answer": ""}]}, "f line 2")

@@ -133,7 +133,7 @@ def test_config_files_bom_and_wide_encodings(tmp_path):
     from scaledown import ScaleDownConfig
     from scaledown.cli.args import build_parser
     from scaledown.training.backends.deepspeed.ds_config import read_ds_config
-    from scaledown.training.backends.neuron.layout_file import NeuronLayout
+    from scaledown.training.backends.neuron.profile_file import NeuronProfile
     yml, js = tmp_path / "run.yaml", tmp_path / "run.json"
     yml.write_bytes(b"\xef\xbb\xbfpreset: tiny\nbatch_size: 8\n")
     js.write_bytes(b"\xef\xbb\xbf" + json.dumps({"preset": "tiny", "batch_size": 8}).encode())
@@ -142,11 +142,11 @@ def test_config_files_bom_and_wide_encodings(tmp_path):
     ds = tmp_path / "ds.json"
     ds.write_bytes(b"\xef\xbb\xbf" + json.dumps({"zero_optimization": {"stage": 3}}).encode())
     assert read_ds_config(str(ds))[0]["zero_optimization"]["stage"] == 3
-    layout = tmp_path / "layout.json"
-    layout.write_bytes(b"\xef\xbb\xbf" + json.dumps({"tensor_parallel_size": 8}).encode())
-    assert NeuronLayout.from_file(str(layout)).config_values()["tensor_parallel_size"] == 8
+    profile = tmp_path / "profile.json"
+    profile.write_bytes(b"\xef\xbb\xbf" + json.dumps({"tensor_parallel_size": 8}).encode())
+    assert NeuronProfile.from_file(str(profile)).config_values()["tensor_parallel_size"] == 8
     for path, read in ((yml, ScaleDownConfig.from_file), (js, ScaleDownConfig.from_file), (ds, read_ds_config),
-                       (layout, NeuronLayout.from_file)):
+                       (profile, NeuronProfile.from_file)):
         text = path.read_bytes()[3:].decode("utf-8")
         path.write_bytes(text.encode("utf-16"))
         with pytest.raises(ConfigError, match=f"{path.name} is encoded as UTF-16 LE, not UTF-8"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Optional
 
 import torch
@@ -185,6 +185,5 @@ class Backend(ABC):
 
 def detached(out: ScaleDownOutput) -> ScaleDownOutput:
     """The output's tensors without their graphs (what forward_backward returns)."""
-    from dataclasses import fields, replace
     return replace(out, **{f.name: getattr(out, f.name).detach() for f in fields(out)
                            if isinstance(getattr(out, f.name), torch.Tensor)})

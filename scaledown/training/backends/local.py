@@ -8,8 +8,11 @@ import shutil
 from typing import Any, Optional
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from scaledown.checkpoint import folder_protocol as ckpt
+from scaledown.checkpoint import safe_load
+from scaledown.checkpoint.safe_load import problem_with
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError, ConfigError
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
@@ -135,7 +138,6 @@ class LocalBackend(Backend):
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, root: str, tag: str, client_state: dict[str, Any]) -> str:
-        from safetensors.torch import save_file
         final = os.path.join(root, tag)
         tmp = ckpt.new_staging(final)
         try:
@@ -155,8 +157,6 @@ class LocalBackend(Backend):
         return [os.path.join(path, name) for name in (MODEL_FILE, OPTIMIZER_FILE, CLIENT_FILE)]
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:
-        from safetensors.torch import load_file
-        from scaledown.checkpoint import safe_load
         model_file = os.path.join(path, MODEL_FILE)
         if not os.path.isfile(model_file):
             if any(name.endswith("model_states.pt") or name in ("model", "done") for name in os.listdir(path)):
@@ -206,7 +206,6 @@ def _torch_save(obj: Any, path: str) -> None:
 
 def _guarded(load, file: str):
     """A checkpoint file read through the guarded loader; its error names the previous complete checkpoint."""
-    from scaledown.checkpoint.safe_load import problem_with
     try:
         return load(file)
     except CheckpointError as exc:

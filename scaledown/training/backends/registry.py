@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from scaledown.errors import ConfigError
 from scaledown.training.backends.deepspeed import launch as deepspeed_launch
 from scaledown.training.backends.neuron import launch as neuron_launch
+from scaledown.training.backends.neuron.stack import require_stack
 from scaledown.training.backends.torch_native import launch as torch_launch
 
 
@@ -38,7 +39,7 @@ class ResolvedRun:
     """A train command resolved before anything heavy loads: two commands that resolve equal objects run the same."""
     backend: str
     config: Any                               # ScaleDownConfig
-    layout: Any = None                        # neuron: NeuronLayout (neuron_configs/*.json or the default)
+    profile: Any = None                        # neuron: NeuronProfile (neuron_configs/*.json or the default)
     environment: dict[str, str] = field(default_factory=dict)   # exported before the device runtime starts
     init_from: Optional[str] = None           # a saved model folder the model is built from
     weights_from: Optional[str] = None        # neuron: NxD weights loaded into a meta-device build
@@ -55,15 +56,14 @@ def _require_deepspeed(why: str) -> None:
 
 
 def _require_neuron(why: str) -> None:
-    from scaledown.training.backends.neuron.stack import require_stack
     try:
         require_stack(why)
     except ConfigError as exc:
-        raise ConfigError(f"{exc} To check the run's layout and batch arithmetic without Neuron, add --dry_run.") from None
+        raise ConfigError(f"{exc} To check the run's profile and batch arithmetic without Neuron, add --dry_run.") from None
 
 
 def _build_local(config, run):
-    from scaledown.training.backends.local import LocalBackend
+    from scaledown.training.backends.local import LocalBackend  # torch: loads when the run is built
     return LocalBackend(config)
 
 

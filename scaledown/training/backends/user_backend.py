@@ -25,7 +25,7 @@ def is_import_name(name: str) -> bool:
 
 def import_spec(name: str) -> BackendSpec:
     """The BackendSpec of `package.module:Class`; ConfigError naming the module or class when it cannot be used."""
-    from scaledown.training.backends.base import Backend
+    from scaledown.training.backends.base import Backend  # torch: the launch side loads it only for --backend X:Y
     module_name, _, class_name = name.partition(":")
     try:
         module = importlib.import_module(module_name)

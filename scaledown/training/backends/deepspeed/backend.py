@@ -19,22 +19,30 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from typing import Any, Callable, Optional, Union
 
 import torch
+import torch.distributed as dist
+from transformers.integrations import HfDeepSpeedConfig
 
 from scaledown.checkpoint import folder_protocol as ckpt
+from scaledown.checkpoint.deepspeed_engine import is_universal, load_universal_checkpoint
 from scaledown.config import ScaleDownConfig
-from scaledown.errors import CheckpointError
+from scaledown.errors import CheckpointError, ConfigError
+from scaledown.models.loading import model_config
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
+from scaledown.models.serialization import save_pretrained
 from scaledown.models.sharded_weights import install_gatherer
 from scaledown.training.backends.base import Backend, StepNorm, detached
-from scaledown.training.backends.distributed_env import init_distributed
-from scaledown.training.backends.deepspeed.ds_config import (check_checkpointing_support, offload_device, resolve_ds_config,
-                                                   zero_stage)
+from scaledown.training.backends.deepspeed.checkpoint_io import check_deepspeed_checkpoint, use_safe_loading
+from scaledown.training.backends.deepspeed.ds_config import (check_checkpointing_support, offload_device,
+                                                             resolve_ds_config, zero_stage)
 from scaledown.training.backends.deepspeed.gather import (free_bytes, full_bytes, gathered, gathered_state_dict,
-                                                   is_partitioned, partition_report, resident)
+                                                          is_partitioned, partition_report, resident)
+from scaledown.training.backends.distributed_env import init_distributed
 from scaledown.training.backends.local import float32_trainable
 from scaledown.training.batching import plan_batches
 from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
@@ -50,7 +58,6 @@ class DeepSpeedBackend(Backend):
     name = "deepspeed"
 
     def __init__(self, config: ScaleDownConfig, ds_config: Union[str, dict], timeout_s: float = 1800.0):
-        import torch.distributed as dist
         from deepspeed.accelerator import get_accelerator
 
         self.config = config
@@ -103,7 +110,6 @@ class DeepSpeedBackend(Backend):
     def _keep_hf_ds_config(self) -> None:
         """transformers consults this (weakly referenced) object for ZeRO-3 loading, init and generation."""
         if self._hf_ds_config is None:
-            from transformers.integrations import HfDeepSpeedConfig
             self._hf_ds_config = HfDeepSpeedConfig(self.ds_config)
 
     def setup(self, model: ScaleDownModel) -> None:
@@ -183,7 +189,6 @@ class DeepSpeedBackend(Backend):
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sum over ranks. The loop's counts and flags are host tensors: they go over a gloo group, so the host
         never waits for the GPU's queue (an NCCL reduction would need a device copy and a read back each step)."""
-        import torch.distributed as dist
         if self.world_size == 1:
             return values
         if values.device.type == "cpu":
@@ -194,7 +199,6 @@ class DeepSpeedBackend(Backend):
 
     def _host_group(self):
         """A gloo group over all ranks for host tensors (the default group is NCCL on GPUs)."""
-        import torch.distributed as dist
         if self.device.type == "cpu":
             return None   # the default group is gloo already
         if getattr(self, "_gloo", None) is None:
@@ -202,7 +206,6 @@ class DeepSpeedBackend(Backend):
         return self._gloo
 
     def barrier(self) -> None:
-        import torch.distributed as dist
         dist.barrier()
 
     def generate(self, batch: dict[str, torch.Tensor], documents_as: str) -> Optional[list[str]]:
@@ -220,7 +223,6 @@ class DeepSpeedBackend(Backend):
 
     def _generator_fits(self, params: list[torch.nn.Parameter]) -> bool:
         """Whether every rank can hold the whole generator in GENERATION_GATHER_SHARE of its free memory."""
-        import torch.distributed as dist
         need, free = full_bytes(params), free_bytes(self.device)
         fits = torch.tensor([1.0 if need <= GENERATION_GATHER_SHARE * free else 0.0], device=self.device)
         dist.all_reduce(fits, op=dist.ReduceOp.MIN)   # one rank short of memory: nobody gathers (a collective)
@@ -256,7 +258,6 @@ class DeepSpeedBackend(Backend):
         return path
 
     def _write_partition_report(self, path: str) -> None:
-        import torch.distributed as dist
         reports = [None] * self.world_size
         dist.all_gather_object(reports, partition_report(self._model))
         if self.is_main:
@@ -264,7 +265,6 @@ class DeepSpeedBackend(Backend):
                 json.dump({"zero_stage": self.stage, "ranks": reports}, f)
 
     def checkpoint_files(self, path: str) -> list[str]:
-        from scaledown.checkpoint.deepspeed_engine import is_universal
         if is_universal(path):   # every rank reads every parameter's files
             return sorted(os.path.join(root, name) for root, _, names in os.walk(os.path.join(path, "zero"))
                           for name in names if name.endswith(".pt"))
@@ -276,8 +276,6 @@ class DeepSpeedBackend(Backend):
         return [os.path.join(path, name) for name in [model, *optim]]
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:
-        from scaledown.checkpoint.deepspeed_engine import is_universal, load_universal_checkpoint
-        from scaledown.training.backends.deepspeed.checkpoint_io import check_deepspeed_checkpoint, use_safe_loading
         if is_universal(path):  # written by `scaledown convert --to deepspeed`: any world size starts from it
             client = load_universal_checkpoint(self.engine, path)
             self._set_schedule_step(int(client.get("optimizer_step", 0)))
@@ -294,7 +292,6 @@ class DeepSpeedBackend(Backend):
 
     def export_pretrained(self, directory: str) -> None:
         """The Hugging Face folder, gathered one module at a time and written by rank 0."""
-        from scaledown.models.serialization import save_pretrained
         if self.stage != 3:
             if self.is_main:
                 self._model.save_pretrained(directory)
@@ -308,7 +305,6 @@ class DeepSpeedBackend(Backend):
         self.barrier()
 
     def close(self) -> None:
-        import torch.distributed as dist
         self._destroy_engine()
         install_gatherer(self._previous_gatherer)
         if dist.is_initialized():
@@ -318,8 +314,6 @@ class DeepSpeedBackend(Backend):
 
 def _quiet_known_noise() -> None:
     """Drop two messages that would alarm users for nothing (the loss matches the one-process run exactly)."""
-    import logging
-    import warnings
     warnings.filterwarnings("ignore", message=r".*(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
                             category=FutureWarning)
 
@@ -335,8 +329,6 @@ def _quiet_known_noise() -> None:
 
 def _hidden_size(config: ScaleDownConfig) -> Optional[int]:
     """The generator's width (for "auto" ZeRO bucket sizes), when its config can be read."""
-    from scaledown.errors import ConfigError
-    from scaledown.models.loading import model_config
     try:
         return int(model_config(config.generator_model_name, config.trust_remote_code).hidden_size)
     except (ConfigError, AttributeError, OSError, ValueError):

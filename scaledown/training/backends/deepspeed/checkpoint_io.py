@@ -9,6 +9,7 @@ from typing import Iterator
 import torch
 
 from scaledown.checkpoint import folder_protocol as ckpt
+from scaledown.checkpoint.safe_load import problem_with
 from scaledown.errors import CheckpointError
 
 
@@ -21,7 +22,6 @@ def _allowed_classes() -> list:
 
 def safe_load(path: str, map_location=None):
     """torch.load with weights_only=True: a tampered checkpoint cannot run code when it is read."""
-    from scaledown.checkpoint.safe_load import problem_with
     try:
         with torch.serialization.safe_globals(_allowed_classes()):
             return torch.load(path, map_location=map_location, weights_only=True)

@@ -14,6 +14,7 @@ from typing import Any, Optional, Union
 
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import ConfigError
+from scaledown.text_files import load_json
 from scaledown.training.batching import BatchPlan
 
 AUTO = "auto"
@@ -31,7 +32,6 @@ def read_ds_config(source: Union[str, dict]) -> tuple[dict[str, Any], str]:
     if not os.path.isfile(source):
         raise ConfigError(f"--deepspeed {source}: no such file. Pass a DeepSpeed JSON config, e.g. "
                           f"ds_configs/zero3.json (ZeRO-3), ds_configs/zero3_offload.json or ds_configs/zero2.json.")
-    from scaledown.text_files import load_json
     values = load_json(source, ConfigError, what="DeepSpeed config JSON (--deepspeed)")
     if not isinstance(values, dict):
         raise ConfigError(f"--deepspeed {source} must hold a JSON object of DeepSpeed settings.")

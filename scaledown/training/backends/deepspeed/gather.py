@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, Iterator, Optional
 
 import torch
@@ -55,7 +56,6 @@ def free_bytes(device: torch.device) -> int:
         import psutil
         return int(psutil.virtual_memory().available)
     except ImportError:
-        import os
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 

@@ -21,32 +21,36 @@
 """
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any, Callable, Optional
 
 import torch
+import torch.distributed as dist
 
 from scaledown.checkpoint import folder_protocol as ckpt
+from scaledown.checkpoint import nxd_files
+from scaledown.checkpoint.description import ModelDescription
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import CheckpointError
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput, loss_counts
 from scaledown.models.tied_weights import drop_aliases, retie, tied_aliases
-from scaledown.training.backends.neuron import batches as nb
+from scaledown.parallel import ParallelPlan
 from scaledown.training.backends.base import Backend, StepNorm
+from scaledown.training.backends.neuron import batches as nb
+from scaledown.training.backends.neuron.profile_file import NeuronProfile, default_profile
 from scaledown.training.backends.neuron.nxd_config import check_run, nxd_config_kwargs
 from scaledown.training.backends.neuron.parallelize import (apply_plan, kv_replica_groups, layer_classes,
                                                             materialise_buffers, vocab_parallel_token_hits,
                                                             vocab_parallel_token_loss)
 from scaledown.training.backends.neuron.stack import load_stack
 from scaledown.training.backends.neuron.trace import leaf_module_names, tracer_class
-from scaledown.training.backends.neuron.layout_file import NeuronLayout, default_layout
 from scaledown.training.throughput import neuroncore_peak_flops
 
 BACKEND_STATE = "scaledown_backend"
 
 
 def _init_distributed() -> None:
-    import torch.distributed as dist
     if dist.is_initialized():
         return
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1"),
@@ -59,16 +63,15 @@ class NeuronBackend(Backend):
     name = "neuron"
     host_gather_indices = False   # static shapes: every batch is padded by key and forward selects nothing
 
-    def __init__(self, config: ScaleDownConfig, layout: Optional[NeuronLayout] = None,
+    def __init__(self, config: ScaleDownConfig, profile: Optional[NeuronProfile] = None,
                  weights_from_checkpoint: Optional[str] = None, describe: Optional[Callable] = None):
         """`weights_from_checkpoint`: an NxD tag (a run's checkpoint or `scaledown convert --to nxd` output) the
         weights will come from; the model is then built on the meta device and never materialised on the host.
         `describe`: () -> ModelDescription of the model build_model builds when the config alone does not say it
         (a released OSCAR folder: grown vocabularies and tokenizers); default ModelDescription.from_config."""
-        import torch.distributed as dist
-        self.config, self.layout = config, layout or default_layout()
+        self.config, self.profile = config, profile or default_profile()
         self.stack = load_stack()
-        for key, value in self.layout.environment().items():
+        for key, value in self.profile.environment().items():
             os.environ.setdefault(key, value)
         _init_distributed()
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
@@ -102,11 +105,9 @@ class NeuronBackend(Backend):
 
     # ---- model ---------------------------------------------------------------------------------------
     def _skeleton(self) -> ScaleDownModel:
-        from scaledown.checkpoint.description import ModelDescription
         return (self.describe() if self.describe else ModelDescription.from_config(self.config)).skeleton()
 
     def build_model(self, build: Callable[[], ScaleDownModel]) -> ScaleDownModel:
-        from scaledown.parallel import ParallelPlan
         cfg, stack = self.config, self.stack
         skeleton = self._skeleton()   # meta: every divisibility error before anything is built or compiled
         plan = ParallelPlan.for_model(skeleton, cfg.tensor_parallel_size, cfg.pipeline_parallel_size,
@@ -315,7 +316,6 @@ class NeuronBackend(Backend):
         # the lm_head is vocabulary-parallel (gather_output=False): each rank's logits cover its slice of the
         # vocabulary, so greedy decoding would pick another token on every rank (and stop at another step: a
         # hang). While generating, the logits are all-gathered over the TP group (NxD mappings.py).
-        import importlib
         gather = importlib.import_module("neuronx_distributed.parallel_layers.mappings")
         gather = gather.gather_from_tensor_model_parallel_region
         hooks = [self._model.get_submodule(path).register_forward_hook(lambda m, i, out: gather(out))
@@ -330,13 +330,11 @@ class NeuronBackend(Backend):
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sum over data-parallel ranks: every tp x pp copy of a DP rank reports the same values, so the world
         sum is divided by tp x pp (one gloo collective over all ranks, which also serves the SIGTERM flag)."""
-        import torch.distributed as dist
         out = values.detach().cpu().clone()
         dist.all_reduce(out, group=self.host_group)
         return out / (self.grid.tp * self.grid.pp)
 
     def barrier(self) -> None:
-        import torch.distributed as dist
         dist.barrier(group=self.host_group)
 
     def peak_flops(self) -> Optional[float]:
@@ -358,7 +356,6 @@ class NeuronBackend(Backend):
 
     def checkpoint_files(self, path: str) -> list[str]:
         """This rank's model and optimizer shards (with their xser tensor files) and the loop's client state."""
-        from scaledown.checkpoint import nxd_files
         ps = self.stack.parallel_state
         tag_dir = nxd_files.find_tag(path)
         tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
@@ -377,7 +374,6 @@ class NeuronBackend(Backend):
         return self._load(path, optimizer=True)
 
     def _load(self, path: str, optimizer: bool) -> dict[str, Any]:
-        from scaledown.checkpoint import nxd_files
         tag_dir = nxd_files.find_tag(path)
         saved_optimizer = os.path.isdir(os.path.join(tag_dir, "optim"))
         if optimizer and saved_optimizer:
@@ -402,7 +398,6 @@ class NeuronBackend(Backend):
 
     def export_pretrained(self, directory: str) -> None:
         """Full weights gathered on the logging rank (dp rank 0 shards, unsharded by the plan), saved there."""
-        import torch.distributed as dist
         ps = self.stack.parallel_state
         mine = None
         if self.dp_rank == 0:

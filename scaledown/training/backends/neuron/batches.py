@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from scaledown.models.inputs import PRETRAINING_TASKS
 from scaledown.training.backends.neuron.nxd_config import PIPELINE_INPUTS
 from scaledown.training.backends.neuron.trace import mask_calls
 
@@ -38,7 +39,6 @@ def _pad(tensor: torch.Tensor, length: int, value, left: bool) -> torch.Tensor:
 
 def longest_prompt(inputs, num_documents: int, mode: str) -> int:
     """Most prompt tokens collate can produce for `num_documents` documents (any task, query at its maximum)."""
-    from scaledown.models.inputs import PRETRAINING_TASKS
     cfg = inputs.config
     per_document = inputs.l if mode == "memory" else cfg.doc_max_length
     longest = 0

@@ -1,4 +1,4 @@
-# The neuron backend's launch side: its flags, settings (layout, environment, meta-device init), checks and dry run.
+# The neuron backend's launch side: its flags, settings (profile, environment, meta-device init), checks and dry run.
 from __future__ import annotations
 
 import json
@@ -6,11 +6,13 @@ import os
 import shlex
 from typing import Sequence
 
+from scaledown.training.backends.neuron.profile_file import NeuronProfile, default_profile
+
 LAUNCHER = "launchers/train_trn1.py"
 DESCRIPTION = ("Train ScaleDown on Trn1 with NeuronX Distributed (tensor + pipeline parallel, ZeRO-1). Start one "
                "process per NeuronCore with torchrun (`sbatch slurm/train_trn1.sh` does it on a SLURM cluster). "
-               "--neuron_config picks a layout from neuron_configs/; --dry_run checks the configuration and prints "
-               "the layout, the batch arithmetic and the commands without Neuron installed.")
+               "--neuron_config picks a profile from neuron_configs/; --dry_run checks the configuration and prints "
+               "the profile, the batch arithmetic and the commands without Neuron installed.")
 DRY_RUN_ONLY = ("--dry_run", "--dry-run", "--precompile")
 DRY_RUN_VALUES = ("--nnodes", "--master_addr", "--master-addr")
 
@@ -18,11 +20,11 @@ DRY_RUN_VALUES = ("--nnodes", "--master_addr", "--master-addr")
 def add_neuron_flags(parser) -> None:
     group = parser.add_argument_group("neuron backend (Trn1 launch)")
     group.add_argument("--neuron_config", "--neuron-config", metavar="PATH",
-                       help="Trainium layout JSON (neuron_configs/tp8_pp1.json ...): parallel degrees, processes per "
+                       help="Trainium profile JSON (neuron_configs/tp8_pp1.json ...): parallel degrees, processes per "
                             "node, compiler and runtime environment. Its degrees apply unless a flag or --config sets "
                             "them.")
     group.add_argument("--dry_run", "--dry-run", action="store_true",
-                       help="Validate the configuration for --nnodes nodes and print the resolved layout, batch "
+                       help="Validate the configuration for --nnodes nodes and print the resolved profile, batch "
                             "arithmetic, NxD config and the exact commands; start nothing.")
     group.add_argument("--nnodes", type=int, default=int(os.environ.get("SLURM_JOB_NUM_NODES", 1)),
                        help="Trn1 nodes of the run (dry run arithmetic; torchrun sets the real world size).")
@@ -33,13 +35,12 @@ def add_neuron_flags(parser) -> None:
 
 
 def neuron_launch(args) -> dict:
-    """What a Neuron run takes from its flags besides settings: the layout and the environment exported before
-    torch_xla starts (the layout's compiler then runtime variables), and whether --init_from names NxD weights
+    """What a Neuron run takes from its flags besides settings: the profile and the environment exported before
+    torch_xla starts (the profile's compiler then runtime variables), and whether --init_from names NxD weights
     (then the model is built on the meta device and the weights loaded into its shards)."""
-    from scaledown.training.backends.neuron.layout_file import NeuronLayout, default_layout
-    layout = NeuronLayout.from_file(args.neuron_config) if args.neuron_config else default_layout()
+    profile = NeuronProfile.from_file(args.neuron_config) if args.neuron_config else default_profile()
     weights = args.init_from if args.init_from and _is_nxd_checkpoint(args.init_from) else None
-    return {"layout": layout, "environment": layout.environment(), "weights_from": weights,
+    return {"profile": profile, "environment": profile.environment(), "weights_from": weights,
             "init_from": None if weights else args.init_from,
             "options": {"generator_path": getattr(args, "generator_path", None),
                         "compressor_path": getattr(args, "compressor_path", None)},
@@ -56,7 +57,7 @@ def check(run, env) -> None:
 
 def build_neuron(config, run):
     from scaledown.training.backends.neuron.backend import NeuronBackend
-    return NeuronBackend(config, run.layout, weights_from_checkpoint=run.weights_from,
+    return NeuronBackend(config, run.profile, weights_from_checkpoint=run.weights_from,
                          describe=lambda: model_description(config, run.init_from, **run.options))
 
 
@@ -98,29 +99,29 @@ def passthrough(argv: Sequence[str]) -> list[str]:
     return kept
 
 
-def commands(args, layout, flags: Sequence[str]) -> dict[str, str]:
+def commands(args, profile, flags: Sequence[str]) -> dict[str, str]:
     """The torchrun command of each node (and the pre-compilation pass) a Trn1 cluster runs."""
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(layout.environment().items()))
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(profile.environment().items()))
     rest = " ".join(shlex.quote(a) for a in flags)
-    torchrun = (f"torchrun --nnodes {args.nnodes} --nproc_per_node {layout.processes_per_node} --node_rank $NODE_RANK "
-                f"--master_addr {args.master_addr} --master_port {layout.master_port} {LAUNCHER} {rest}").strip()
+    torchrun = (f"torchrun --nnodes {args.nnodes} --nproc_per_node {profile.processes_per_node} --node_rank $NODE_RANK "
+                f"--master_addr {args.master_addr} --master_port {profile.master_port} {LAUNCHER} {rest}").strip()
     out = {"train": f"{env} {torchrun}".strip()}
-    if layout.precompile_steps:
-        steps = f"--max_steps {layout.precompile_steps} --save_steps 0 --eval_steps 0"
+    if profile.precompile_steps:
+        steps = f"--max_steps {profile.precompile_steps} --save_steps 0 --eval_steps 0"
         out["precompile"] = f"{env} neuron_parallel_compile {torchrun} {steps}".strip()
     return out
 
 
 def dry_run(run, args, argv: Sequence[str]) -> int:
-    """Print the resolved layout, rank grid, batch arithmetic, NxD config and commands. The checks are the backend's
+    """Print the resolved profile, rank grid, batch arithmetic, NxD config and commands. The checks are the backend's
     own (neuron/nxd_config.check_run, ParallelPlan.for_model); nothing here needs the Neuron stack."""
     from scaledown.parallel import ParallelPlan
     from scaledown.training.backends.neuron.nxd_config import check_run, describe, nxd_config_kwargs
     from scaledown.training.backends.neuron.parallelize import layer_classes
     from scaledown.training.backends.neuron.trace import leaf_module_names
-    config, layout = run.config, run.layout
-    world = args.nnodes * layout.processes_per_node
-    plan_ = check_run(config, world, layout.processes_per_node)
+    config, profile = run.config, run.profile
+    world = args.nnodes * profile.processes_per_node
+    plan_ = check_run(config, world, profile.processes_per_node)
     skeleton = model_description(config, run.init_from, **run.options).skeleton()
     plan = ParallelPlan.for_model(skeleton, config.tensor_parallel_size, config.pipeline_parallel_size,
                                   config.kv_replication)
@@ -128,15 +129,15 @@ def dry_run(run, args, argv: Sequence[str]) -> int:
                                meta_device_init=run.weights_from is not None,
                                leaf_module_names=leaf_module_names(skeleton, plan.layer_names),
                                tracer_cls="torch + scaledown mask leaves (neuron/trace.py)")
-    print(f"layout: {layout.path or '(default: one Trn1 node, no --neuron_config)'}"
-          + (f" - {layout.description}" if layout.description else ""))
-    print(f"nodes {args.nnodes} x processes per node {layout.processes_per_node} = {world} ranks")
+    print(f"profile: {profile.path or '(default: one Trn1 node, no --neuron_config)'}"
+          + (f" - {profile.description}" if profile.description else ""))
+    print(f"nodes {args.nnodes} x processes per node {profile.processes_per_node} = {world} ranks")
     print(plan_.grid.describe())
     print(f"batch: {plan_.batches.describe()}; pipeline micro-batches per step {plan_.num_microbatches}")
     print(f"plan: kv_replication {plan.kv_replication('generator')}; pipeline cuts {plan.pipeline_cuts or 'none'}; "
           f"{len(plan.modules)} modules become NxD parallel layers")
     print("neuronx_distributed_config: " + json.dumps(describe(kwargs), sort_keys=True))
-    for name, command in commands(args, layout, passthrough(argv)).items():
+    for name, command in commands(args, profile, passthrough(argv)).items():
         if name == "precompile" and not args.precompile:
             continue
         print(f"{name}: {command}")

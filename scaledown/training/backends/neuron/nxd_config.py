@@ -32,7 +32,7 @@ def refuse_unsupported(config: ScaleDownConfig, plan: BatchPlan, num_microbatche
     """Settings the NxD path cannot run correctly, refused before anything is built."""
     if config.sequence_parallel:
         raise ConfigError("--sequence_parallel is not supported by the NxD backend: NxD's sequence-parallel layers "
-                          "split activations along dimension 0 (sequence-first [S, B, H] layouts), while the "
+                          "split activations along dimension 0 (sequence-first [S, B, H] order), while the "
                           "transformers compressor and generator run batch-first [B, S, H], so NxD would split the "
                           "batch, and the norms between the parallel layers would need sequence-parallel gradient "
                           "reductions. Use --sequence_parallel false: tensor parallelism still shards every "

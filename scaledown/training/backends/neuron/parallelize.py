@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from scaledown.models.tied_weights import retie, tied_aliases
 from scaledown.parallel import ParallelPlan
 
 
@@ -54,7 +55,6 @@ def apply_plan(model: nn.Module, plan: ParallelPlan, layers: ModuleType, tp_rank
     A tied LM head (tie_word_embeddings) stays tied: embedding and head are both vocabulary-parallel with the same
     row split, so this rank's head shard IS its embedding shard, and the swapped head takes that one Parameter
     (as Megatron shares the word embedding with its output layer under TP)."""
-    from scaledown.models.tied_weights import retie, tied_aliases
     aliases = tied_aliases(model)
     kv_shared: dict[str, int] = {}
     for path, spec in plan.modules.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from importlib import metadata
 from types import ModuleType
 from typing import Optional
 
@@ -24,7 +25,6 @@ INSTALL = ("pip install 'scaledown[neuron]' --extra-index-url https://pip.repos.
 
 def installed_version(distribution: str, module: Optional[ModuleType]) -> Optional[str]:
     """Version from the package metadata, else the module's __version__."""
-    from importlib import metadata
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:

@@ -10,7 +10,7 @@ DESCRIPTION = ("Train ScaleDown with the PyTorch-native backend: FSDP2 (fully_sh
 
 
 def build_torch(config, run):
-    from scaledown.training.backends.torch_native import TorchBackend
+    from scaledown.training.backends.torch_native.backend import TorchBackend
     return TorchBackend(config)
 
 

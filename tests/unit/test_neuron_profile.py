@@ -1,4 +1,4 @@
-# NxD backend pieces that need no NxD: config dict, rank layout, micro-batches, version checks, layouts, partition cuts.
+# NxD backend pieces that need no NxD: config dict, rank profile, micro-batches, version checks, profiles, partition cuts.
 import glob
 import os
 import subprocess
@@ -12,7 +12,7 @@ from scaledown.errors import ConfigError
 from scaledown.training.backends.neuron.nxd_config import mixed_precision, nxd_config_kwargs, resolve_microbatches
 from scaledown.training.backends.neuron.stack import check_versions
 from scaledown.training.batching import plan_batches
-from scaledown.training.backends.neuron.layout_file import NeuronLayout
+from scaledown.training.backends.neuron.profile_file import NeuronProfile
 from scaledown.parallel.nxd_ranks import RankGrid
 
 
@@ -91,20 +91,20 @@ def test_backend_without_neuron_says_how_to_install(config):
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "neuron_configs", "*.json"))))
 def test_shipped_layouts_load(path):
-    layout = NeuronLayout.from_file(path)
-    assert layout.processes_per_node == 32 and "FI_PROVIDER" in layout.environment()
-    assert os.path.basename(path).startswith(f"tp{layout.settings['tensor_parallel_size']}_"
-                                             f"pp{layout.settings['pipeline_parallel_size']}")
+    profile = NeuronProfile.from_file(path)
+    assert profile.processes_per_node == 32 and "FI_PROVIDER" in profile.environment()
+    assert os.path.basename(path).startswith(f"tp{profile.settings['tensor_parallel_size']}_"
+                                             f"pp{profile.settings['pipeline_parallel_size']}")
 
 
 def test_layout_errors_name_the_file_and_key(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"tensor_parallel_size": 8, "procs": 4}')
     with pytest.raises(ConfigError, match=r"bad.json: unknown key\(s\) procs"):
-        NeuronLayout.from_file(str(bad))
+        NeuronProfile.from_file(str(bad))
     shipped = ", ".join(sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "neuron_configs", "*.json"))))
     with pytest.raises(ConfigError, match=f"does not exist.*shipped: {shipped}"):
-        NeuronLayout.from_file(str(tmp_path / "missing.json"))
+        NeuronProfile.from_file(str(tmp_path / "missing.json"))
 
 
 @pytest.mark.parametrize("pp", [2, 3, 4])

@@ -1,5 +1,5 @@
-# Trainium layouts (neuron_configs/*.json): parallel degrees, processes per node, compiler and runtime environment.
-"""A layout file names one way to lay the model over Trn1 nodes, e.g. neuron_configs/tp8_pp4.json:
+# Trainium profiles (neuron_configs/*.json): parallel degrees, processes per node, compiler and runtime environment.
+"""A profile file names one way to lay the model over Trn1 nodes, e.g. neuron_configs/tp8_pp4.json:
 
     {"description": "...", "tensor_parallel_size": 8, "pipeline_parallel_size": 4, "zero1": true,
      "processes_per_node": 32, "precompile_steps": 4, "master_port": 44000,
@@ -13,19 +13,22 @@ become defaults of the run; flags and --config override them. The rest is for th
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from scaledown.config import fields_where
 from scaledown.errors import ConfigError
+from scaledown.repo_files import repo_path
+from scaledown.text_files import load_json
 
-CONFIG_KEYS = fields_where(neuron_layout=True)   # the ScaleDownConfig settings a layout file may set
+CONFIG_KEYS = fields_where(neuron_profile=True)   # the ScaleDownConfig settings a profile file may set
 LAUNCH_KEYS = ("description", "processes_per_node", "precompile_steps", "master_port", "compiler_env", "runtime_env")
 TRN1_CORES_PER_NODE = 32        # trn1.32xlarge: 16 chips x 2 NeuronCores
 
 
 @dataclass
-class NeuronLayout:
+class NeuronProfile:
     path: Optional[str] = None
     description: str = ""
     processes_per_node: int = TRN1_CORES_PER_NODE
@@ -36,23 +39,21 @@ class NeuronLayout:
     settings: dict[str, Any] = field(default_factory=dict)     # the ScaleDownConfig fields it sets
 
     @classmethod
-    def from_file(cls, path: str) -> "NeuronLayout":
+    def from_file(cls, path: str) -> "NeuronProfile":
         if not os.path.isfile(path):
-            from scaledown.repo_files import repo_path
             here = repo_path("neuron_configs")
             shipped = sorted(f for f in os.listdir(here) if f.endswith(".json")) if os.path.isdir(here) else []
-            raise ConfigError(f"--neuron_config {path} does not exist. Pass a layout JSON such as "
+            raise ConfigError(f"--neuron_config {path} does not exist. Pass a profile JSON such as "
                               f"neuron_configs/{shipped[0] if shipped else 'tp8_pp1.json'}"
                               + (f" (shipped: {', '.join(shipped)})" if shipped else "") + ".")
-        from scaledown.text_files import load_json
-        values = load_json(path, ConfigError, what="layout JSON (--neuron_config)")
+        values = load_json(path, ConfigError, what="profile JSON (--neuron_config)")
         if not isinstance(values, dict):
             raise ConfigError(f"--neuron_config {path} must hold a JSON object of settings.")
         return cls.from_dict(values, path)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], path: Optional[str] = None) -> "NeuronLayout":
-        where = f"--neuron_config {path}" if path else "neuron layout"
+    def from_dict(cls, values: dict[str, Any], path: Optional[str] = None) -> "NeuronProfile":
+        where = f"--neuron_config {path}" if path else "neuron profile"
         unknown = sorted(set(values) - set(CONFIG_KEYS) - set(LAUNCH_KEYS))
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}. Known keys: "
@@ -79,16 +80,15 @@ class NeuronLayout:
         return {**self.compiler_env, **self.runtime_env}
 
 
-def default_layout() -> NeuronLayout:
+def default_profile() -> NeuronProfile:
     """What a run without --neuron_config uses: one Trn1 node, no extra environment."""
-    return NeuronLayout()
+    return NeuronProfile()
 
 
 def shell_exports(path: Optional[str]) -> str:
-    """`export` lines for slurm/train_trn1.sh: the layout's environment plus NPROC_PER_NODE, MASTER_PORT and
+    """`export` lines for slurm/train_trn1.sh: the profile's environment plus NPROC_PER_NODE, MASTER_PORT and
     PRECOMPILE_STEPS (variables already set in the job's environment win)."""
-    import shlex
-    layout = NeuronLayout.from_file(path) if path else default_layout()
-    values = {**layout.environment(), "NPROC_PER_NODE": str(layout.processes_per_node),
-              "MASTER_PORT": str(layout.master_port), "PRECOMPILE_STEPS": str(layout.precompile_steps)}
+    profile = NeuronProfile.from_file(path) if path else default_profile()
+    values = {**profile.environment(), "NPROC_PER_NODE": str(profile.processes_per_node),
+              "MASTER_PORT": str(profile.master_port), "PRECOMPILE_STEPS": str(profile.precompile_steps)}
     return "\n".join(f"export {k}=${{{k}:-{shlex.quote(v)}}}" for k, v in values.items())
