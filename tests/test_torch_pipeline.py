@@ -35,10 +35,12 @@ def env(subprocess_env):
     return dict(subprocess_env, OMP_NUM_THREADS="1")
 
 
-def test_two_stages_weight_the_issues_split_batch_as_one_process(tmp_path, env):
+@pytest.mark.parametrize("ranks,flags", [(2, []), (4, ["--tp", "2"])], ids=["pp2", "pp2xtp2"])
+def test_two_stages_weight_the_issues_split_batch_as_one_process(tmp_path, env, ranks, flags):
     # tests/loss_split.py: micro-batch 1 holds the two 1-word answers (1 document each) alone, micro-batch 2 the two
     # ~30-word answers (5 documents): the schedule's per-micro-batch losses must add up to the global token- and
-    # document-weighted objective (a mean of micro-batch means would weigh the short answers ~15x more)
+    # document-weighted objective (a mean of micro-batch means would weigh the short answers ~15x more). pp2xtp2:
+    # each stage also TP-sharded (a 3-D mesh pp x dp x tp), its last stage's loss vocabulary-parallel.
     from deepspeed_runs import free_port
     from loss_split import split_flags, write_split_data
     from test_loss_split_backends import STEPS, assert_same_run
@@ -48,12 +50,13 @@ def test_two_stages_weight_the_issues_split_batch_as_one_process(tmp_path, env):
                            "--output_dir", reference], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = str(tmp_path / "pp2")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           str(free_port()), "-m", "scaledown.cli.main", "train", "--backend", "torch", "--pp", "2",
-                           *split_flags(data, STEPS), "--micro_batch_size", "2", "--output_dir", out],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
+                           "--master_port", str(free_port()), "-m", "scaledown.cli.main", "train", "--backend", "torch",
+                           "--pp", "2", *flags, *split_flags(data, STEPS), "--micro_batch_size", "2", "--output_dir",
+                           out], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "accumulation 2 x data-parallel ranks 1" in proc.stdout, proc.stdout[-2000:]   # 2 ranks = 2 stages
+    assert "accumulation 2 x data-parallel ranks 1" in proc.stdout, proc.stdout[-2000:]   # ranks = 2 stages x tp
+    assert ("x tensor parallel 2 (world 4" in proc.stdout) == bool(flags), proc.stdout[-2000:]
     # no stage generates answers: the summary line reports the loss it measured, not an accuracy of 0
     assert "held-out eval loss (no answers were generated)" in proc.stdout and "accuracy (answer" not in proc.stdout
     assert_same_run(out, reference, rel=1e-5)

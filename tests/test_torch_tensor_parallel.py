@@ -99,7 +99,9 @@ def test_every_rule_of_the_plan_is_the_dtensor_placement_of_what_it_covers(tmp_p
     (4, 2, ["gradient_checkpointing=true"]),
     # HSDP x TP: 2 replicas x 1 shard x tp2 (a mesh of replicate x shard x tp)
     (4, 2, ["data_parallel_replicate_size=2"]),
-], ids=["tp2", "dp2xtp2", "hsdp2xtp2"])
+    # pipeline x TP: 2 stages x tp2 (a 3-D mesh pp x dp x tp), each stage TP-sharded, then FSDP2 over its 1 dp rank
+    (4, 2, ["pipeline_parallel_size=2"]),
+], ids=["tp2", "dp2xtp2", "hsdp2xtp2", "pp2xtp2"])
 def test_tensor_parallel_runs_equal_the_one_process_run(tmp_path, env, ranks, tp, pairs):
     from scaledown.data.synthetic import generate_examples
     from scaledown.models.loading import load_tokenizer
@@ -109,10 +111,13 @@ def test_tensor_parallel_runs_equal_the_one_process_run(tmp_path, env, ranks, tp
     lengths = {len(tokenizer(r["answer"], add_special_tokens=False)["input_ids"]) for r in generate_examples(64, seed=1)}
     assert len(lengths) > 1, lengths
     result, log = torchrun(ranks, tmp_path, "tp", env, f"tensor_parallel_size={tp}", "eval_max_examples=0", *pairs)
-    assert f"data-parallel ranks {ranks // tp}" in log and f"tensor parallel {tp}" in log
+    overrides = {k: json.loads(v) for k, v in (p.split("=") for p in pairs)}
+    pp = overrides.pop("pipeline_parallel_size", 1)   # the one-process run has no stages
+    assert f"data-parallel ranks {ranks // tp // pp}" in log and f"tensor parallel {tp}" in log
     if "data_parallel_replicate_size=2" in pairs:
         assert "HSDP: 2 replicas x 1 shards x tensor parallel 2" in log, log[-3000:]
-    overrides = {k: json.loads(v) for k, v in (p.split("=") for p in pairs)}
+    if pp > 1:
+        assert "2 pipeline stages x FSDP2 over 1 rank x tensor parallel 2" in log, log[-3000:]
     local = one_process(tmp_path, **overrides)
     assert result["steps"] == 4 and len(logged_losses(tmp_path / "tp")) == 4
     assert logged_losses(tmp_path / "tp") == pytest.approx(logged_losses(tmp_path / "local"), rel=1e-5)
@@ -121,7 +126,7 @@ def test_tensor_parallel_runs_equal_the_one_process_run(tmp_path, env, ranks, tp
     # step 1, which Adam (each element's step normalised) turns into 2.3e-5 by step 4 (measured, tp2 with warm-up).
     assert logged(tmp_path / "tp", "train/grad_norm") == pytest.approx(logged(tmp_path / "local", "train/grad_norm"),
                                                                        rel=5e-5)
-    if ranks == 2:   # the exported folder is the full model (TP and FSDP2 shards gathered)
+    if ranks == 2 or pp > 1:   # the exported folder is the full model (TP, FSDP2 and stage shards gathered)
         from scaledown import ScaleDownModel
         exported = ScaleDownModel.from_pretrained(result["final_dir"]).state_dict()
         reference = ScaleDownModel.from_pretrained(local.final_dir).state_dict()
@@ -183,6 +188,14 @@ def test_what_dtensor_cannot_shard_is_refused_before_building(tmp_path, capsys, 
     # ModernBERT's Wqkv / Wi are cut with a stride by the plan, which DTensor's styles do not do
     text = _train(capsys, tmp_path, "--tp", "2", "--compressor_type", "modernbert")
     assert re.search(r"--tp 2: the compressor \(modernbert, .*Wqkv.*Use --tp 1", text), text
+    # with pipeline stages: the same TP refusals, and the stage rule's own (a tied lm_head cannot span two stages)
+    text = _train(capsys, tmp_path, "--tp", "4", "--pp", "2", "--generator_warmup_ratio", "0")
+    assert re.search(r"--tp 4: the generator \(mistral, .*2 key/value heads.*Use --tp 1 / 2", text), text
+    from loss_split import make_tied_generator
+    tied = make_tied_generator(str(tmp_path / "tied"))
+    text = _train(capsys, tmp_path, "--tp", "2", "--pp", "2", "--generator_model_name", tied,
+                  "--generator_warmup_ratio", "0")
+    assert "ties lm_head" in text and "--pp 1" in text, text
     # a --tp that fits the model but not the ranks launched (one process here)
     text = _train(capsys, tmp_path, "--tp", "2")
     assert "tensor_parallel_size 2 must be at least 1 and divide the 1 ranks" in text, text
@@ -196,8 +209,30 @@ def test_mesh_factors_are_named():
     with pytest.raises(ConfigError, match=r"data_parallel_replicate_size 4 .* divide the 2 data-parallel ranks "
                                           r"\(8 ranks / tp 4"):
         mesh_shape(8, 4, 4, 1)
-    with pytest.raises(ConfigError, match="not both yet"):   # --tp with --pp: refused by name
-        mesh_shape(8, 1, 2, 2)
+    # with pipeline stages (3-D: pp x dp x tp, pp outermost): tp divides each stage's ranks, not only the world
+    shape = mesh_shape(8, 1, 2, 2)
+    assert (shape.pipeline, shape.replicate, shape.shard, shape.tp, shape.dp) == (2, 1, 2, 2, 2)
+    assert shape.describe() == ("2 pipeline stages x FSDP2 over 2 ranks x tensor parallel 2 "
+                                "(world 8 = 2 stages x data-parallel 2 x tp 2)")
+    with pytest.raises(ConfigError, match=r"tensor_parallel_size 4 .* divide the 6 ranks of each pipeline stage "
+                                          r"\(12 ranks / 2 stages\).*--tp 1 / 2 / 3 / 6"):
+        mesh_shape(12, 1, 4, 2)
+    with pytest.raises(ConfigError, match=r"data_parallel_replicate_size 3 .* divide the 4 data-parallel ranks of "
+                                          r"each pipeline stage \(16 ranks / 2 stages / tp 2\)"):
+        mesh_shape(16, 3, 2, 2)
+
+
+def test_the_tp_ranks_and_stages_of_a_data_parallel_rank_share_its_batches():
+    """8 ranks as pp 2 x dp 2 x tp 2 (row-major, as init_device_mesh numbers them): the sampler's share is the dp
+    coordinate alone."""
+    from types import SimpleNamespace
+    from scaledown.training.backends.torch_native.mesh import data_parallel_rank
+    shape = mesh_shape(8, 1, 2, 2)
+    names = ("pp", "dp_shard", "tp")
+    shares = [data_parallel_rank(SimpleNamespace(mesh_dim_names=names,
+                                                 get_coordinate=lambda r=r: [r // 4, r // 2 % 2, r % 2]), shape)
+              for r in range(8)]
+    assert shares == [0, 0, 1, 1, 0, 0, 1, 1]
 
 
 def test_a_width_tp_does_not_divide_is_named(tmp_path):

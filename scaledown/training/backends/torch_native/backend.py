@@ -8,7 +8,8 @@ Precision: weights are kept in float32 (the optimizer's master copy) and compute
 MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)). Gradients are reduce-scattered every micro-batch and
 accumulate sharded; FSDP2 averages them over the data-parallel ranks (Backend.gradient_average cancels that).
 Pipeline stages (--pp > 1): pipeline_stages.py cuts the model by the plan's stage rule, pipeline_schedule.py runs a
-step's micro-batches through Schedule1F1B / ScheduleGPipe; each stage is FSDP2-sharded over its data-parallel ranks.
+step's micro-batches through Schedule1F1B / ScheduleGPipe; each stage is TP-sharded over "tp" (--tp > 1: a 3-D mesh
+pp x dp x tp), then FSDP2-sharded over its data-parallel ranks.
 """
 from __future__ import annotations
 
@@ -100,11 +101,14 @@ class TorchBackend(Backend):
         for p in model.parameters():   # one float32 master copy for every weight: trainable sets change by phase
             if p.is_floating_point() and p.dtype != torch.float32:
                 p.data = p.data.float()
+        plan = None
+        if self.pipeline is not None:   # cut first, so TP and FSDP2 place only the stage (TP plan: the whole model's)
+            plan = tp_native.build_plan(model, self.shape.tp) if self.shape.tp > 1 else None
+            stage, layers = self.pipeline.cut(model, self.batches.micro_batch)
         if self.shape.tp > 1:   # DTensor TP from the plan first, then FSDP2 over the data-parallel dims (torchtitan)
-            self.tp_plan = tp_native.parallelize(model, self.mesh["tp"])
+            self.tp_plan = tp_native.parallelize(model, self.mesh["tp"], plan)
         policy = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)
         if self.pipeline is not None:   # stage layers, then the stage; no reshard between micro-batches (torchtitan)
-            stage, layers = self.pipeline.cut(model, self.batches.micro_batch)
             mesh = data_parallel_mesh(self.mesh)
             for unit in layers:
                 fully_shard(unit, mesh=mesh, mp_policy=policy, reshard_after_forward=False)

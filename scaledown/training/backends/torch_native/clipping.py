@@ -1,4 +1,4 @@
-# Gradient norm and clipping over DTensor gradients that may live on different meshes (FSDP2, later TP).
+# Gradient norm and clipping over DTensor gradients that may live on different meshes (FSDP2, TP, pipeline stages).
 from __future__ import annotations
 
 from typing import Iterable, Optional

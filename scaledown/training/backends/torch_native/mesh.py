@@ -17,7 +17,7 @@ class MeshShape:
     shard: ranks one FSDP2 group splits every weight over; replicate: copies of those groups (HSDP: sharded within
     a node, replicated across nodes); replicate and shard are data parallel, dp_size = replicate x shard, and the tp
     ranks of one data-parallel rank read the same micro-batches. tp: ranks one DTensor tensor-parallel group splits
-    each projection over. pipeline: stages (torch.distributed.pipelining), each with its own FSDP2 groups."""
+    each projection over. pipeline: stages (torch.distributed.pipelining), each with its own FSDP2 (and TP) groups."""
     replicate: int
     shard: int
     tp: int = 1
@@ -37,32 +37,36 @@ class MeshShape:
         else:
             text = f"HSDP: {self.replicate} replicas x {self.shard} shards"
         if self.tp > 1:
-            text += f" x tensor parallel {self.tp} (world {self.world} = data-parallel {self.dp} x tp {self.tp})"
+            stages = f"{self.pipeline} stages x " if self.pipeline > 1 else ""
+            text += f" x tensor parallel {self.tp} (world {self.world} = {stages}data-parallel {self.dp} x tp " \
+                    f"{self.tp})"
         return text if self.pipeline == 1 else f"{self.pipeline} pipeline stages x {text}"
 
 
 def mesh_shape(world: int, replicate: int, tensor_parallel: int, pipeline_parallel: int) -> MeshShape:
     """The mesh for `world` ranks; raises ConfigError naming the factor and the fix before anything is built.
 
-    Tensor parallel and pipeline stages together (a 3-D pp x dp x tp mesh) are refused: each runs here on its own
-    with FSDP2, their combination is not tested yet."""
-    if tensor_parallel > 1 and pipeline_parallel > 1:
-        raise ConfigError(f"--backend torch runs tensor parallel (--tp) or pipeline stages (--pp) with FSDP2, not both "
-                          f"yet: tensor_parallel_size {tensor_parallel} with pipeline_parallel_size "
-                          f"{pipeline_parallel}. Use --pp 1 or --tp 1, or the neuron backend for TP x PP layouts.")
+    Any of the factors may combine: pipeline stages x data-parallel ranks x tensor parallel (3-D with --pp and --tp,
+    4-D with HSDP too); the stages split the world first, tp then divides each stage's ranks."""
     if pipeline_parallel < 1 or world % pipeline_parallel:
         raise ConfigError(f"pipeline_parallel_size {pipeline_parallel} must be at least 1 and divide the {world} "
                           f"ranks (stages x data-parallel ranks = ranks); e.g. --pp 1, or launch a multiple of "
                           f"{max(pipeline_parallel, 1)} ranks.")
-    if tensor_parallel < 1 or world % tensor_parallel:
-        divisors = [d for d in range(1, world + 1) if world % d == 0]
-        raise ConfigError(f"tensor_parallel_size {tensor_parallel} must be at least 1 and divide the {world} ranks "
-                          f"(ranks = data-parallel x tensor-parallel); with {world} ranks use --tp "
-                          f"{' / '.join(map(str, divisors))}, or launch a multiple of {max(tensor_parallel, 1)} ranks.")
-    dp = world // tensor_parallel // pipeline_parallel
+    stage = world // pipeline_parallel   # ranks per stage: tp must divide these, not only the world
+    if tensor_parallel < 1 or stage % tensor_parallel:
+        divisors = [d for d in range(1, stage + 1) if stage % d == 0]
+        ranks = (f"{world} ranks" if pipeline_parallel == 1 else
+                 f"{stage} ranks of each pipeline stage ({world} ranks / {pipeline_parallel} stages)")
+        raise ConfigError(f"tensor_parallel_size {tensor_parallel} must be at least 1 and divide the {ranks} "
+                          f"(ranks = data-parallel x tensor-parallel); with {stage} ranks"
+                          f"{' per stage' if pipeline_parallel > 1 else ''} use --tp "
+                          f"{' / '.join(map(str, divisors))}, or launch a multiple of "
+                          f"{max(tensor_parallel, 1) * pipeline_parallel} ranks.")
+    dp = stage // tensor_parallel
     if replicate < 1 or dp % replicate:
         if pipeline_parallel > 1:
-            where = f"ranks of each pipeline stage ({world} ranks / {pipeline_parallel} stages)"
+            where = f"ranks of each pipeline stage ({world} ranks / {pipeline_parallel} stages"
+            where = "data-parallel " + where + f" / tp {tensor_parallel})" if tensor_parallel > 1 else where + ")"
         elif tensor_parallel > 1:
             where = f"data-parallel ranks ({world} ranks / tp {tensor_parallel})"
         else:

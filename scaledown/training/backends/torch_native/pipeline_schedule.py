@@ -24,6 +24,7 @@ from scaledown.errors import ConfigError
 from scaledown.training.backends.base import StepNorm
 from scaledown.training.backends.torch_native.pipeline_stages import (StageModule, boundary_for, cut_to_stage,
                                                                       stage_role, whole_structure)
+from scaledown.training.backends.torch_native.tensor_parallel import loss_context
 
 GROUP_ORDER = ("generator", "compressor")   # ScaleDownModel.parameter_groups' order
 _DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64, torch.int32, torch.bool]
@@ -126,12 +127,14 @@ class PipelineParallel:
         self.module.batches = batches
         index = torch.arange(len(batches), device=self.device)
         try:
-            if self.index == 0:
-                self.schedule.step(index, mb=index)
-            elif self.last:
-                self.schedule.step(mb=index, target=index, return_outputs=False)
-            else:
-                self.schedule.step(mb=index)
+            # the schedule runs the backward too: under TP the vocabulary-parallel loss needs loss_parallel() around it
+            with loss_context(self.config.tensor_parallel_size):
+                if self.index == 0:
+                    self.schedule.step(index, mb=index)
+                elif self.last:
+                    self.schedule.step(mb=index, target=index, return_outputs=False)
+                else:
+                    self.schedule.step(mb=index)
         finally:
             self.module.batches = []
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
@@ -150,10 +153,11 @@ class PipelineParallel:
         self.module.batches = [batch]
         index = torch.zeros(1, dtype=torch.long, device=self.device)
         try:
-            if self.index == 0:
-                out = self.module(index)
-            else:
-                out = self.module(*self._recv(self.index - 1), mb=index)
+            with loss_context(self.config.tensor_parallel_size):
+                if self.index == 0:
+                    out = self.module(index)
+                else:
+                    out = self.module(*self._recv(self.index - 1), mb=index)
             if not self.last:
                 self._send(out, self.index + 1)
         finally:

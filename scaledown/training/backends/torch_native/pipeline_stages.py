@@ -13,6 +13,9 @@ mask, is used on both sides of a cut). The stage rule is scaledown/parallel/pipe
   generator hidden states and reranking scores after it. PipelineStage keeps the shapes of its first micro-batch for
   the whole run (receive buffers), so each is zero-padded to the run's largest shape (`Boundary`) and sliced back by
   the receiver, which knows the real shape from the micro-batch: the compute is the one-process forward's, unpadded.
+  Under --tp they are plain tensors too, whole on every tp rank (the row-parallel and vocabulary-parallel styles
+  return local Replicate outputs); only the lm_head's vocabulary-sharded logits are DTensors, and they stay on the
+  last stage (its loss and backward run inside loss_parallel()).
 """
 from __future__ import annotations
 

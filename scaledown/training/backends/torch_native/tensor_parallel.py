@@ -127,8 +127,9 @@ def parallelize(model: nn.Module, tp_mesh, plan: Optional[ParallelPlan] = None) 
     for path, style in module_styles(model, plan).items():
         parallelize_module(model.get_submodule(path), tp_mesh, style, src_data_rank=None)
     retie(model, aliases)
+    modules = dict(model.named_modules())   # a pipeline stage lacks the other stages' attention modules
     for path, local in plan.attention.items():   # the heads one rank computes (unchanged without KV replication)
-        attention = model.get_submodule(path)
+        attention = modules.get(path)
         if hasattr(attention, "num_key_value_groups"):
             attention.num_key_value_groups = local.num_heads // local.num_kv_heads
     check_placements(model, plan)
