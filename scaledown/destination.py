@@ -37,5 +37,6 @@ def check_destination(path: str, overwrite: bool, what: str = "the destination",
         clash = [os.path.join(path, name) for name in contents if is_nonempty(os.path.join(path, name))]
     if clash:
         shown = ", ".join(clash[:3]) + (f" and {len(clash) - 3} more" if len(clash) > 3 else "")
-        raise ConfigError(f"{what} {path} already holds {shown}. Nothing was written: pass {flag} to replace it, "
+        holds = "already exists" if clash == [path] else f"already holds {shown}"
+        raise ConfigError(f"{what} {path} {holds}. Nothing was written: pass {flag} to replace it, "
                           f"or choose another destination.")

@@ -72,7 +72,7 @@ def test_nxd_tensor_parallel_warmup_keeps_the_tie(tied):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_same_tied_model(out, tied["reference"], rel=1e-5)
     # the NxD checkpoint converts to a Hugging Face folder that reloads tied too
-    from scaledown.checkpoint.convert import convert
+    from scaledown.checkpoint.conversion import convert
     from scaledown import ScaleDownModel
     result = convert("nxd", "hf", os.path.join(out, "checkpoints", "step_0000002"), str(tied["root"] / "tp2_hf"))
     a = ScaleDownModel.from_pretrained(result.path).state_dict()
@@ -92,7 +92,7 @@ def test_zero3_two_ranks_warmup_keeps_the_tie(tied):
     # random values than one process (measured step 2: 7.5957 vs 7.5407; the tiny preset is built whole for parity)
     assert_same_tied_model(out, tied["reference"], rel=1e-4, steps=(1,))
     # DeepSpeed's checkpoint converts to a Hugging Face folder equal to the run's own export
-    from scaledown.checkpoint.convert import convert
+    from scaledown.checkpoint.conversion import convert
     from scaledown import ScaleDownModel
     result = convert("deepspeed", "hf", os.path.join(out, "checkpoints", "step_0000002"), str(tied["root"] / "z3_hf"))
     a = ScaleDownModel.from_pretrained(result.path).state_dict()

@@ -1,5 +1,5 @@
 # The checkpoint formats `scaledown convert` knows: one table row per format (its reader, writer and options).
-"""A format is registered by one CheckpointFormat row in FORMATS; `scaledown convert` (checkpoint/convert.py, cli.py)
+"""A format is registered by one CheckpointFormat row in FORMATS; `scaledown convert` (checkpoint/conversion.py, cli.py)
 reads names, help text, which flags apply, and the reader / writer from here, so a new format needs no edit
 elsewhere. Readers and writers are named "module:function" and imported only when used (torch, DCP, safetensors).
 

@@ -27,6 +27,12 @@ class FriendlyParser(argparse.ArgumentParser):
     config_run_flags = False
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        tokens = list(sys.argv[1:] if args is None else args)
+        # argparse reports a missing required flag before a mistyped one, hiding the typo: name the typo first
+        unknown = [t for t in tokens[:tokens.index("--") if "--" in tokens else len(tokens)]
+                   if t.startswith("--") and t.split("=")[0] not in self._option_string_actions]
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
         parsed = super().parse_args(args, namespace)
         return apply_config_run_flags(self, parsed) if self.config_run_flags else parsed
 

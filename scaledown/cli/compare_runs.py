@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
+from scaledown.cli.args import FriendlyParser
 from scaledown.errors import ConfigError
 from scaledown.training.compare_runs import compare, read_scalars
 
@@ -11,8 +12,8 @@ DESCRIPTION = ("Compare two runs' TensorBoard scalars tag by tag (e.g. a Trn1 ru
                "same converted weights). RUN is an --output_dir (its runs/ folder is read) or a folder of event files.")
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, allow_abbrev=False,
+def build_parser(prog: str) -> FriendlyParser:
+    p = FriendlyParser(prog=prog, description=DESCRIPTION, allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_a", metavar="RUN_A")
     p.add_argument("run_b", metavar="RUN_B")

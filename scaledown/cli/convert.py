@@ -7,6 +7,7 @@ import warnings
 from typing import Optional, Sequence
 
 from scaledown.checkpoint.formats import FORMATS
+from scaledown.cli.args import FriendlyParser
 from scaledown.cli.oscar_base_flags import add_base_model_flags
 
 
@@ -32,8 +33,8 @@ EXAMPLES = """examples:
   scaledown convert --from hf --to oscar runs/gpu/final released_layout"""
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
+def build_parser(prog: str) -> FriendlyParser:
+    p = FriendlyParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="src_format", required=True, choices=tuple(FORMATS), help="format of SRC")
     p.add_argument("--to", dest="dst_format", required=True, choices=tuple(FORMATS), help="format to write at DST")
@@ -71,7 +72,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 def convert_main(argv: Optional[Sequence[str]] = None, prog: str = "scaledown convert") -> int:
     args = build_parser(prog).parse_args(argv)
-    from scaledown.checkpoint.convert import convert  # torch: after the flags are checked
+    from scaledown.checkpoint.conversion import convert  # torch: after the flags are checked
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers deprecation chatter on model build
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     result = convert(args.src_format, args.dst_format, args.src, args.dst, tp=args.tp, pp=args.pp,

@@ -25,9 +25,11 @@ def test_convert_refuses_an_existing_destination(hf, tmp_path, fmt, capsys):
     dst = tmp_path / "dst"
     assert main(["convert", "--from", "hf", "--to", fmt, str(hf), str(dst)]) == 0
     before = listing(dst)
+    capsys.readouterr()
     assert main(["convert", "--from", "hf", "--to", fmt, str(hf), str(dst)]) == 2
-    err = capsys.readouterr().err
-    assert "already holds" in err and "--overwrite" in err and "Traceback" not in err
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "already exists" in err and "--overwrite" in err and "Traceback" not in err
+    assert err.count(str(dst)) == 1   # the folder is named once (it read "the tag X already holds X")
     assert listing(dst) == before   # nothing rewritten
     assert main(["convert", "--from", "hf", "--to", fmt, str(hf), str(dst), "--overwrite"]) == 0
     assert listing(dst) != before

@@ -67,7 +67,7 @@ def test_resume_from_a_warmup_checkpoint_equals_the_uninterrupted_run(tied_run):
                          ids=["hf-deepspeed-hf", "hf-nxd_tp2-hf", "hf-nxd_tp2-deepspeed-hf"])
 def test_convert_round_trips_keep_the_tie(tied_run, tmp_path, hops):
     """Through every format (NxD at tp 2: the tied head is vocabulary-sharded like the embedding) and back."""
-    from scaledown.checkpoint.convert import convert
+    from scaledown.checkpoint.conversion import convert
     source = current = str(tied_run["out"] / "final")
     fmt = "hf"
     for i, target in enumerate(hops + ["hf"]):
@@ -82,7 +82,7 @@ def test_convert_round_trips_keep_the_tie(tied_run, tmp_path, hops):
 
 def test_pipeline_parallelism_refuses_a_tied_head_before_building(tied_run, tmp_path):
     """Decision (README): embedding and head sit on the first and last stage; they are not synced, PP refuses."""
-    from scaledown.checkpoint.convert import convert
+    from scaledown.checkpoint.conversion import convert
     with pytest.raises(ConfigError, match="ties lm_head to its input embeddings"):
         convert("hf", "nxd", str(tied_run["out"] / "final"), str(tmp_path / "pp"), pp=2)
     assert not (tmp_path / "pp").exists()
