@@ -39,7 +39,7 @@ def deferred_weights(deferrer: Optional[Deferrer]) -> Iterator[None]:
 
 def _deferred(auto_class, folder: str, dtype, trust_remote_code: bool, num_hidden_layers: Optional[int] = None):
     """The folder's architecture built by the installed deferrer (weights left to it), in from_pretrained's mode."""
-    config = saved_config(folder)
+    config = model_config(folder, trust_remote_code)
     if num_hidden_layers is not None:
         config.num_hidden_layers = num_hidden_layers
     model = _deferrer(lambda: auto_class.from_config(config, trust_remote_code=trust_remote_code,

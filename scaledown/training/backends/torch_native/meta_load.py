@@ -57,7 +57,10 @@ class WeightFiles:
         for key in tried:
             if key in names:
                 return key
-        return name   # reading it names the folder and the tensor
+        return name   # absent: `has` says so
+
+    def has(self, folder: str, key: str) -> bool:
+        return key in self._map(folder)
 
     def _file(self, folder: str, key: str) -> str:
         name = self._map(folder).get(key)
@@ -169,9 +172,20 @@ class MetaBuild:
             module = make()
         if folder is not None:
             self._last_folder_model = module
-            prefix = getattr(module, "base_model_prefix", "")
-            for key, param in module.named_parameters():
-                self._by_id[id(param)] = (folder, self.files.key(folder, key, prefix))
+            prefix, absent = getattr(module, "base_model_prefix", ""), {}
+            for name, param in module.named_parameters():
+                key = self.files.key(folder, name, prefix)
+                if self.files.has(folder, key):
+                    self._by_id[id(param)] = (folder, key)
+                else:   # e.g. BERT's pooler, saved without: initialised as from_pretrained does (_init_weights)
+                    torch.utils.swap_tensors(param, nn.Parameter(torch.empty_like(param, device="cpu"),
+                                                                 param.requires_grad))
+                    absent[id(param)] = name.rpartition(".")[0]
+            if absent:   # as from_pretrained says "newly initialized"
+                warnings.warn(f"{folder}: {len(absent)} weights are not in its files and start fresh "
+                              f"({', '.join(sorted(set(absent.values())))})", stacklevel=2)
+            for owner in dict.fromkeys(absent.values()):
+                module._init_weights(module.get_submodule(owner))
             return module
         # the n_layers compressor: the generator's embeddings and first layers under the same names (its decoder's)
         decoder = decoder_base(self._last_folder_model) if self._last_folder_model is not None else None
