@@ -1,8 +1,9 @@
 # Load tokenizers and base models by name: tiny offline sentinels, local folders or hub names.
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import transformers
@@ -20,6 +21,41 @@ from scaledown.presets import is_tiny_model
 TRAINABLE_DTYPE = torch.float32
 
 
+# A backend that fills weights itself after sharding them (the torch backend: backends/torch_native/meta_load.py)
+# installs a deferrer while the model is built: deferrer(build, folder) runs build() (a from_config) with the
+# parameters left on the meta device and notes that `folder` holds their weights (None: they are copied from another
+# deferred model, the n_layers compressor). None (the default): folder models load their weights here.
+Deferrer = Callable[[Callable[[], torch.nn.Module], Optional[str]], torch.nn.Module]
+_deferrer: Optional[Deferrer] = None
+
+
+@contextlib.contextmanager
+def deferred_weights(deferrer: Optional[Deferrer]) -> Iterator[None]:
+    """Install `deferrer` for the block (None: load weights here, e.g. while a saved ScaleDown folder loads)."""
+    global _deferrer
+    previous, _deferrer = _deferrer, deferrer
+    try:
+        yield
+    finally:
+        _deferrer = previous
+
+
+def _deferred(auto_class, folder: str, dtype, trust_remote_code: bool, num_hidden_layers: Optional[int] = None):
+    """The folder's architecture built by the installed deferrer (weights left to it), in from_pretrained's mode."""
+    config = model_config(folder, trust_remote_code)
+    if num_hidden_layers is not None:
+        config.num_hidden_layers = num_hidden_layers
+    model = _deferrer(lambda: auto_class.from_config(config, trust_remote_code=trust_remote_code,
+                                                     **dtype_kwargs(dtype)), folder)
+    try:   # from_pretrained reads generation_config.json too (answers' eos / pad ids)
+        from transformers import GenerationConfig
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config = GenerationConfig.from_pretrained(folder)
+    except OSError:
+        pass
+    return model.eval()   # from_pretrained gives eval mode
+
+
 def dtype_kwargs(dtype) -> dict:
     """The weights-dtype keyword of from_config / from_pretrained: `dtype` since transformers 4.56, `torch_dtype`
     before (the Neuron stack's 4.48); {} for None."""
@@ -31,6 +67,8 @@ def dtype_kwargs(dtype) -> dict:
 
 def trainable_from_config(auto_class, config):
     """`auto_class.from_config(config)` with float32 weights (a config read from a bf16 folder says bfloat16)."""
+    if _deferrer is not None:   # the n_layers compressor: its weights are the deferred generator's first layers
+        return _deferrer(lambda: auto_class.from_config(config, **dtype_kwargs(TRAINABLE_DTYPE)), None)
     return auto_class.from_config(config, **dtype_kwargs(TRAINABLE_DTYPE))
 
 
@@ -83,6 +121,8 @@ def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[t
             with torch.no_grad():  # untied but equal at init: copying a context token to the output is easy
                 head.weight.copy_(embed.weight)
         return model
+    if _deferrer is not None and os.path.isdir(name):
+        return _deferred(AutoModelForCausalLM, name, dtype, trust_remote_code, num_hidden_layers)
     kwargs = {"trust_remote_code": trust_remote_code, **hub_kwargs(name), **dtype_kwargs(dtype)}
     if num_hidden_layers is not None:  # loads only the first N decoder layers' weights
         kwargs["num_hidden_layers"] = num_hidden_layers
@@ -98,6 +138,8 @@ def load_encoder(name: str, trust_remote_code: bool = False, dtype: Optional[tor
     """A bidirectional encoder (ModernBERT and the like) without its task head; `dtype` as in load_causal_lm."""
     if is_tiny_model(name):
         return AutoModel.from_config(tiny_models.tiny_model_config(name))
+    if _deferrer is not None and os.path.isdir(name):
+        return _deferred(AutoModel, name, dtype, trust_remote_code)
     try:
         return AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code, **hub_kwargs(name),
                                          **dtype_kwargs(dtype))

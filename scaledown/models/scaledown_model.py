@@ -368,12 +368,14 @@ class ScaleDownModel(nn.Module):
     def from_pretrained(cls, directory: str, **config_overrides: Any) -> "ScaleDownModel":
         """A ScaleDown folder, or a folder in NAVER's released OSCAR format (read natively, no remote code:
         models/oscar_format.py; its base models by the names in its config.json)."""
-        if is_released_folder(directory):
-            return load_released(cls, directory, **config_overrides).eval()
-        return load_pretrained(cls, directory, **config_overrides).eval()
+        with loading.deferred_weights(None):   # saved weights load into the built model: nothing is deferred
+            if is_released_folder(directory):
+                return load_released(cls, directory, **config_overrides).eval()
+            return load_pretrained(cls, directory, **config_overrides).eval()
 
     @classmethod
     def with_pretrained_compressor(cls, directory: str, config: ScaleDownConfig) -> "ScaleDownModel":
         """A new model of `config` (generator, fresh LoRA) whose compressor is the one saved in `directory`
         (e.g. a pretraining run's OUTPUT_DIR/final); mismatches raise before any weights load."""
-        return model_with_saved_compressor(cls, directory, config)
+        with loading.deferred_weights(None):   # the saved compressor's weights load into the built one
+            return model_with_saved_compressor(cls, directory, config)

@@ -7,6 +7,9 @@ head, memory tokens, projection) joins the root unit. Frozen weights are sharded
 Precision: weights are kept in float32 (the optimizer's master copy) and computed in bf16 when use_bf16 (FSDP2
 MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)). Gradients are reduce-scattered every micro-batch and
 accumulate sharded; FSDP2 averages them over the data-parallel ranks (Backend.gradient_average cancels that).
+Folder (hub-style) generators are built on the meta device and, once sharded, filled rank by rank from their
+safetensors files (meta_load.py): no rank holds the whole model. The tiny random presets have no files and build
+whole, as do pipeline runs (their stages are cut from the whole structure).
 Pipeline stages (--pp > 1): pipeline_stages.py cuts the model by the plan's stage rule, pipeline_schedule.py runs a
 step's micro-batches through Schedule1F1B / ScheduleGPipe; each stage is TP-sharded over "tp" (--tp > 1: a 3-D mesh
 pp x dp x tp), then FSDP2-sharded over its data-parallel ranks.
@@ -20,7 +23,7 @@ import torch
 from scaledown.config import ScaleDownConfig
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
 from scaledown.training.backends.base import Backend, StepNorm, detached
-from scaledown.training.backends.torch_native import dcp_checkpoint
+from scaledown.training.backends.torch_native import dcp_checkpoint, meta_load
 from scaledown.training.backends.torch_native import tensor_parallel as tp_native
 from scaledown.training.backends.torch_native.clipping import clip_grad_norm
 from scaledown.training.backends.torch_native.mesh import (build_mesh, check_torch_neuron, data_parallel_mesh,
@@ -46,6 +49,7 @@ def sharding_units(model: ScaleDownModel) -> list[torch.nn.Module]:
 
 class TorchBackend(Backend):
     name = "torch"
+    load_on_meta = True   # False: build folder models whole on every rank (the path before meta_load.py)
 
     def __init__(self, config: ScaleDownConfig, timeout_s: float = 1800.0):
         import torch.distributed as dist
@@ -80,6 +84,8 @@ class TorchBackend(Backend):
         bf16 = config.use_bf16 and (device_type in ("cpu", "neuron") or torch.cuda.is_bf16_supported())
         self.compute_dtype = torch.bfloat16 if bf16 else torch.float32
         self._model: Optional[ScaleDownModel] = None
+        # (build, model) while build_model has left the model's folder weights on meta, until setup fills them
+        self._meta: Optional[tuple[meta_load.MetaBuild, ScaleDownModel]] = None
         self.optimizer = None
         self.scheduler = None
 
@@ -91,13 +97,24 @@ class TorchBackend(Backend):
         return f"{self.shape.describe()}, compute in {str(self.compute_dtype).replace('torch.', '')}"
 
     # ---- placement -----------------------------------------------------------------------------------------
+    def build_model(self, build) -> ScaleDownModel:
+        """A folder generator's weights stay on the meta device until setup has sharded them (meta_load.py)."""
+        if not self.load_on_meta or self.config.base_is_random or self.pipeline is not None:
+            return build()
+        meta = meta_load.MetaBuild()
+        model = meta.build(build)
+        self._meta = (meta, model) if meta.sources else None   # nothing deferred (e.g. from_pretrained): as built
+        return model
+
     def setup(self, model: ScaleDownModel) -> None:
         import warnings
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
         # the root returns ScaleDownOutput, some of whose tensors are views (scores); the loop only reads and
         # detaches them, never edits them in place, which is what FSDP2's warning is about
         warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
-        model.to(self.device)
+        meta = self._meta[0] if self._meta is not None and self._meta[1] is model else None
+        if meta is None:   # on meta: to_empty(device) after sharding
+            model.to(self.device)
         for p in model.parameters():   # one float32 master copy for every weight: trainable sets change by phase
             if p.is_floating_point() and p.dtype != torch.float32:
                 p.data = p.data.float()
@@ -118,6 +135,9 @@ class TorchBackend(Backend):
         for unit in sharding_units(model):
             fully_shard(unit, mesh=self.dp_mesh, mp_policy=policy)
         fully_shard(model, mesh=self.dp_mesh, mp_policy=policy)
+        if meta is not None:
+            meta_load.load_weights(model, meta, self.device)
+            self._meta = None
         register_fsdp_forward_method(model, "generate_from_batch")   # evaluation generates outside forward
         self._model = model
 
