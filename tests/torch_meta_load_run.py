@@ -16,7 +16,7 @@ from scaledown import ScaleDownConfig, ScaleDownModel
 from scaledown.data import ScaleDownDataset
 from scaledown.data.synthetic import generate_examples
 from scaledown.training import ScaleDownTrainer
-from scaledown.training.backends.torch_native import TorchBackend, meta_load
+from scaledown.training.backends.torch_native.backend import TorchBackend, meta_load
 from scaledown.training.backends.torch_native.backend import sharding_units
 
 

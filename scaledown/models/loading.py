@@ -7,7 +7,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from scaledown.errors import ConfigError
 from scaledown.models import tiny_models
@@ -48,7 +48,6 @@ def _deferred(auto_class, folder: str, dtype, trust_remote_code: bool, num_hidde
     model = _deferrer(lambda: auto_class.from_config(config, trust_remote_code=trust_remote_code,
                                                      **dtype_kwargs(dtype)), folder)
     try:   # from_pretrained reads generation_config.json too (answers' eos / pad ids)
-        from transformers import GenerationConfig
         if getattr(model, "generation_config", None) is not None:
             model.generation_config = GenerationConfig.from_pretrained(folder)
     except OSError:

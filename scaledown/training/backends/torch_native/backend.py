@@ -16,27 +16,37 @@ pp x dp x tp), then FSDP2-sharded over its data-parallel ranks.
 """
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any, Optional
 
 import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
 from scaledown.config import ScaleDownConfig
+from scaledown.models.compressor_builders import decoder_base
+from scaledown.models.generator import base_causal_lm
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
+from scaledown.models.serialization import save_pretrained
 from scaledown.training.backends.base import Backend, StepNorm, detached
+from scaledown.training.backends.local import resolve_device
 from scaledown.training.backends.torch_native import dcp_checkpoint, meta_load
+from scaledown.training.backends.torch_native import pipeline_schedule as pipe
 from scaledown.training.backends.torch_native import tensor_parallel as tp_native
 from scaledown.training.backends.torch_native.clipping import clip_grad_norm
 from scaledown.training.backends.torch_native.mesh import (build_mesh, check_torch_neuron, data_parallel_mesh,
-                                                           data_parallel_rank,
-                                                           init_process_group, local_device, mesh_shape)
+                                                           data_parallel_rank, init_process_group, local_device,
+                                                           mesh_shape)
+from scaledown.training.backends.torch_native.pipeline_schedule import check_pipeline_config
+from scaledown.training.batching import plan_batches
 from scaledown.training.throughput import cuda_peak_flops, peak_memory_gb
 
 
 def sharding_units(model: ScaleDownModel) -> list[torch.nn.Module]:
     """The modules that become FSDP2 units before the root: each decoder layer of the generator and of the
     compressor backbone (a layer's weights are gathered just before it runs and freed after)."""
-    from scaledown.models.compressor_builders import decoder_base
-    from scaledown.models.generator import base_causal_lm
     units = list(getattr(decoder_base(base_causal_lm(model.generator)), "layers", []))
     backbone = model.compressor.backbone
     for owner in (backbone, getattr(backbone, "model", None), getattr(backbone, "encoder", None)):
@@ -52,8 +62,6 @@ class TorchBackend(Backend):
     load_on_meta = True   # False: build folder models whole on every rank (the path before meta_load.py)
 
     def __init__(self, config: ScaleDownConfig, timeout_s: float = 1800.0):
-        import torch.distributed as dist
-        from scaledown.training.backends.local import resolve_device
         self.config = config
         device_type = "neuron" if config.device_type == "neuron" else resolve_device(config.device_type).type
         if device_type == "neuron":
@@ -61,7 +69,6 @@ class TorchBackend(Backend):
         init_process_group(device_type, timeout_s)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         if config.pipeline_parallel_size > 1:   # tied head, too many stages, warm-up: refused before the mesh
-            from scaledown.training.backends.torch_native.pipeline_schedule import check_pipeline_config
             check_pipeline_config(config)
         self.shape = mesh_shape(self.world_size, config.data_parallel_replicate_size,
                                 config.tensor_parallel_size, config.pipeline_parallel_size)
@@ -74,8 +81,6 @@ class TorchBackend(Backend):
         self.tp_plan = None
         self.pipeline = None
         if self.shape.pipeline > 1:   # pipeline stages: torch_native/pipeline_schedule.py
-            from scaledown.training.backends.torch_native import pipeline_schedule as pipe
-            from scaledown.training.batching import plan_batches
             self.batches = plan_batches(config.batch_size, config.micro_batch_size, self.dp_size)
             pipe.check_pipeline_batches(config, self.shape.pipeline, self.batches.accumulation)
             self.pipeline = pipe.PipelineParallel(config, self.mesh, self.device)
@@ -107,8 +112,6 @@ class TorchBackend(Backend):
         return model
 
     def setup(self, model: ScaleDownModel) -> None:
-        import warnings
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
         # the root returns ScaleDownOutput, some of whose tensors are views (scores); the loop only reads and
         # detaches them, never edits them in place, which is what FSDP2's warning is about
         warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
@@ -208,7 +211,6 @@ class TorchBackend(Backend):
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sum over the data-parallel ranks: the tp ranks of one data-parallel rank report the same values, so the
         world sum is divided by tp (one collective over all ranks, which also carries any rank's flag)."""
-        import torch.distributed as dist
         if self.world_size > 1:
             dist.all_reduce(values)   # host tensors over gloo, device tensors over NCCL (one process group)
         # the tp ranks and the stages of one data-parallel rank report the same values (as NxD's backend divides)
@@ -218,12 +220,10 @@ class TorchBackend(Backend):
         return values
 
     def barrier(self) -> None:
-        import torch.distributed as dist
         dist.barrier()
 
     # ---- checkpoints ---------------------------------------------------------------------------------------
     def save_checkpoint(self, root: str, tag: str, client_state: dict[str, Any]) -> str:
-        import os
         path = os.path.join(root, tag)
         if self.is_main:
             os.makedirs(root, exist_ok=True)
@@ -247,8 +247,6 @@ class TorchBackend(Backend):
 
     def export_pretrained(self, directory: str) -> None:
         """The Hugging Face folder: full weights gathered to rank 0's CPU (get_model_state_dict, full_state_dict)."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-        from scaledown.models.serialization import save_pretrained
         if self.pipeline is not None:   # each stage holds its own weights: gathered from the stages to rank 0
             state = self.pipeline.full_state(self._model, self.dp_rank)
         else:
@@ -271,7 +269,6 @@ class TorchBackend(Backend):
         return cuda_peak_flops(self.compute_dtype) if self.device.type == "cuda" else None
 
     def close(self) -> None:
-        import torch.distributed as dist
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()

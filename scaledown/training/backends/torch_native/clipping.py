@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 
 def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float, pipeline_group=None,
@@ -16,7 +18,6 @@ def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float, pipeli
     `pipeline_group`: the stages hold different parameters, so the squared norms are summed over it too (every stage
     takes part, also one without gradients); `device`: where that sum runs.
     """
-    from torch.distributed.tensor import DTensor
     groups: dict[object, list[torch.nn.Parameter]] = {}
     for p in params:
         if p.grad is not None:
@@ -30,7 +31,6 @@ def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float, pipeli
     total = (torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]), 2.0) if norms
              else torch.zeros((), device=device))
     if pipeline_group is not None:
-        import torch.distributed as dist
         squared = total.float().pow(2)
         dist.all_reduce(squared, group=pipeline_group)
         total = squared.sqrt()

@@ -15,15 +15,21 @@ import os
 import shutil
 from typing import Any
 
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from scaledown.checkpoint import dcp_format
 from scaledown.checkpoint import folder_protocol as ckpt
+from scaledown.checkpoint import safe_load
 from scaledown.checkpoint.dcp_format import CLIENT_FILE, STATE_DIR  # the format's definition (offline reader/writer)
+from scaledown.checkpoint.safe_dcp import SafePlanner, SafeReader
+from scaledown.errors import CheckpointError
+from scaledown.training.backends.local import _torch_save
 
 
 def save(model, optimizer, path: str, client_state: dict[str, Any], is_main: bool, barrier) -> None:
     """Write the checkpoint into its staging folder and move it to `path` once every rank has written its shards
     (checkpoint/folder_protocol.py: staging_path, commit)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
     staging = ckpt.staging_path(path)
     if is_main:
         shutil.rmtree(staging, ignore_errors=True)   # left by a run killed while saving
@@ -32,7 +38,6 @@ def save(model, optimizer, path: str, client_state: dict[str, Any], is_main: boo
     model_state, optim_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=os.path.join(staging, STATE_DIR))
     if is_main:
-        from scaledown.training.backends.local import _torch_save
         _torch_save(client_state, os.path.join(staging, CLIENT_FILE))
     barrier()
     if is_main:
@@ -47,11 +52,6 @@ def files(path: str) -> list[str]:
 
 def load(model, optimizer, path: str) -> dict[str, Any]:
     """Restore weights and optimizer moments in place (any world size); returns rank 0's client state."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-    from scaledown.checkpoint import safe_load
-    from scaledown.errors import CheckpointError
-    from scaledown.checkpoint import dcp_format
     state_dir = os.path.join(path, STATE_DIR)
     if not os.path.isdir(state_dir):
         raise CheckpointError(f"{path} has no {STATE_DIR}/: it is not a checkpoint of the torch backend. Resume it "
@@ -61,7 +61,6 @@ def load(model, optimizer, path: str) -> dict[str, Any]:
     state = {"model": model_state, "optim": optim_state}
     partial = dcp_format.partial_load_allowed(state_dir, state)   # converted: no hyper-parameters, the run keeps its own
     own_names = [list(group["params"]) for group in optim_state.get("param_groups", [])]
-    from scaledown.checkpoint.safe_dcp import SafePlanner, SafeReader
     try:   # no arbitrary unpickling
         dcp.load(state, storage_reader=SafeReader(state_dir), planner=SafePlanner(allow_partial_load=partial))
     except dcp.api.CheckpointException as exc:   # DCP gathers every rank's failure into one exception

@@ -1,6 +1,8 @@
 # The torch backend's launch side: how `scaledown train --backend torch` / launchers/train_torch.py build it.
 from __future__ import annotations
 
+from scaledown.training.backends.neuron.launch import model_description
+
 LAUNCHER = "launchers/train_torch.py"
 DESCRIPTION = ("Train ScaleDown with the PyTorch-native backend: FSDP2 (fully_shard) data parallelism on a "
                "DeviceMesh, HSDP with --data_parallel_replicate_size, DTensor tensor parallel with --tp (the plan "
@@ -19,7 +21,6 @@ def check(run, env) -> None:
     first what the model cannot shard at --tp or split into --pp stages (read from a meta skeleton: no weights),
     then the mesh factors."""
     # the architecture a run builds (--init_from folders included): the NxD launch side's one function
-    from scaledown.training.backends.neuron.launch import model_description
     from scaledown.training.backends.torch_native.mesh import mesh_shape
     from scaledown.training.backends.torch_native.tensor_parallel import check_before_build
     config = run.config

@@ -1,12 +1,16 @@
 # The PyTorch-native backend's device mesh: pipeline stages x data-parallel replicas x shards x tensor parallel.
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
 
 from scaledown.errors import ConfigError
+from scaledown.training.backends.distributed_env import free_port
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,9 @@ def mesh_shape(world: int, replicate: int, tensor_parallel: int, pipeline_parall
 
 def init_process_group(device_type: str, timeout_s: float) -> None:
     """gloo on CPU; on GPUs NCCL for device tensors and gloo for host tensors (the loop's counts and flags)."""
-    import datetime
-    import torch.distributed as dist
     if dist.is_initialized():
         return
     if "RANK" not in os.environ:   # one process without a launcher
-        from scaledown.training.backends.distributed_env import free_port
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=os.environ.get("MASTER_PORT") or str(free_port()))
     # host tensors (the loop's counts and flags) always over gloo; device tensors over the device's own backend
@@ -94,7 +95,6 @@ def init_process_group(device_type: str, timeout_s: float) -> None:
 def build_mesh(shape: MeshShape, device_type: str):
     """Dims ("pp"?, "dp_replicate"?, "dp_shard", "tp"?): "pp" only with stages, "dp_replicate" only for HSDP, "tp"
     only with tensor parallel (row-major: pp outermost, tp innermost)."""
-    from torch.distributed.device_mesh import init_device_mesh
     sizes, names = [shape.shard], ["dp_shard"]
     if shape.replicate > 1:
         sizes, names = [shape.replicate] + sizes, ["dp_replicate"] + names

@@ -22,7 +22,10 @@ import warnings
 from typing import Callable, Iterator, Optional
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
 from scaledown.errors import ConfigError
 from scaledown.models import loading
@@ -71,7 +74,6 @@ class WeightFiles:
 
     def read(self, source: Source, index: Optional[tuple[slice, ...]] = None) -> torch.Tensor:
         """The tensor `source` names, whole (index None) or only `index` of it (a slice per dimension)."""
-        from safetensors import SafetensorError, safe_open
         path = self._file(*source)
         try:
             if path not in self._handles:
@@ -85,7 +87,6 @@ class WeightFiles:
 
 def _weight_map(folder: str) -> dict[str, str]:
     """tensor name -> file name of a save_pretrained folder (sharded: its model.safetensors.index.json)."""
-    from safetensors import SafetensorError, safe_open
     index = os.path.join(folder, "model.safetensors.index.json")
     if os.path.isfile(index):
         try:
@@ -221,8 +222,6 @@ def _get(module: nn.Module, name: str) -> Optional[nn.Parameter]:
 def local_part(param: torch.Tensor) -> tuple[torch.Tensor, Optional[tuple[slice, ...]]]:
     """(this rank's local tensor of `param`, its index into the global tensor) for a plain tensor or a DTensor whose
     placements are Shard / Replicate; index None where the local part is not one block (strided shards)."""
-    from torch.distributed.tensor import DTensor, Replicate, Shard
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
     if not isinstance(param, DTensor):
         return param, tuple(slice(0, n) for n in param.shape)
     local = param.to_local()
@@ -236,7 +235,6 @@ def local_part(param: torch.Tensor) -> tuple[torch.Tensor, Optional[tuple[slice,
 def fill_parameter(param: torch.Tensor, source: Source, files: WeightFiles) -> None:
     """Copy this rank's part of `source` (read from its file, only that part where the layout allows) into the
     materialised `param` (a DTensor's local tensor or a plain tensor)."""
-    from torch.distributed.tensor import distribute_tensor
     local, index = local_part(param)
     if index is None:   # strided shards (FSDP over TP on one dim): the whole tensor, sliced locally, no messages
         whole = files.read(source).to(param.dtype)
@@ -251,7 +249,6 @@ def load_weights(model: nn.Module, build: MetaBuild, device: torch.device,
     """Materialise the sharded meta parameters of `model` on `device` and fill each from the files, a tensor at a
     time. Real tensors (fresh parts, buffers) keep their values. `on_tensor` is called after each tensor (tests
     measure resident elements there). Raises ConfigError naming a missing or damaged file."""
-    from torch.distributed.tensor import DTensor
     keep = {name: (t.to_local() if isinstance(t, DTensor) else t).detach().clone()
             for name, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type != "meta"}
     model.to_empty(device=device)   # every parameter and buffer: the real ones are put back below

@@ -18,9 +18,14 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
+from scaledown.checkpoint.description import ModelDescription
 from scaledown.config import ScaleDownConfig
 from scaledown.errors import ConfigError
+from scaledown.parallel import ParallelPlan
 from scaledown.training.backends.base import StepNorm
 from scaledown.training.backends.torch_native.pipeline_stages import (StageModule, boundary_for, cut_to_stage,
                                                                       stage_role, whole_structure)
@@ -33,7 +38,6 @@ _DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.in
 def check_pipeline_config(config: ScaleDownConfig) -> None:
     """What the stage rule and this path cannot run, refused by flag before any process group or model: a tied
     lm_head, more stages than decoder layers (ParallelPlan on a meta skeleton), the generator warm-up."""
-    from scaledown.checkpoint.description import ModelDescription
     pp = config.pipeline_parallel_size
     check_plan(ModelDescription.from_config(config).skeleton(), pp)
     if config.generator_warmup_ratio > 0:
@@ -59,7 +63,6 @@ def check_pipeline_batches(config: ScaleDownConfig, pp: int, accumulation: int) 
 
 def check_plan(model, pp: int):
     """ParallelPlan.for_model: tied lm_head and more stages than decoder layers are refused by name."""
-    from scaledown.parallel import ParallelPlan
     return ParallelPlan.for_model(model, tp=1, pp=pp)
 
 
@@ -96,7 +99,6 @@ class PipelineParallel:
     def uniform_groups(self, groups: list[dict]) -> list[dict]:
         """This stage's optimizer groups plus, empty, those only other stages have, in ScaleDownModel's group order:
         every rank then has the same groups (the schedule's state in a checkpoint is rank 0's; rates log by name)."""
-        import torch.distributed as dist
         everywhere: list = [None] * self.count
         dist.all_gather_object(everywhere, [(g["name"], g["lr"]) for g in groups], group=self.group)
         found = dict(pair for stage in everywhere for pair in stage)
@@ -105,7 +107,6 @@ class PipelineParallel:
         return [mine.get(name, {"name": name, "lr": found[name], "params": []}) for name in order]
 
     def build_schedule(self, micro_batches: int) -> None:
-        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
         if self.schedule is not None and self.schedule._n_microbatches == micro_batches:
             return
         stage = PipelineStage(self.module, self.index, self.count, self.device, group=self.group)
@@ -166,11 +167,9 @@ class PipelineParallel:
         return self._from_last(result)
 
     def _peer(self, stage: int) -> int:
-        import torch.distributed as dist
         return dist.get_global_rank(self.group, stage)
 
     def _send(self, tensors: tuple[torch.Tensor, ...], stage: int) -> None:
-        import torch.distributed as dist
         header = torch.zeros(len(tensors), 6, dtype=torch.long, device=self.device)
         for row, tensor in zip(header, tensors):
             row[0], row[1] = tensor.dim(), _DTYPES.index(tensor.dtype)
@@ -181,7 +180,6 @@ class PipelineParallel:
             dist.send(tensor.contiguous(), self._peer(stage), group=self.group)
 
     def _recv(self, stage: int) -> tuple[torch.Tensor, ...]:
-        import torch.distributed as dist
         count = torch.zeros(1, dtype=torch.long, device=self.device)
         dist.recv(count, self._peer(stage), group=self.group)
         header = torch.zeros(int(count), 6, dtype=torch.long, device=self.device)
@@ -194,7 +192,6 @@ class PipelineParallel:
         return tuple(out)
 
     def _from_last(self, values: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
         dist.broadcast(values, group=self.group, group_src=self.count - 1)
         return values
 
@@ -202,8 +199,6 @@ class PipelineParallel:
     def full_state(self, model, dp_rank: int) -> dict[str, torch.Tensor]:
         """The whole model's full tensors on global rank 0 (each stage's first data-parallel rank sends its stage's);
         the other ranks get {}."""
-        import torch.distributed as dist
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
         state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
         mine = {k: v.detach().cpu() for k, v in state.items()} if dp_rank == 0 else {}
         gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None

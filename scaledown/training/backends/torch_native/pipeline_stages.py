@@ -27,7 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scaledown.models.compressor_builders import decoder_base
+from scaledown.models.generator import base_causal_lm, splice_memory
+from scaledown.models.scaledown_model import generator_positions
 from scaledown.parallel import pipeline as P
+from scaledown.training.backends.neuron.batches import longest_compressor_input, longest_prompt
 
 _PASSED_ATTRIBUTES = ("attention_type", "layer_type", "embedding_dim", "num_embeddings", "in_features",
                       "out_features")
@@ -176,9 +180,6 @@ class Boundary:
 
 def boundary_for(model: nn.Module, rows: int, documents: int) -> Boundary:
     """The run's largest crossing shapes from the configured lengths (the rule the NxD backend's static shapes use)."""
-    from scaledown.models.compressor_builders import decoder_base
-    from scaledown.models.generator import base_causal_lm
-    from scaledown.training.backends.neuron.batches import longest_compressor_input, longest_prompt
     cfg = model.config
     inputs = model.inputs
     documents = max(1, documents)
@@ -204,9 +205,6 @@ class StageModule(nn.Module):
         self.reranking = bool(model.config.enable_reranking)
 
     def forward(self, *received: torch.Tensor, mb: Optional[torch.Tensor] = None):
-        from scaledown.models.compressor_builders import decoder_base
-        from scaledown.models.generator import base_causal_lm, splice_memory
-        from scaledown.models.scaledown_model import generator_positions
         role, model = self.role, self.model
         index = received[0] if role.first else mb
         batch = self.batches[int(index.reshape(-1)[0])]

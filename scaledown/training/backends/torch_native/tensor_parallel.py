@@ -25,9 +25,14 @@ import contextlib
 from typing import Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.distributed.tensor import DTensor, Replicate, Shard
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, loss_parallel, parallelize_module
 
 from scaledown.errors import ConfigError
+from scaledown.models.sharded_weights import whole
+from scaledown.models.tied_weights import retie, tied_aliases
 from scaledown.parallel import ParallelPlan
 from scaledown.parallel import layout as L
 from scaledown.parallel.plan import find_stacks
@@ -84,7 +89,6 @@ def build_plan(model: nn.Module, tp: int, kv_replication: Optional[int] = None) 
 
 def expected_placement(layout: L.Layout):
     """The DTensor placement on the tp mesh dim that a plan layout means (Replicate: whole on every tp rank)."""
-    from torch.distributed.tensor import Replicate, Shard
     if not layout.is_sharded:
         return Replicate()
     return Shard(layout.partition_dim)
@@ -92,8 +96,6 @@ def expected_placement(layout: L.Layout):
 
 def module_styles(model: nn.Module, plan: ParallelPlan) -> dict[str, object]:
     """{module path: ParallelStyle} for every nn.Linear / nn.Embedding whose weight the plan shards."""
-    from torch.distributed.tensor import Replicate, Shard
-    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
     styles: dict[str, object] = {}
     for path, module in model.named_modules():
         entry = plan.params.get(f"{path}.weight")
@@ -120,8 +122,6 @@ def parallelize(model: nn.Module, tp_mesh, plan: Optional[ParallelPlan] = None) 
     rank slices its own shard (src_data_rank=None: no broadcast). Tied embeddings stay one Parameter: embedding and
     head are both split on vocabulary rows (Shard(0)). Afterwards the model's token loss is the vocabulary-parallel
     cross-entropy, which must run, with its backward, inside loss_context()."""
-    from torch.distributed.tensor.parallel import parallelize_module
-    from scaledown.models.tied_weights import retie, tied_aliases
     plan = plan or build_plan(model, tp_mesh.size())
     aliases = tied_aliases(model)
     for path, style in module_styles(model, plan).items():
@@ -141,7 +141,6 @@ def parallelize(model: nn.Module, tp_mesh, plan: Optional[ParallelPlan] = None) 
 def tp_placement(param: torch.Tensor):
     """The placement of `param` on the "tp" mesh dim (also after FSDP2 added data-parallel dims); None: a tensor the
     tp ranks each hold whole (plain, or a DTensor on data-parallel dims only)."""
-    from torch.distributed.tensor import DTensor
     if not isinstance(param, DTensor):
         return None
     names = param.device_mesh.mesh_dim_names or ()
@@ -160,7 +159,6 @@ def placements(model: nn.Module) -> dict[str, Optional[str]]:
 def check_placements(model: nn.Module, plan: ParallelPlan) -> None:
     """Every parameter placed as its plan layout says (sharded: Shard(partition_dim); replicated: whole on every tp
     rank, plain or Replicate()); raises naming the first that is not."""
-    from torch.distributed.tensor import Replicate
     for name, param in model.named_parameters(remove_duplicate=False):
         want = expected_placement(plan.params[name].layout)
         got = tp_placement(param) or Replicate()
@@ -172,15 +170,12 @@ def vocab_parallel_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tor
     """ScaleDownModel.token_loss over vocabulary-sharded DTensor logits (A, V/tp per rank): per-token cross-entropy
     in float32, -100 gives 0, as a plain (A,) tensor equal on every tp rank (torch loss_parallel: no rank gathers
     the vocabulary). Needs loss_context() around the forward and the backward."""
-    import torch.nn.functional as F
-    from torch.distributed.tensor import DTensor
     losses = F.cross_entropy(logits.float(), labels, reduction="none", ignore_index=-100)
     return losses.to_local() if isinstance(losses, DTensor) else losses
 
 
 def gathered_token_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """ScaleDownModel.token_hits over vocabulary-sharded logits: the argmax of the gathered logits (evaluation)."""
-    from scaledown.models.sharded_weights import whole
     return whole(logits).argmax(-1) == labels
 
 
@@ -188,14 +183,12 @@ def loss_context(tp: int):
     """torch's loss_parallel() when tp > 1 (forward and backward of the vocabulary-parallel loss run inside it)."""
     if tp == 1:
         return contextlib.nullcontext()
-    from torch.distributed.tensor.parallel import loss_parallel
     return loss_parallel()
 
 
 @contextlib.contextmanager
 def gathered_logits(model: nn.Module, plan: Optional[ParallelPlan]) -> Iterator[None]:
     """Inside: the vocabulary-parallel lm_head returns whole logits (generation picks tokens from all of them)."""
-    from scaledown.models.sharded_weights import whole
     paths = [] if plan is None else [p for p, spec in plan.modules.items() if spec.loss == "parallel_cross_entropy"]
     hooks = [model.get_submodule(p).register_forward_hook(lambda m, i, out: whole(out)) for p in paths]
     try:
