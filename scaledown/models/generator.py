@@ -1,6 +1,9 @@
 # The generator: a causal LM with LoRA adapters (peft), plus splicing memory embeddings into its input.
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
@@ -17,6 +20,16 @@ def lora_config(config: ScaleDownConfig):
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
 
 
+@contextlib.contextmanager
+def quiet_peft_wrapping():
+    """peft (0.21 here) reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model, and
+    transformers 5 warns about it on every build: the warning is about their code, not the user's, so it is hidden
+    here (only that message, only while wrapping)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def build_generator(config: ScaleDownConfig, base: nn.Module | None = None, seed: int | None = None) -> nn.Module:
     """Load (or take) the base causal LM, freeze it and wrap it with fresh LoRA adapters.
 
@@ -27,7 +40,8 @@ def build_generator(config: ScaleDownConfig, base: nn.Module | None = None, seed
         p.requires_grad_(False)
     if seed is not None:
         torch.manual_seed(seed)
-    return get_peft_model(base, lora_config(config))
+    with quiet_peft_wrapping():
+        return get_peft_model(base, lora_config(config))
 
 
 def base_causal_lm(generator: nn.Module) -> nn.Module:

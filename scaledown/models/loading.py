@@ -14,6 +14,7 @@ from scaledown.models import tiny_models
 from scaledown.models.hub_access import hub_kwargs
 from scaledown.models.tiny_tokenizer import load_tiny_tokenizer
 from scaledown.presets import is_tiny_model
+from scaledown.progress import show_progress
 
 # Weights that train are kept in float32 whatever dtype a folder was saved in (transformers 5 loads dtype "auto": a
 # bf16 checkpoint comes back bf16, and AutoModel.from_config builds in config.dtype): Adam's updates at 5e-5 round
@@ -103,6 +104,15 @@ def check_tokenizer_fits(tokenizer, name: str, trust_remote_code: bool = False, 
                       f"model.save_pretrained(FOLDER)), or pass the tokenizer the model was saved with.")
 
 
+def match_progress_policy() -> None:
+    """transformers draws a "Loading weights" bar on every from_pretrained; ScaleDown draws bars only on a terminal
+    (scaledown/progress.py), so a log file under SLURM or `> run.log` gets no carriage-return frames from it either."""
+    if show_progress():
+        transformers.utils.logging.enable_progress_bar()
+    else:
+        transformers.utils.logging.disable_progress_bar()
+
+
 def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[torch.dtype] = None,
                    num_hidden_layers: Optional[int] = None):
     """A causal LM: tiny sentinels are built randomly from config (seeded by the caller); others load weights.
@@ -125,6 +135,7 @@ def load_causal_lm(name: str, trust_remote_code: bool = False, dtype: Optional[t
     kwargs = {"trust_remote_code": trust_remote_code, **hub_kwargs(name), **dtype_kwargs(dtype)}
     if num_hidden_layers is not None:  # loads only the first N decoder layers' weights
         kwargs["num_hidden_layers"] = num_hidden_layers
+    match_progress_policy()
     try:
         return AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except OSError as exc:
@@ -139,6 +150,7 @@ def load_encoder(name: str, trust_remote_code: bool = False, dtype: Optional[tor
         return AutoModel.from_config(tiny_models.tiny_model_config(name))
     if _deferrer is not None and os.path.isdir(name):
         return _deferred(AutoModel, name, dtype, trust_remote_code)
+    match_progress_policy()
     try:
         return AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code, **hub_kwargs(name),
                                          **dtype_kwargs(dtype))
@@ -150,6 +162,7 @@ def load_encoder(name: str, trust_remote_code: bool = False, dtype: Optional[tor
 
 def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, **kwargs):
     """Weights of a hub model or local folder through any transformers Auto class, with a clear error if missing."""
+    match_progress_policy()
     try:
         return auto_class.from_pretrained(name, trust_remote_code=trust_remote_code, **{**hub_kwargs(name), **kwargs})
     except OSError as exc:

@@ -29,7 +29,7 @@ from scaledown.config import ScaleDownConfig, config_from_saved
 from scaledown.errors import CheckpointError
 from scaledown.models import loading
 from scaledown.models.compressor_builders import build_compressor
-from scaledown.models.generator import base_causal_lm, without_lora
+from scaledown.models.generator import base_causal_lm, quiet_peft_wrapping, without_lora
 from scaledown.models.loading import saved_config, trainable_from_config
 from scaledown.models.sharded_weights import full_weights
 from scaledown.models.tied_weights import drop_aliases, tied_aliases
@@ -181,10 +181,12 @@ def load_pretrained(cls, directory: str, **overrides: Any):
     compressor_tokenizer = AutoTokenizer.from_pretrained(comp_tok_dir) if os.path.isdir(comp_tok_dir) else None
     base_dir = os.path.join(directory, "generator_base")
     if os.path.isdir(base_dir):
+        loading.match_progress_policy()
         base = AutoModelForCausalLM.from_pretrained(base_dir, config=loading.saved_config(base_dir))
     else:
         base = loading.load_causal_lm(config.generator_model_name, config.trust_remote_code)
-    generator = PeftModel.from_pretrained(base, os.path.join(directory, "generator_adapter"), is_trainable=True)
+    with quiet_peft_wrapping():
+        generator = PeftModel.from_pretrained(base, os.path.join(directory, "generator_adapter"), is_trainable=True)
     for name, p in generator.named_parameters():
         p.requires_grad_("lora_" in name)
     compressor = build_compressor(config, base, backbone=load_compressor_backbone(config, directory))

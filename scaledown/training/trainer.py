@@ -163,7 +163,9 @@ class ScaleDownTrainer:
                 if key not in self.run_record and key in state:
                     self.run_record[key] = state[key]
             _set_rng(client.get("rng"))
-            log.write(f"resumed from {resume_path} at step {start}/{total}")
+            log.write(f"resumed from {resume_path} at step {start}/{total}" + (
+                "; the run had finished training: nothing is left to train, the final model is written again from "
+                "this checkpoint" if start >= total else ""))
         else:
             log.write(f"training {total} steps ({', '.join(f'{p.name} {p.end - p.start}' for p in phases)}); "
                       f"{plan.describe()}; backend {be.name}")

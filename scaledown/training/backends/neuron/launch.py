@@ -132,6 +132,12 @@ def dry_run(run, args, argv: Sequence[str]) -> int:
     print(f"profile: {profile.path or '(default: one Trn1 node, no --neuron_config)'}"
           + (f" - {profile.description}" if profile.description else ""))
     print(f"nodes {args.nnodes} x processes per node {profile.processes_per_node} = {world} ranks")
+    compressor = (f"the generator's first {config.num_compressor_layers} layers" if config.compressor_type == "n_layers"
+                  else config.compressor_model_name)
+    source = f", from {run.init_from or run.weights_from}" if run.init_from or run.weights_from else ""
+    print(f"model: generator {config.generator_model_name}, {config.compressor_type} compressor ({compressor}), "
+          f"preset {config.preset or 'none'}{source}"
+          + ("" if getattr(args, "train_data", None) else "; no --train_data: the built-in synthetic task"))
     print(plan_.grid.describe())
     print(f"batch: {plan_.batches.describe()}; pipeline micro-batches per step {plan_.num_microbatches}")
     print(f"plan: kv_replication {plan.kv_replication('generator')}; pipeline cuts {plan.pipeline_cuts or 'none'}; "
