@@ -99,9 +99,11 @@ def test_mesh_errors_name_the_factor_and_the_fix():
     assert (mesh_shape(8, 2, 1, 1).replicate, mesh_shape(8, 2, 1, 1).shard) == (2, 4)
     with pytest.raises(ConfigError, match="data_parallel_replicate_size 3 .* divide the 8 data-parallel ranks"):
         mesh_shape(8, 3, 1, 1)
-    # tensor parallel: test_torch_tensor_parallel; pipeline stages: test_torch_pipeline; both together not yet
-    with pytest.raises(ConfigError, match="tensor_parallel_size 2 with pipeline_parallel_size 2"):
-        mesh_shape(8, 1, 2, 2)
+    # tensor parallel: test_torch_tensor_parallel; pipeline stages: test_torch_pipeline; both: a 3-D pp x dp x tp mesh
+    both = mesh_shape(8, 1, 2, 2)
+    assert (both.pipeline, both.dp, both.tp) == (2, 2, 2)
+    with pytest.raises(ConfigError, match="tensor_parallel_size 4"):   # tp must divide each stage's 6 ranks
+        mesh_shape(12, 1, 4, 2)
 
 
 def test_the_launcher_and_scaledown_train_run_it_as_the_readme_says(tmp_path, env):
