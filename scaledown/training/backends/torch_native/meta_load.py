@@ -245,13 +245,15 @@ def fill_parameter(param: torch.Tensor, source: Source, files: WeightFiles) -> N
 
 @torch.no_grad()
 def load_weights(model: nn.Module, build: MetaBuild, device: torch.device,
-                 on_tensor: Optional[Callable[[], None]] = None) -> None:
+                 on_tensor: Optional[Callable[[], None]] = None, root: Optional[nn.Module] = None) -> None:
     """Materialise the sharded meta parameters of `model` on `device` and fill each from the files, a tensor at a
     time. Real tensors (fresh parts, buffers) keep their values. `on_tensor` is called after each tensor (tests
-    measure resident elements there). Raises ConfigError naming a missing or damaged file."""
+    measure resident elements there). `root`: the FSDP2 root that wraps `model` (a pipeline stage), materialised
+    whole so FSDP2 re-registers every shard it manages. Parameters a pipeline cut removed are not `model`'s any
+    more and are never read. Raises ConfigError naming a missing or damaged file."""
     keep = {name: (t.to_local() if isinstance(t, DTensor) else t).detach().clone()
             for name, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type != "meta"}
-    model.to_empty(device=device)   # every parameter and buffer: the real ones are put back below
+    (root or model).to_empty(device=device)   # every parameter and buffer: the real ones are put back below
     for name, param in model.named_parameters():
         if name in keep:
             (param.to_local() if isinstance(param, DTensor) else param).copy_(keep.pop(name))
