@@ -44,13 +44,27 @@ def run(tmp_path, name, generator, *pairs, ranks=2):
 
 
 def bound(rank):
-    """A rank's share of every parameter element plus the largest decoder layer's (elements)."""
-    return rank["total"] / rank["world"] + rank["layer"]
+    """A rank's share of its stage's parameter elements plus the largest decoder layer's. The stage is the whole model
+    without --pp; under --pp stage 0 holds both embedding tables and the compressor, more than total / world (the
+    tiny Mistral's 134,368 > 231,873 / 2 + 17,472), so the share is of the stage: its elements over the ranks that
+    split it, FSDP2's data-parallel ranks and the tp ranks (the few weights TP replicates, norms, are far below a
+    layer)."""
+    return rank["stage"] / (rank["dp"] * rank["tp"]) + rank["layer"]
 
 
-def test_a_folder_generator_is_loaded_shard_by_shard_and_trains_as_the_full_build(tmp_path, sharded_generator):
-    meta = run(tmp_path, "meta", sharded_generator)
-    full = run(tmp_path, "full", sharded_generator, "_full_build=true")   # the path before meta_load.py
+# causal_lm: a folder compressor whose fresh MLP projection (2 x 64 x 8096, each Linear 30x a layer) is drawn shard
+# by shard too (fresh_draws.py)
+CAUSAL_LM = ('compressor_type="causal_lm"', 'compressor_model_name="{generator}"')
+
+
+@pytest.mark.parametrize("pairs,ranks", [((), 2), (("pipeline_parallel_size=2",), 2),
+                                         (("pipeline_parallel_size=2", "tensor_parallel_size=2"), 4), (CAUSAL_LM, 2)],
+                         ids=["fsdp2", "pp2", "pp2-tp2", "causal_lm"])
+def test_a_folder_generator_is_loaded_shard_by_shard_and_trains_as_the_full_build(tmp_path, sharded_generator,
+                                                                                  pairs, ranks):
+    pairs = [pair.replace("{generator}", sharded_generator) for pair in pairs]
+    meta = run(tmp_path, "meta", sharded_generator, *pairs, ranks=ranks)
+    full = run(tmp_path, "full", sharded_generator, *pairs, "_full_build=true", ranks=ranks)   # before meta_load.py
     assert all(r["module"].startswith(ROOT) for r in meta)   # the ranks ran this checkout
     for m, f in zip(meta, full):
         assert len(m["losses"]) == 3
@@ -79,3 +93,26 @@ def test_a_damaged_or_missing_shard_is_named_with_its_fix(tmp_path, sharded_gene
     os.remove(os.path.join(folder, "model.safetensors.index.json"))
     with pytest.raises(ConfigError, match="no model.safetensors or model.safetensors.index.json.*save_pretrained"):
         WeightFiles().read((folder, key))
+
+
+def test_fresh_linears_drawn_by_slice_equal_the_whole_draw():
+    """fresh_draws: Linears built on meta, each slice replayed from the seed's stream, equal a real build; the draws
+    after them too (the generator advanced as the real build's)."""
+    import torch
+    from scaledown.training.backends.torch_native.fresh_draws import FreshDraws, drawn
+
+    def make():
+        return torch.nn.Sequential(torch.nn.Linear(5, 300), torch.nn.ReLU(), torch.nn.Linear(300, 7))
+    torch.manual_seed(4)
+    real, after = make(), torch.rand(3)
+    fresh = FreshDraws()
+    torch.manual_seed(4)
+    with fresh.building():
+        meta = make()
+    assert torch.equal(torch.rand(3), after)
+    for (name, r), m in zip(real.named_parameters(), meta.parameters()):
+        assert m.device.type == "meta", name
+        draw = fresh.by_id[id(m)]
+        assert torch.equal(drawn(m.shape, m.dtype, draw, None), r.detach())
+        index = (slice(1, 4),) + tuple(slice(2, 5) for _ in m.shape[1:])
+        assert torch.equal(drawn(m.shape, m.dtype, draw, index), r.detach()[index])

@@ -3,7 +3,8 @@
 
 Like tests/torch_native_run.py (the calls `scaledown train` makes: backend.build_model, then the trainer), plus: every
 rank writes OUT_JSON.<rank> with the most parameter elements it held (local, not on the meta device) after the build,
-after each tensor meta_load filled and after setup; the model's total elements; its largest decoder layer's.
+after each tensor meta_load filled and after setup; the model's total elements; its largest decoder layer's; the
+elements of this rank's pipeline stage (the whole model without --pp) and its data-parallel and tp sizes.
 `_full_build=true` takes the path before meta_load (the whole model built on every rank).
 """
 import functools
@@ -46,14 +47,16 @@ def main():
     total = sum(p.numel() for p in model.parameters())
     layer = max(sum(p.numel() for p in unit.parameters()) for unit in sharding_units(model))
     meta_load.load_weights = functools.partial(meta_load.load_weights, on_tensor=measure)
-    setup = backend.setup
-    backend.setup = lambda m: (setup(m), measure())
+    setup, stage = backend.setup, [total]
+    # a DTensor's numel is its global one: the stage's parameters after the cut, whole
+    backend.setup = lambda m: (setup(m), measure(), stage.__setitem__(0, sum(p.numel() for p in m.parameters())))
     data = ScaleDownDataset(generate_examples(64, seed=1), config)
     result = ScaleDownTrainer(model, config, data, None, backend=backend, progress=False).train()
     import scaledown
     with open(f"{out_json}.{backend.rank}", "w") as f:
-        json.dump({"losses": result.losses, "peak": peak[0], "total": total, "layer": layer,
-                   "world": backend.world_size, "module": scaledown.__file__}, f)
+        json.dump({"losses": result.losses, "peak": peak[0], "total": total, "layer": layer, "stage": stage[0],
+                   "world": backend.world_size, "dp": backend.dp_size, "tp": backend.shape.tp,
+                   "module": scaledown.__file__}, f)
     backend.close()
 
 

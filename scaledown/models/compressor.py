@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from scaledown.models.fresh_weights import fresh_weights
 from scaledown.models.sharded_weights import full_weights
 
 
@@ -94,17 +95,18 @@ class Compressor(nn.Module):
         std *= embedding_output_scale(embedding)  # the size of token inputs as the backbone's layers see them
         self.memory_tokens = MemoryTokens(num_memory_tokens, hidden, std, enable_reranking)
         self.rr_head = nn.Linear(hidden, 1) if enable_reranking else None
-        if projection == "none":
-            if hidden != output_size:
-                raise ValueError(f"compressor width {hidden} != generator width {output_size}; use a projection")
-            self.projection = nn.Identity()
-        elif projection == "linear":
-            self.projection = nn.Linear(hidden, output_size)
-        elif projection == "mlp":  # OSCAR-llama: Linear -> ReLU -> Linear
-            self.projection = nn.Sequential(nn.Linear(hidden, mlp_hidden_size), nn.ReLU(),
-                                            nn.Linear(mlp_hidden_size, output_size))
-        else:
-            raise ValueError(f"unknown projection {projection!r}")
+        with fresh_weights():   # the largest fresh weights (an MLP's): a sharding backend may draw them sharded
+            if projection == "none":
+                if hidden != output_size:
+                    raise ValueError(f"compressor width {hidden} != generator width {output_size}; use a projection")
+                self.projection = nn.Identity()
+            elif projection == "linear":
+                self.projection = nn.Linear(hidden, output_size)
+            elif projection == "mlp":  # OSCAR-llama: Linear -> ReLU -> Linear
+                self.projection = nn.Sequential(nn.Linear(hidden, mlp_hidden_size), nn.ReLU(),
+                                                nn.Linear(mlp_hidden_size, output_size))
+            else:
+                raise ValueError(f"unknown projection {projection!r}")
         self.memory_norm = MemoryNorm(output_size, memory_norm_scale) if memory_norm_scale else None
         self.num_memory_tokens = num_memory_tokens
         # False: positions count from each row's first real token (left padding). True: 0..T-1 over every column,

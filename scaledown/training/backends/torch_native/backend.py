@@ -8,8 +8,8 @@ Precision: weights are kept in float32 (the optimizer's master copy) and compute
 MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)). Gradients are reduce-scattered every micro-batch and
 accumulate sharded; FSDP2 averages them over the data-parallel ranks (Backend.gradient_average cancels that).
 Folder (hub-style) generators are built on the meta device and, once sharded, filled rank by rank from their
-safetensors files (meta_load.py): no rank holds the whole model. The tiny random presets have no files and build
-whole, as do pipeline runs (their stages are cut from the whole structure).
+safetensors files (meta_load.py): no rank holds the whole model. Under --pp the meta structure is cut to the stage
+first, so a rank loads only its stage's slices. The tiny random presets have no files and build whole.
 Pipeline stages (--pp > 1): pipeline_stages.py cuts the model by the plan's stage rule, pipeline_schedule.py runs a
 step's micro-batches through Schedule1F1B / ScheduleGPipe; each stage is TP-sharded over "tp" (--tp > 1: a 3-D mesh
 pp x dp x tp), then FSDP2-sharded over its data-parallel ranks.
@@ -104,7 +104,7 @@ class TorchBackend(Backend):
     # ---- placement -----------------------------------------------------------------------------------------
     def build_model(self, build) -> ScaleDownModel:
         """A folder generator's weights stay on the meta device until setup has sharded them (meta_load.py)."""
-        if not self.load_on_meta or self.config.base_is_random or self.pipeline is not None:
+        if not self.load_on_meta or self.config.base_is_random:
             return build()
         meta = meta_load.MetaBuild()
         model = meta.build(build)
@@ -133,6 +133,9 @@ class TorchBackend(Backend):
             for unit in layers:
                 fully_shard(unit, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
             fully_shard(stage, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
+            if meta is not None:   # only the stage's modules are left to materialise and fill
+                meta_load.load_weights(model, meta, self.device, root=stage)
+                self._meta = None
             self._model = model
             return
         for unit in sharding_units(model):

@@ -4,10 +4,12 @@ folder left on the meta device (scaledown.models.loading's deferrer hook); the b
 for a full build; `load_weights` then materialises each rank's local shards (Module.to_empty) and reads only that
 rank's slice of each tensor from the safetensors files (safetensors safe_open / get_slice), one tensor at a time.
 
-Everything that is not in the files (LoRA A/B, memory tokens, projection, reranking head) and every buffer (rotary
-inv_freq, Gemma's embed_scale) is built for real by the model's own code with its own seeds, so it equals the full
-build's. Statistics the build takes of loaded weights (the memory tokens' scale, memory_norm's init) read the whole
-tensor from the files through the sharded_weights gatherer hook, one tensor at a time.
+The compressor's projection (an MLP of up to 8096 x width per Linear, not in the files) stays on meta too and each
+rank draws only its shard from the seed's stream (fresh_draws.py). The small rest that is not in the files (LoRA A/B,
+memory tokens, reranking head) and every buffer (rotary inv_freq, Gemma's embed_scale) is built for real by the
+model's own code with its own seeds, so it equals the full build's. Statistics the build takes of loaded weights
+(the memory tokens' scale, memory_norm's init) read the whole tensor from the files through the sharded_weights
+gatherer hook, one tensor at a time.
 
 APIs: torch.distributed.fsdp.fully_shard (to_empty after meta init), torch.distributed.tensor (DTensor placements,
 distribute_tensor), safetensors.safe_open (https://huggingface.co/docs/safetensors), the transformers
@@ -30,7 +32,9 @@ from torch.distributed.tensor._utils import compute_local_shape_and_global_offse
 from scaledown.errors import ConfigError
 from scaledown.models import loading
 from scaledown.models.compressor_builders import decoder_base
+from scaledown.models.fresh_weights import use_fresh_maker
 from scaledown.models.sharded_weights import use_gatherer
+from scaledown.training.backends.torch_native.fresh_draws import Draw, FreshDraws, drawn
 
 Source = tuple[str, str]   # (folder, tensor name in its safetensors files)
 
@@ -151,21 +155,27 @@ class MetaBuild:
         self._by_id: dict[int, Source] = {}   # id(meta parameter) -> where its values are, while building
         self._last_folder_model: Optional[nn.Module] = None
         self.sources: dict[str, Source] = {}  # the built model's parameter names -> where their values are
+        self.fresh = FreshDraws()              # the projection's Linears: drawn shard by shard after sharding
+        self.draws: dict[str, Draw] = {}       # the built model's parameter names -> the draw that gives them
 
     def build(self, build: Callable[[], nn.Module]) -> nn.Module:
         """Run `build` (e.g. lambda: ScaleDownModel(config)) with folder weights deferred; raises if a parameter is
         left on the meta device with no file to fill it from."""
         with loading.deferred_weights(self._defer), _modules_stay_off_meta(), use_gatherer(self._gather), \
-                warnings.catch_warnings():
+                use_fresh_maker(self.fresh.building), warnings.catch_warnings():
             # the n_layers copy (load_state_dict into the meta compressor layers) is a no-op: the files hold it
             warnings.filterwarnings("ignore", message=r".*copying from a non-meta parameter .* to a meta parameter")
             model = build()
         for name, param in model.named_parameters():
             if param.device.type == "meta":
-                if id(param) not in self._by_id:
+                if id(param) in self.fresh.by_id:
+                    self.draws[name] = self.fresh.by_id[id(param)]
+                elif id(param) in self._by_id:
+                    self.sources[name] = self._by_id[id(param)]
+                else:
                     raise RuntimeError(f"meta build: parameter {name} has no weights file to load from")
-                self.sources[name] = self._by_id[id(param)]
         self._by_id.clear()
+        self.fresh.by_id.clear()
         return model
 
     def _defer(self, make: Callable[[], nn.Module], folder: Optional[str]) -> nn.Module:
@@ -232,26 +242,28 @@ def local_part(param: torch.Tensor) -> tuple[torch.Tensor, Optional[tuple[slice,
 
 
 @torch.no_grad()
-def fill_parameter(param: torch.Tensor, source: Source, files: WeightFiles) -> None:
-    """Copy this rank's part of `source` (read from its file, only that part where the layout allows) into the
-    materialised `param` (a DTensor's local tensor or a plain tensor)."""
+def fill_parameter(param: torch.Tensor, read: Callable[[Optional[tuple[slice, ...]]], torch.Tensor]) -> None:
+    """Copy this rank's part into the materialised `param` (a DTensor's local tensor or a plain tensor); `read(index)`
+    gives the slice `index` of the whole tensor (None: all of it; only that part is read where the layout allows)."""
     local, index = local_part(param)
     if index is None:   # strided shards (FSDP over TP on one dim): the whole tensor, sliced locally, no messages
-        whole = files.read(source).to(param.dtype)
+        whole = read(None).to(param.dtype)
         local.copy_(distribute_tensor(whole, param.device_mesh, param.placements, src_data_rank=None).to_local())
     elif local.numel():
-        local.copy_(files.read(source, index) if index else files.read(source))
+        local.copy_(read(index or None))
 
 
 @torch.no_grad()
 def load_weights(model: nn.Module, build: MetaBuild, device: torch.device,
-                 on_tensor: Optional[Callable[[], None]] = None) -> None:
+                 on_tensor: Optional[Callable[[], None]] = None, root: Optional[nn.Module] = None) -> None:
     """Materialise the sharded meta parameters of `model` on `device` and fill each from the files, a tensor at a
     time. Real tensors (fresh parts, buffers) keep their values. `on_tensor` is called after each tensor (tests
-    measure resident elements there). Raises ConfigError naming a missing or damaged file."""
+    measure resident elements there). `root`: the FSDP2 root that wraps `model` (a pipeline stage), materialised
+    whole so FSDP2 re-registers every shard it manages. Parameters a pipeline cut removed are not `model`'s any
+    more and are never read. Raises ConfigError naming a missing or damaged file."""
     keep = {name: (t.to_local() if isinstance(t, DTensor) else t).detach().clone()
             for name, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type != "meta"}
-    model.to_empty(device=device)   # every parameter and buffer: the real ones are put back below
+    (root or model).to_empty(device=device)   # every parameter and buffer: the real ones are put back below
     for name, param in model.named_parameters():
         if name in keep:
             (param.to_local() if isinstance(param, DTensor) else param).copy_(keep.pop(name))
@@ -261,8 +273,12 @@ def load_weights(model: nn.Module, build: MetaBuild, device: torch.device,
     try:
         for name, param in model.named_parameters():
             if name in build.sources:
-                fill_parameter(param, build.sources[name], build.files)
-                if on_tensor is not None:
-                    on_tensor()
+                fill_parameter(param, lambda index: build.files.read(build.sources[name], index))
+            elif name in build.draws:
+                fill_parameter(param, lambda index: drawn(param.shape, param.dtype, build.draws[name], index))
+            else:
+                continue
+            if on_tensor is not None:
+                on_tensor()
     finally:
         build.files.close()
