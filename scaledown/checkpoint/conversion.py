@@ -22,6 +22,7 @@ from typing import Callable, Optional
 from scaledown.checkpoint import formats as registry
 from scaledown.checkpoint.description import describe_checkpoint
 from scaledown.checkpoint.folder_protocol import STATE_FILE
+from scaledown.checkpoint.full import FullCheckpoint, PendingCheckpoint
 from scaledown.checkpoint.oscar_convert import check_oscar_options, convert_oscar
 from scaledown.destination import check_destination
 from scaledown.errors import CheckpointError, ConfigError
@@ -118,13 +119,19 @@ def convert(src_format: str, dst_format: str, src: str, dst: str, *, tp: int = 1
     description = _describe(src_format, src, src_tag, config_file, trust_remote_code)
     target = registry.get(dst_format)
     mine = {name: options[name] for name in target.options}
-    if target.check:   # e.g. nxd: tp / pp / heads problems surface before any tensor is read
-        registry.function(target.check)(description, **mine)
-    log(f"reading {src_format} checkpoint {src}")
-    ckpt = registry.function(registry.get(src_format).read)(src, src_tag, config_file, trust_remote_code)
-    log(f"writing {dst_format} checkpoint {dst}")
+    reader = registry.function(registry.get(src_format).read)
+
+    def read() -> FullCheckpoint:
+        log(f"reading {src_format} checkpoint {src}")
+        loaded = reader(src, src_tag, config_file, trust_remote_code)
+        log(f"writing {dst_format} checkpoint {dst}")
+        return loaded
+
+    # a writer that reads late (nxd) refuses tp / pp / heads problems on the description before any tensor is read
+    source = PendingCheckpoint(description, read) if target.reads_late else read()
     extra = {"tag": tag} if target.tagged else {}
-    path = registry.function(target.write)(ckpt, dst, overwrite=overwrite, **extra, **mine)
+    path = registry.function(target.write)(source, dst, overwrite=overwrite, **extra, **mine)
+    ckpt = source.load() if target.reads_late else source
     carried = ["weights"]
     if ckpt.optimizer and ckpt.optimizer.moments and target.tagged:
         carried.append(f"Adam moments and step ({ckpt.optimizer.step})")

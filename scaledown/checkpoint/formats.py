@@ -7,7 +7,8 @@ Contracts (every reader / writer already follows them; FullCheckpoint is the mee
   describe(src, src_tag, config_file, trust_remote_code) -> ModelDescription      cheap, no tensors read
   read(src, src_tag, config_file, trust_remote_code) -> FullCheckpoint
   write(ckpt, dst, **options) -> str (the folder written); options: tag, overwrite and the row's own `options`
-  check(description, **options) -> None: refuse bad options before any tensor is read (ConfigError / CheckpointError)
+  reads_late: write gets a PendingCheckpoint and refuses bad options (ConfigError / CheckpointError) on its
+    description before it calls load(), i.e. before any tensor is read
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class CheckpointFormat:
     find_tag: Optional[str] = None      # "module:function" (src, src_tag) -> folder; None: SRC is the folder (hf)
     describe: Optional[str] = None      # default: describe_checkpoint(find_tag(...)) (scaledown_checkpoint.json /
                                         # trainer_state.json / --config)
-    check: Optional[str] = None
+    reads_late: bool = False            # write(PendingCheckpoint, ...) checks its options before reading
     options: tuple[str, ...] = ()       # convert() options only this writer takes ("tp", "merge_lora", ...)
     tagged: bool = True                 # writes DST/TAG (--tag applies); False: DST itself
     what: str = ""                      # how messages name a checkpoint of this format ("DeepSpeed")
@@ -48,7 +49,7 @@ FORMATS: dict[str, CheckpointFormat] = {f.name: f for f in (
                      what="DeepSpeed"),
     CheckpointFormat("nxd", "NeuronX Distributed trainer format DIR/TAG/model/dp_rank_00_tp_rank_TT_pp_rank_PP.pt "
                      "(plain or xser)", read=_C + "nxd_format:read_nxd", write=_C + "nxd_format:write_nxd",
-                     find_tag=_C + "nxd_files:find_tag", check=_C + "nxd_format:check_layout",
+                     find_tag=_C + "nxd_files:find_tag", reads_late=True,
                      options=("tp", "pp", "kv_replication", "xser", "zero1_dp"), what="NxD"),
     CheckpointFormat("dcp", "the torch backend's torch.distributed.checkpoint folder DIR/step_N/model_and_optimizer "
                      "(any world size; --resume_from it at any world size)",
@@ -65,7 +66,7 @@ def get(name: str) -> CheckpointFormat:
 
 
 def function(path: str) -> Callable[..., Any]:
-    """The reader / writer / check named "module:function"."""
+    """The reader / writer named "module:function"."""
     return _fn(path)
 
 

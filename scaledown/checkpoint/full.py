@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -23,6 +23,20 @@ class OptimizerState:
     step: int                                            # optimizer steps taken
     groups: list[dict[str, Any]] = field(default_factory=list)   # hyper-parameters + "name" + "params": [names]
 
+
+@dataclass
+class PendingCheckpoint:
+    """A checkpoint described but not read yet. A writer that reads late (formats.py: nxd) checks its options
+    against `description` (nxd: builds the tp / pp plan, refusing what the heads and widths cannot take) before it
+    calls load(), so bad options fail before any tensor is read and the plan it checked is the one it writes."""
+    description: ModelDescription
+    read: Callable[[], "FullCheckpoint"]
+    loaded: Optional["FullCheckpoint"] = None
+
+    def load(self) -> "FullCheckpoint":
+        if self.loaded is None:
+            self.loaded = self.read()
+        return self.loaded
 
 @dataclass
 class FullCheckpoint:

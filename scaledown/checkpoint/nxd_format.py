@@ -22,7 +22,7 @@ import torch
 from scaledown.checkpoint import folder_protocol as protocol
 from scaledown.checkpoint import nxd_files as F
 from scaledown.checkpoint.description import describe_checkpoint, write_metadata
-from scaledown.checkpoint.full import ADAM_MOMENTS, FullCheckpoint, OptimizerState, write_trainer_state
+from scaledown.checkpoint.full import ADAM_MOMENTS, FullCheckpoint, OptimizerState, PendingCheckpoint, write_trainer_state
 from scaledown.destination import check_destination
 from scaledown.errors import CheckpointError
 from scaledown.parallel import ParallelPlan
@@ -34,11 +34,6 @@ DEFAULT_TAG = "pretrained_weight"   # what NxD's examples call converted weights
 def plan_for(ckpt_or_description, tp: int, pp: int, kv_replication: Optional[int]) -> ParallelPlan:
     description = getattr(ckpt_or_description, "description", ckpt_or_description)
     return ParallelPlan.for_model(description.skeleton(), tp=tp, pp=pp, kv_replication=kv_replication)
-
-
-def check_layout(description, tp: int = 1, pp: int = 1, kv_replication: Optional[int] = None, **_) -> None:
-    """tp / pp / KV-head problems of the layout to write, before any tensor is read (ConfigError naming them)."""
-    plan_for(description, tp, pp, kv_replication)
 
 
 # ---- reading ---------------------------------------------------------------------------------------
@@ -165,12 +160,15 @@ def _join_zero1(ranks: list[dict[str, Any]], file: str) -> dict[str, Any]:
 
 
 # ---- writing ---------------------------------------------------------------------------------------
-def write_nxd(ckpt: FullCheckpoint, directory: str, tp: int = 1, pp: int = 1, kv_replication: Optional[int] = None,
-              xser: bool = False, tag: Optional[str] = None, zero1_dp: Optional[int] = None,
-              overwrite: bool = False) -> str:
+def write_nxd(ckpt: FullCheckpoint | PendingCheckpoint, directory: str, tp: int = 1, pp: int = 1,
+              kv_replication: Optional[int] = None, xser: bool = False, tag: Optional[str] = None,
+              zero1_dp: Optional[int] = None, overwrite: bool = False) -> str:
     """Write <directory>/<tag>/ (model shards, optimizer shards when moments exist, markers); returns its path.
-    zero1_dp=D: the optimizer in ZeRO-1's layout for D data-parallel ranks (files dp_rank_00 .. D-1)."""
+    zero1_dp=D: the optimizer in ZeRO-1's layout for D data-parallel ranks (files dp_rank_00 .. D-1).
+    A PendingCheckpoint is read only once the plan for tp / pp is built (its errors come before any tensor is read)."""
     plan = plan_for(ckpt, tp, pp, kv_replication)      # every divisibility error comes before any write
+    if isinstance(ckpt, PendingCheckpoint):
+        ckpt = ckpt.load()
     ckpt.complete_weights()
     state = ckpt.trainer_state
     tag = tag or (protocol.tag_for(int(state["step"])) if state and "step" in state else DEFAULT_TAG)

@@ -37,6 +37,12 @@ class RankGrid:
                               f"node: a tensor-parallel group must stay inside one node. Use a tp dividing "
                               f"{self.local_world_size}.")
 
+    @classmethod
+    def for_config(cls, config, world_size: int, processes_per_node: int) -> "RankGrid":
+        """The grid of a run: its config's tensor / pipeline degrees over `world_size` ranks (ConfigError if they do
+        not fit). The one place a Neuron run's degrees meet the world size."""
+        return cls(world_size, config.tensor_parallel_size, config.pipeline_parallel_size, processes_per_node)
+
     @property
     def dp(self) -> int:
         return self.world_size // (self.tp * self.pp * self.cp)

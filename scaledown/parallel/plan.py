@@ -21,11 +21,27 @@ gate_up_proj (stride 2) shard, so fusing later is a rename (ParamPlan.nxd_name i
 Under the KV replication, an attention module on one rank computes plan.attention[path].num_heads query
 heads over num_kv_heads local KV heads, local query head i using KV head i // (num_heads / num_kv_heads)
 (HF's repeat_kv with num_key_value_groups set to that ratio).
+
+The arithmetic that needs the tensor-parallel degree is all here: GQA head counts under tp (KV replication,
+the Q head order of each rank, below), the slice of each tensor a rank holds (shard / unshard), local shapes;
+layout.py only describes how a tensor is split.
+
+Attention heads: GQA with fewer key/value heads than tensor-parallel ranks (NxD `GQAQKVColumnParallelLinear`, Trn1).
+
+The KV heads are replicated `m = kv_replication` times by *tiling* (Trn1: K0 K1 .. K(kv-1), K0 K1 .., m
+times; Trn2 would repeat_interleave instead) and the tiled list is cut into `tp` contiguous pieces:
+rank r holds tiled positions [r*c, (r+1)*c) with c = kv*m/tp, i.e. KV heads (r*c + j) % kv.
+
+Each rank must hold the query heads that attend to *its* KV heads, in the order its local repeat_kv
+expects (local Q head i uses local KV slot i // g). Position p of the tiled list (KV head p % kv, copy
+p // kv) owns the copy-th block of g = heads / (kv*m) query heads of that KV group. With c = 1 this is
+NxD's checkpoint converter order (Q0,Q4,Q1,Q5,.. for 8 heads, 2 KV heads, tp 8); with m = 1 it is the
+plain contiguous split. o_proj's input columns follow the same Q order.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -36,7 +52,135 @@ from scaledown.models.generator import base_causal_lm
 from scaledown.parallel import layout as L
 from scaledown.parallel import pipeline as P
 from scaledown.parallel import rules as R
-from scaledown.parallel.heads import AttentionGeometry, resolve_geometry
+from scaledown.parallel.layout import AttentionGeometry
+
+
+# ---- attention heads under tensor parallelism (Trn1 GQA) ----------------------------------------------
+def valid_kv_replications(num_heads: int, num_kv_heads: int, tp: int) -> list[int]:
+    """Replication factors m NxD accepts: m divides tp, kv*m divides by tp, each rank keeps whole GQA groups."""
+    return [m for m in range(1, tp + 1)
+            if tp % m == 0 and (num_kv_heads * m) % tp == 0 and num_heads % (num_kv_heads * m) == 0]
+
+
+def default_kv_replication(num_heads: int, num_kv_heads: int, tp: int) -> int:
+    """The smallest valid factor (1 when the KV heads already divide tp); 0 when none exists."""
+    found = valid_kv_replications(num_heads, num_kv_heads, tp)
+    return found[0] if found else 0
+
+
+def resolve_geometry(stack: str, num_heads: int, num_kv_heads: int, head_dim: int, tp: int,
+                     kv_replication: int | None = None) -> AttentionGeometry:
+    """Check that `tp` can shard these heads and pick the KV replication (explicit or the default)."""
+    if num_heads % tp:
+        divisors = [d for d in range(1, num_heads + 1) if num_heads % d == 0]
+        raise ConfigError(f"--tp {tp} does not divide the {stack}'s {num_heads} attention heads. Use a tensor-parallel "
+                          f"degree that divides them: {', '.join(map(str, divisors))}.")
+    valid = valid_kv_replications(num_heads, num_kv_heads, tp)
+    if kv_replication is None:
+        if not valid:
+            raise ConfigError(f"the {stack}'s {num_kv_heads} key/value heads cannot be replicated to fit --tp {tp} "
+                              f"with {num_heads} query heads. Use a --tp that divides {num_heads} and is a multiple "
+                              f"or divisor of {num_kv_heads}.")
+        kv_replication = valid[0]
+    elif kv_replication not in valid:
+        hint = f"valid values for --tp {tp}: {', '.join(map(str, valid))}" if valid else "no value works for this --tp"
+        raise ConfigError(f"--kv_replication {kv_replication} does not fit the {stack} ({num_heads} heads, "
+                          f"{num_kv_heads} key/value heads) at --tp {tp}: it must divide tp, make heads x kv_replication "
+                          f"a multiple of tp and keep whole query groups per rank; {hint}.")
+    return AttentionGeometry(stack, num_heads, num_kv_heads, head_dim, kv_replication)
+
+
+def kv_slots(geom: AttentionGeometry, tp: int, rank: int) -> list[tuple[int, int]]:
+    """(kv head, copy) held by `rank`, in local order."""
+    per_rank = geom.num_kv_heads * geom.kv_replication // tp
+    positions = range(rank * per_rank, (rank + 1) * per_rank)
+    return [(p % geom.num_kv_heads, p // geom.num_kv_heads) for p in positions]
+
+
+def kv_heads_of_rank(geom: AttentionGeometry, tp: int, rank: int) -> list[int]:
+    """KV head indices (rows of k_proj / v_proj in head units) that `rank` holds."""
+    return [head for head, _ in kv_slots(geom, tp, rank)]
+
+
+def q_heads_of_rank(geom: AttentionGeometry, tp: int, rank: int) -> list[int]:
+    """Query head indices `rank` holds, in the order its local GQA grouping needs."""
+    g = geom.heads_per_kv_copy
+    group = geom.num_heads // geom.num_kv_heads   # query heads per KV head
+    heads: list[int] = []
+    for kv_head, copy in kv_slots(geom, tp, rank):
+        start = kv_head * group + copy * g
+        heads.extend(range(start, start + g))
+    return heads
+
+
+# ---- one tensor's slice on one rank -------------------------------------------------------------
+def local_size(layout: L.Layout, full: int, tp: int) -> int:
+    """Size along partition_dim on one rank."""
+    if layout.heads == "kv":
+        g = layout.geometry
+        return full * g.kv_replication // tp
+    return full // tp
+
+
+def _head_index(layout: L.Layout, tp: int, rank: int) -> list[int]:
+    g = layout.geometry
+    return q_heads_of_rank(g, tp, rank) if layout.heads == "q" else kv_heads_of_rank(g, tp, rank)
+
+
+def _by_heads(tensor: torch.Tensor, dim: int, head_dim: int) -> torch.Tensor:
+    return tensor.unflatten(dim, (tensor.shape[dim] // head_dim, head_dim))
+
+
+def shard(full: torch.Tensor, layout: L.Layout, tp: int, rank: int) -> torch.Tensor:
+    """The slice of `full` that TP rank `rank` of `tp` holds (a new contiguous tensor)."""
+    if not layout.is_sharded or tp == 1:
+        return full.detach().clone().contiguous()
+    dim = layout.partition_dim
+    if layout.heads:
+        index = torch.tensor(_head_index(layout, tp, rank))
+        heads = _by_heads(full, dim, layout.geometry.head_dim).index_select(dim, index)
+        return heads.flatten(dim, dim + 1).contiguous()
+    chunk = full.shape[dim] // (tp * layout.stride)
+    pieces = full.split(chunk, dim=dim)[rank::tp]
+    return torch.cat(pieces, dim=dim).contiguous()
+
+
+def unshard(shards: Sequence[torch.Tensor], layout: L.Layout, name: str = "tensor") -> tuple[torch.Tensor, list[str]]:
+    """Rebuild the full tensor from every rank's shard (rank order). Returns (full, notes).
+
+    Notes list copies that should be identical but are not (replicated tensors, KV replicas); the
+    first copy wins, as in NxD's own converter.
+    """
+    tp = len(shards)
+    notes: list[str] = []
+    if not layout.is_sharded or tp == 1:
+        for r in range(1, tp):
+            if not torch.equal(shards[r], shards[0]):
+                notes.append(f"{name}: replicated copy on tp rank {r} differs from rank 0")
+        return shards[0].detach().clone(), notes
+    dim = layout.partition_dim
+    if layout.heads:
+        g = layout.geometry
+        count = g.num_heads if layout.heads == "q" else g.num_kv_heads
+        first = _by_heads(shards[0], dim, g.head_dim)
+        shape = list(first.shape)
+        shape[dim] = count
+        out = first.new_empty(shape)
+        filled = [False] * count
+        for r, piece in enumerate(shards):
+            heads = _by_heads(piece, dim, g.head_dim)
+            for local, head in enumerate(_head_index(layout, tp, r)):
+                value = heads.select(dim, local)
+                if filled[head]:
+                    if not torch.equal(out.select(dim, head), value):
+                        notes.append(f"{name}: KV head {head} on tp rank {r} differs from its first copy")
+                    continue
+                out.select(dim, head).copy_(value)
+                filled[head] = True
+        return out.flatten(dim, dim + 1), notes
+    per_stride = [piece.chunk(layout.stride, dim=dim) for piece in shards]
+    ordered = [per_stride[r][s] for s in range(layout.stride) for r in range(tp)]
+    return torch.cat(ordered, dim=dim), notes
 
 
 @dataclass(frozen=True)
@@ -56,7 +200,7 @@ class ParamPlan:
         if not self.layout.is_sharded:
             return self.shape
         shape = list(self.shape)
-        shape[self.layout.partition_dim] = L.local_size(self.layout, shape[self.layout.partition_dim], tp)
+        shape[self.layout.partition_dim] = local_size(self.layout, shape[self.layout.partition_dim], tp)
         return tuple(shape)
 
 
@@ -165,10 +309,10 @@ class ParallelPlan:
 
     # ---- tensors ------------------------------------------------------------------------------
     def shard(self, name: str, full: torch.Tensor, tp_rank: int) -> torch.Tensor:
-        return L.shard(full, self.params[name].layout, self.tp, tp_rank)
+        return shard(full, self.params[name].layout, self.tp, tp_rank)
 
     def unshard(self, name: str, shards: list[torch.Tensor]) -> tuple[torch.Tensor, list[str]]:
-        return L.unshard(shards, self.params[name].layout, name)
+        return unshard(shards, self.params[name].layout, name)
 
     def local_state_dict(self, full: Mapping[str, torch.Tensor], tp_rank: int, pp_rank: int,
                          names: Optional[Iterable[str]] = None) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from scaledown.parallel import layout as L
-from scaledown.parallel.heads import AttentionGeometry
+from scaledown.parallel.layout import AttentionGeometry
 
 
 @dataclass(frozen=True)

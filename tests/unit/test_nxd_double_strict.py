@@ -158,7 +158,7 @@ def test_backend_passes_its_clip_norm_to_zero1(nxd, monkeypatch):
 def test_kv_groups_follow_nxd_arrange_kv_groups_and_the_backend_pairs_tp_ranks():
     """parallel_layers/parallel_state.py arrange_kv_groups (Trn1): global ranks i*tp + j stepping tp/m, which on
     Trn1's strided TP=4 groups pairs ranks of different TP groups; the backend's kv_replica_groups pairs the ranks
-    of one TP group that hold the same KV heads (TP ranks r and r + tp/m, heads.kv_slots)."""
+    of one TP group that hold the same KV heads (TP ranks r and r + tp/m, plan.kv_slots)."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "nxd_double"))
     try:
         from neuronx_distributed.parallel_layers.parallel_state import arrange_kv_groups
@@ -166,7 +166,8 @@ def test_kv_groups_follow_nxd_arrange_kv_groups_and_the_backend_pairs_tp_ranks()
         sys.path.pop(0)
         for name in [n for n in sys.modules if n.split(".")[0] == "neuronx_distributed"]:
             del sys.modules[name]
-    from scaledown.parallel.heads import AttentionGeometry, kv_heads_of_rank
+    from scaledown.parallel.layout import AttentionGeometry
+    from scaledown.parallel.plan import kv_heads_of_rank
     from scaledown.training.backends.neuron.parallelize import kv_replica_groups
     from scaledown.parallel.nxd_ranks import RankGrid
     assert arrange_kv_groups(2, 4, 2) == [[0, 2], [1, 3], [4, 6], [5, 7]]

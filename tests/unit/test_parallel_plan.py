@@ -4,8 +4,8 @@ import torch
 
 from scaledown.errors import ConfigError
 from scaledown.parallel import ParallelPlan, default_kv_replication
-from scaledown.parallel import heads as H
 from scaledown.parallel import layout as L
+from scaledown.parallel import plan as H   # tp arithmetic: heads, shard / unshard
 from scaledown.parallel import pipeline as P
 from tests import nxd_oracle as O
 from tests.conftest import tiny_config
@@ -37,15 +37,15 @@ def test_gqa_slices_match_nxd_converter(q_heads, kv_heads, tp):
     o = torch.randn(hidden, q_heads * head_dim)
     k = torch.randn(kv_heads * head_dim, hidden)
     for rank in range(tp):
-        assert torch.equal(L.shard(k, L.column(heads="kv", geometry=geo), tp, rank), O.kv_rows_trn1(k, m, tp, rank))
+        assert torch.equal(H.shard(k, L.column(heads="kv", geometry=geo), tp, rank), O.kv_rows_trn1(k, m, tp, rank))
         if kv_heads * m == tp:  # the only case NxD's converter handles; ours generalises it
-            assert torch.equal(L.shard(q, L.column(heads="q", geometry=geo), tp, rank),
+            assert torch.equal(H.shard(q, L.column(heads="q", geometry=geo), tp, rank),
                                O.q_rows_trn1(q, q_heads, kv_heads, head_dim, m, tp, rank))
-            assert torch.equal(L.shard(o, L.row(heads="q", geometry=geo), tp, rank),
+            assert torch.equal(H.shard(o, L.row(heads="q", geometry=geo), tp, rank),
                                O.o_columns_trn1(o, q_heads, kv_heads, head_dim, m, tp, rank))
     for lay, full in ((L.column(heads="q", geometry=geo), q), (L.row(heads="q", geometry=geo), o),
                       (L.column(heads="kv", geometry=geo), k)):
-        back, notes = L.unshard([L.shard(full, lay, tp, r) for r in range(tp)], lay)
+        back, notes = H.unshard([H.shard(full, lay, tp, r) for r in range(tp)], lay)
         assert torch.equal(back, full) and not notes
 
 
@@ -64,15 +64,15 @@ def test_stride_matches_nxd_fused_layers():
     q, k, v = torch.randn(8, 3), torch.randn(8, 3), torch.randn(8, 3)
     for tp in (1, 2, 4):
         for rank in range(tp):
-            assert torch.equal(L.shard(torch.cat([gate, up]), L.column(stride=2), tp, rank), O.fused([gate, up], tp, rank))
-            assert torch.equal(L.shard(torch.cat([q, k, v]), L.column(stride=3), tp, rank), O.fused([q, k, v], tp, rank))
-        shards = [L.shard(torch.cat([gate, up]), L.column(stride=2), tp, r) for r in range(tp)]
-        assert torch.equal(L.unshard(shards, L.column(stride=2))[0], torch.cat([gate, up]))
+            assert torch.equal(H.shard(torch.cat([gate, up]), L.column(stride=2), tp, rank), O.fused([gate, up], tp, rank))
+            assert torch.equal(H.shard(torch.cat([q, k, v]), L.column(stride=3), tp, rank), O.fused([q, k, v], tp, rank))
+        shards = [H.shard(torch.cat([gate, up]), L.column(stride=2), tp, r) for r in range(tp)]
+        assert torch.equal(H.unshard(shards, L.column(stride=2))[0], torch.cat([gate, up]))
 
 
 def test_replicated_copies_that_differ_are_reported():
     a = torch.ones(3)
-    _, notes = L.unshard([a, a + 1], L.REPLICATED, "norm.weight")
+    _, notes = H.unshard([a, a + 1], L.REPLICATED, "norm.weight")
     assert notes and "tp rank 1" in notes[0]
 
 

@@ -122,6 +122,7 @@ def dry_run(run, args, argv: Sequence[str]) -> int:
     config, profile = run.config, run.profile
     world = args.nnodes * profile.processes_per_node
     plan_ = check_run(config, world, profile.processes_per_node)
+    grid = plan_.grid.describe()   # the rank grid's part done before the model plan (one pass over each module)
     skeleton = model_description(config, run.init_from, **run.options).skeleton()
     plan = ParallelPlan.for_model(skeleton, config.tensor_parallel_size, config.pipeline_parallel_size,
                                   config.kv_replication)
@@ -138,7 +139,7 @@ def dry_run(run, args, argv: Sequence[str]) -> int:
     print(f"model: generator {config.generator_model_name}, {config.compressor_type} compressor ({compressor}), "
           f"preset {config.preset or 'none'}{source}"
           + ("" if getattr(args, "train_data", None) else "; no --train_data: the built-in synthetic task"))
-    print(plan_.grid.describe())
+    print(grid)
     print(f"batch: {plan_.batches.describe()}; pipeline micro-batches per step {plan_.num_microbatches}")
     print(f"plan: kv_replication {plan.kv_replication('generator')}; pipeline cuts {plan.pipeline_cuts or 'none'}; "
           f"{len(plan.modules)} modules become NxD parallel layers")

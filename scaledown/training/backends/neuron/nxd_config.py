@@ -59,7 +59,7 @@ def check_run(config: ScaleDownConfig, world_size: int, processes_per_node: int)
     """Every check of a Neuron run that needs no Neuron stack, in one place (the dry run and the backend): degrees
     against the world size, the batch against the data-parallel ranks, pipeline micro-batches, unsupported
     settings. ConfigError naming the flag and the fix."""
-    grid = RankGrid(world_size, config.tensor_parallel_size, config.pipeline_parallel_size, processes_per_node)
+    grid = RankGrid.for_config(config, world_size, processes_per_node)
     batches = plan_batches(config.batch_size, config.micro_batch_size, grid.dp)
     micro = resolve_microbatches(config, batches)
     refuse_unsupported(config, batches, micro)

@@ -85,7 +85,7 @@ def apply_plan(model: nn.Module, plan: ParallelPlan, layers: ModuleType, tp_rank
 
 def kv_replica_groups(tp_groups: list[list[int]], factors: set[int]) -> dict[int, list[list[int]]]:
     """{factor m: replica groups}: in every TP group (global ranks, in TP-rank order, as NxD built them) the
-    ranks whose TP ranks differ by tp / m hold the same KV heads (heads.kv_slots). NxD's own arrange_kv_groups
+    ranks whose TP ranks differ by tp / m hold the same KV heads (plan.kv_slots). NxD's own arrange_kv_groups
     writes global ranks i*tp + j instead, which differs where TP groups are strided (Trn1 TP=4), and keeps one
     size per process: so the backend makes its groups itself."""
     out = {}
