@@ -62,7 +62,7 @@ def float64(config) -> dict:
     reference.token_loss = sharded.token_loss = loss64
     want = reference(batch)
     want.loss.backward()
-    with T.loss_context(mesh.size()):
+    with T.loss_context_for(mesh.size())():
         got = sharded(batch)
         got.loss.backward()
     grads = dict(reference.named_parameters())

@@ -79,6 +79,7 @@ class TorchBackend(Backend):
         self.dp_mesh = data_parallel_mesh(self.mesh)
         self.dp_rank, self.dp_size = data_parallel_rank(self.mesh, self.shape), self.shape.dp
         self.tp_plan = None
+        self.loss_context = tp_native.loss_context_for(self.shape.tp)   # per step: no tp lookup
         self.pipeline = None
         if self.shape.pipeline > 1:   # pipeline stages: torch_native/pipeline_schedule.py
             self.batches = plan_batches(config.batch_size, config.micro_batch_size, self.dp_size)
@@ -172,7 +173,7 @@ class TorchBackend(Backend):
         return self.pipeline.train_step(batches, norm, self.gradient_average), self.optimizer_step()
 
     def forward_backward(self, batch, documents_as: str, norm: StepNorm) -> ScaleDownOutput:
-        with tp_native.loss_context(self.shape.tp):
+        with self.loss_context():
             out = self._model(batch, documents_as=documents_as)
             (norm.objective(out) * self.gradient_average).backward()
         return detached(out)
@@ -191,7 +192,7 @@ class TorchBackend(Backend):
 
     def eval_forward(self, batch, documents_as: str) -> ScaleDownOutput:
         if self.pipeline is None:
-            with tp_native.loss_context(self.shape.tp):
+            with self.loss_context():
                 return self._model(batch, documents_as=documents_as)
         ce, rerank, tokens, scored, correct = self.pipeline.forward_only(batch)
         reranking = self.config.enable_reranking

@@ -29,7 +29,7 @@ from scaledown.parallel import ParallelPlan
 from scaledown.training.backends.base import StepNorm
 from scaledown.training.backends.torch_native.pipeline_stages import (StageModule, boundary_for, cut_to_stage,
                                                                       stage_role, whole_structure)
-from scaledown.training.backends.torch_native.tensor_parallel import loss_context
+from scaledown.training.backends.torch_native.tensor_parallel import loss_context_for
 
 GROUP_ORDER = ("generator", "compressor")   # ScaleDownModel.parameter_groups' order
 _DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64, torch.int32, torch.bool]
@@ -71,6 +71,7 @@ class PipelineParallel:
 
     def __init__(self, config: ScaleDownConfig, mesh, device: torch.device):
         self.config, self.device = config, device
+        self.loss_context = loss_context_for(config.tensor_parallel_size)   # around each step's schedule
         self.group = mesh["pp"].get_group()
         self.index = mesh.get_local_rank("pp")
         self.count = mesh.size(mesh.mesh_dim_names.index("pp"))
@@ -129,7 +130,7 @@ class PipelineParallel:
         index = torch.arange(len(batches), device=self.device)
         try:
             # the schedule runs the backward too: under TP the vocabulary-parallel loss needs loss_parallel() around it
-            with loss_context(self.config.tensor_parallel_size):
+            with self.loss_context():
                 if self.index == 0:
                     self.schedule.step(index, mb=index)
                 elif self.last:
@@ -154,7 +155,7 @@ class PipelineParallel:
         self.module.batches = [batch]
         index = torch.zeros(1, dtype=torch.long, device=self.device)
         try:
-            with loss_context(self.config.tensor_parallel_size):
+            with self.loss_context():
                 if self.index == 0:
                     out = self.module(index)
                 else:

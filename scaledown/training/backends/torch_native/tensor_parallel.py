@@ -22,7 +22,7 @@ no rule names, such as Phi-3's qkv_proj / gate_up_proj, are refused by the plan 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Callable, ContextManager, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +121,7 @@ def parallelize(model: nn.Module, tp_mesh, plan: Optional[ParallelPlan] = None) 
     Every rank holds the same full weights when this runs (ScaleDownModel draws them from config.seed), so each
     rank slices its own shard (src_data_rank=None: no broadcast). Tied embeddings stay one Parameter: embedding and
     head are both split on vocabulary rows (Shard(0)). Afterwards the model's token loss is the vocabulary-parallel
-    cross-entropy, which must run, with its backward, inside loss_context()."""
+    cross-entropy, which must run, with its backward, inside the loss context (loss_context_for)."""
     plan = plan or build_plan(model, tp_mesh.size())
     aliases = tied_aliases(model)
     for path, style in module_styles(model, plan).items():
@@ -169,7 +169,7 @@ def check_placements(model: nn.Module, plan: ParallelPlan) -> None:
 def vocab_parallel_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """ScaleDownModel.token_loss over vocabulary-sharded DTensor logits (A, V/tp per rank): per-token cross-entropy
     in float32, -100 gives 0, as a plain (A,) tensor equal on every tp rank (torch loss_parallel: no rank gathers
-    the vocabulary). Needs loss_context() around the forward and the backward."""
+    the vocabulary). Needs the loss context (loss_context_for) around the forward and the backward."""
     losses = F.cross_entropy(logits.float(), labels, reduction="none", ignore_index=-100)
     return losses.to_local() if isinstance(losses, DTensor) else losses
 
@@ -179,11 +179,10 @@ def gathered_token_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return whole(logits).argmax(-1) == labels
 
 
-def loss_context(tp: int):
-    """torch's loss_parallel() when tp > 1 (forward and backward of the vocabulary-parallel loss run inside it)."""
-    if tp == 1:
-        return contextlib.nullcontext()
-    return loss_parallel()
+def loss_context_for(tp: int) -> Callable[[], ContextManager]:
+    """What each step's forward and backward run inside, chosen once per run: torch's loss_parallel when tp > 1 (the
+    vocabulary-parallel loss needs it), else a context that does nothing."""
+    return loss_parallel if tp > 1 else contextlib.nullcontext
 
 
 @contextlib.contextmanager
