@@ -40,7 +40,7 @@ def run(tmp_path, name, generator, *pairs, ranks=2):
            *pairs]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return [json.loads((tmp_path / f"{name}.json.{r}").read_text()) for r in range(ranks)]
+    return [json.loads((tmp_path / f"{name}.json.{r}").read_text()) for r in range(ranks)], proc.stdout
 
 
 def bound(rank):
@@ -63,8 +63,9 @@ CAUSAL_LM = ('compressor_type="causal_lm"', 'compressor_model_name="{generator}"
 def test_a_folder_generator_is_loaded_shard_by_shard_and_trains_as_the_full_build(tmp_path, sharded_generator,
                                                                                   pairs, ranks):
     pairs = [pair.replace("{generator}", sharded_generator) for pair in pairs]
-    meta = run(tmp_path, "meta", sharded_generator, *pairs, ranks=ranks)
-    full = run(tmp_path, "full", sharded_generator, *pairs, "_full_build=true", ranks=ranks)   # before meta_load.py
+    meta, said = run(tmp_path, "meta", sharded_generator, *pairs, ranks=ranks)
+    full, _ = run(tmp_path, "full", sharded_generator, *pairs, "_full_build=true", ranks=ranks)   # before meta_load.py
+    assert said.count("built on the meta device") == 1 and sharded_generator in said   # rank 0 says how it loads
     assert all(r["module"].startswith(ROOT) for r in meta)   # the ranks ran this checkout
     for m, f in zip(meta, full):
         assert len(m["losses"]) == 3

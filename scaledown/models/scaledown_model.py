@@ -1,8 +1,9 @@
 # ScaleDownModel: compressor + LoRA generator; training loss, compression, answering, reranking.
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from scaledown.models.compressor import Compressor
 from scaledown.models.compressor_builders import (build_compressor, copy_generator_layers, decoder_base,
                                                   token_embedding_rms)
 from scaledown.models.compressor_reuse import model_with_saved_compressor
+from scaledown.models.fresh_weights import use_fresh_maker
 from scaledown.models.generator import base_causal_lm, base_parameters, build_generator, lora_parameters, splice_memory
 from scaledown.models.oscar_format import is_released_folder, load_released
 from scaledown.models.oscar_prompt import make_input_builder
@@ -91,6 +93,14 @@ class CompressedDocuments:
     memory: torch.Tensor                    # (B, K, l, H): l memory embeddings per document
     document_mask: torch.Tensor             # (B, K): which documents are real
     scores: Optional[torch.Tensor] = None   # (B, K) reranking scores, if the head is on
+
+
+@contextlib.contextmanager
+def loading_saved_weights() -> Iterator[None]:
+    """Saved weights load into the model built here: a backend's meta build neither defers a folder's weights
+    (loading.deferred_weights) nor draws fresh ones shard by shard (fresh_weights), which would replace them."""
+    with loading.deferred_weights(None), use_fresh_maker(None):
+        yield
 
 
 class ScaleDownModel(nn.Module):
@@ -368,7 +378,7 @@ class ScaleDownModel(nn.Module):
     def from_pretrained(cls, directory: str, **config_overrides: Any) -> "ScaleDownModel":
         """A ScaleDown folder, or a folder in NAVER's released OSCAR format (read natively, no remote code:
         models/oscar_format.py; its base models by the names in its config.json)."""
-        with loading.deferred_weights(None):   # saved weights load into the built model: nothing is deferred
+        with loading_saved_weights():
             if is_released_folder(directory):
                 return load_released(cls, directory, **config_overrides).eval()
             return load_pretrained(cls, directory, **config_overrides).eval()
@@ -377,5 +387,5 @@ class ScaleDownModel(nn.Module):
     def with_pretrained_compressor(cls, directory: str, config: ScaleDownConfig) -> "ScaleDownModel":
         """A new model of `config` (generator, fresh LoRA) whose compressor is the one saved in `directory`
         (e.g. a pretraining run's OUTPUT_DIR/final); mismatches raise before any weights load."""
-        with loading.deferred_weights(None):   # the saved compressor's weights load into the built one
+        with loading_saved_weights():   # the saved compressor's weights load into the built one
             return model_with_saved_compressor(cls, directory, config)

@@ -214,6 +214,8 @@ def held_parameter_elements(model: nn.Module, tp: int = 1) -> tuple[int, int]:
     return held, total
 
 
-def held_parameters_note(model: nn.Module, tp: int = 1) -> str:
+def held_parameters_note(model: nn.Module, tp: int = 1, stages: int = 1) -> str:
+    """Under pipeline stages the model holds only this rank's stage: the share is of the stage, and says so."""
     held, total = held_parameter_elements(model, tp)
-    return f"parameter elements held by this rank: {held:,} of {total:,} ({held / max(total, 1):.1%})"
+    whole = "" if stages == 1 else f" in this rank's pipeline stage (1 of {stages})"
+    return f"parameter elements held by this rank: {held:,} of {total:,}{whole} ({held / max(total, 1):.1%})"

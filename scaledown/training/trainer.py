@@ -118,6 +118,8 @@ class ScaleDownTrainer:
         else:
             if fresh and phase.start > 0:  # after a warm-up the compressor restarts from the trained layers
                 model.reinit_compressor_from_generator()
+            if phase.start > 0:   # a warm-up trained the base generator: saved with the model, also when this
+                model.generator_base_modified = True   # process resumed after it (it never ran set_trainable("warmup"))
             model.set_trainable(phase.name)
             groups = model.parameter_groups()
         steps = phase.end - phase.start
@@ -169,7 +171,8 @@ class ScaleDownTrainer:
         else:
             log.write(f"training {total} steps ({', '.join(f'{p.name} {p.end - p.start}' for p in phases)}); "
                       f"{plan.describe()}; backend {be.name}")
-            log.write(held_parameters_note(be.model, cfg.tensor_parallel_size))   # rank 0's share: ~1/world under ZeRO-3 / FSDP
+            log.write(held_parameters_note(be.model, cfg.tensor_parallel_size,   # ~1/world under ZeRO-3 / FSDP
+                                           cfg.pipeline_parallel_size))
             if cfg.stage == "finetune" and be.is_main:
                 warn_if_compressor_untrained(be.model)
             if self.eval_rows:

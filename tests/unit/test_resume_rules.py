@@ -166,3 +166,29 @@ def test_a_base_model_recorded_by_a_relative_path_is_the_same_folder(tmp_path, m
                         "architecture") == []
     assert _differences(recorded, {"generator_model_name": str(tmp_path / "other"), "lora_r": 8}, "architecture") == [
         {"setting": "generator_model_name", "was": "my/gen", "now": str(tmp_path / "other")}]
+
+
+def test_a_run_resumed_after_its_warm_up_saves_the_warmed_up_generator(data, tmp_path):
+    """The warm-up trains the base generator, so final/ holds generator_base/: also when the process that writes it
+    resumed after the warm-up (it never entered the warm-up phase itself; before, its final/ silently dropped
+    generator_base/ and loaded the untrained base)."""
+    from transformers import AutoModelForCausalLM
+    from scaledown.models import tiny_models
+    from scaledown.models.tiny_tokenizer import load_tiny_tokenizer
+    folder = str(tmp_path / "generator")   # a folder base (the tiny preset's random base is always saved)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(tiny_models.tiny_model_config("scaledown-tiny-mistral")).save_pretrained(folder)
+    load_tiny_tokenizer().save_pretrained(folder)
+    run = [*RUN, "--generator_model_name", folder, "--generator_warmup_ratio", "0.5", "--train_data", str(data[0])]
+    whole = tmp_path / "whole"
+    assert train_main([*run, "--output_dir", str(whole)]) == 0
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole, resumed)
+    for gone in ("checkpoints/step_0000006", "final", "train_summary.json"):
+        shutil.rmtree(resumed / gone) if (resumed / gone).is_dir() else (resumed / gone).unlink()
+    (resumed / "checkpoints" / "latest").write_text("step_0000004")   # after the 3 warm-up steps
+    assert train_main(["--resume_from", "auto", "--output_dir", str(resumed)]) == 0
+    base = os.path.join("generator_base", "model.safetensors")
+    assert os.path.isfile(whole / "final" / base) and os.path.isfile(resumed / "final" / base)
+    expected, got = load_file(whole / "final" / base), load_file(resumed / "final" / base)
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)

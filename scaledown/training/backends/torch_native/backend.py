@@ -110,6 +110,10 @@ class TorchBackend(Backend):
         meta = meta_load.MetaBuild()
         model = meta.build(build)
         self._meta = (meta, model) if meta.sources else None   # nothing deferred (e.g. from_pretrained): as built
+        if meta.sources and self.rank == 0:
+            folders = sorted({folder for folder, _ in meta.sources.values()})
+            print(f"built on the meta device: {len(meta.sources)} weights of {', '.join(folders)}; after sharding "
+                  f"each rank reads only its own slices from the safetensors files", flush=True)
         return model
 
     def setup(self, model: ScaleDownModel) -> None:

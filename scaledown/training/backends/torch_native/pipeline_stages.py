@@ -52,6 +52,9 @@ class Absent(nn.Module):
                 setattr(self, name, value)
         for name, param in original.named_parameters(recurse=False):
             object.__setattr__(self, name, torch.empty(param.shape, dtype=param.dtype, device="meta"))
+        for name, value in vars(original).items():   # optional parts left out stay None (rr_embedding, reranking off)
+            if value is None and not name.startswith("_"):
+                object.__setattr__(self, name, None)
 
     def forward(self, *args, **kwargs):
         if args:
