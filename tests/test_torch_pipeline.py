@@ -11,14 +11,9 @@ from scaledown import ScaleDownModel
 from scaledown.data import ScaleDownDataset
 from scaledown.data.synthetic import generate_examples
 from scaledown.training import ScaleDownTrainer
-from test_torch_backend import COMMON, assert_same_export, logged_losses, torchrun
+from test_torch_backend import COMMON, assert_same_export, logged, logged_losses, torchrun
 
 pytestmark = pytest.mark.slow
-
-
-def logged(run_dir, tag):
-    from deepspeed_runs import tb_scalars
-    return [value for _, value in sorted(tb_scalars(str(run_dir), tag).items())]
 
 
 def reference(tmp_path, name, evaluate=False, **overrides):

@@ -164,7 +164,7 @@ class ScaleDownTrainer:
             for key in ("run_inputs", "data_files", "changed_settings"):   # the API keeps the run's record
                 if key not in self.run_record and key in state:
                     self.run_record[key] = state[key]
-            _set_rng(client.get("rng"))
+            _set_rng(_own_rng(client, be.rank, be.world_size))
             log.write(f"resumed from {resume_path} at step {start}/{total}" + (
                 "; the run had finished training: nothing is left to train, the final model is written again from "
                 "this checkpoint" if start >= total else ""))
@@ -331,7 +331,9 @@ class ScaleDownTrainer:
                  "config": self.config.to_dict(), "settings_recorded": 1, **self.run_record}
         error: Optional[BaseException] = None
         try:
-            path = be.save_checkpoint(root, tag, {**state, "rng": _get_rng()})
+            # every rank's generators (dropout masks differ per rank): a resume on as many ranks continues each
+            rng = {"rng": _get_rng(), "rng_by_rank": be.gather_objects(_get_rng())}
+            path = be.save_checkpoint(root, tag, {**state, **rng})
         except Exception as exc:  # every rank learns of a failure on any rank, so none waits for the others
             error = exc
         if self._any_rank(error is not None):
@@ -428,6 +430,15 @@ def _get_rng() -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _own_rng(client: dict[str, Any], rank: int, world_size: int) -> Optional[dict[str, Any]]:
+    """This rank's saved generators when the checkpoint holds every rank's and the world is the same size; else the
+    main rank's (checkpoints written before rng_by_rank, another world size: the run continues, not bit for bit)."""
+    by_rank = client.get("rng_by_rank")
+    if by_rank and len(by_rank) == world_size:
+        return by_rank[rank]
+    return client.get("rng")
 
 
 def _set_rng(state: Optional[dict[str, Any]]) -> None:

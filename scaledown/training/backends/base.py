@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Optional
 
 import torch
+import torch.distributed as dist
 
 from scaledown.models.scaledown_model import ScaleDownModel, ScaleDownOutput
 
@@ -167,6 +168,19 @@ class Backend(ABC):
 
     def barrier(self) -> None:
         pass
+
+    object_group = None   # the process group gather_objects uses (None: the default one); NxD: its host gloo group
+
+    def gather_objects(self, value: Any) -> Optional[list[Any]]:
+        """Every rank's `value` (small picklable objects: RNG states), in rank order, on every rank; a collective
+        (torch.distributed.all_gather_object). None when there is no process group to gather over."""
+        if self.world_size == 1:
+            return [value]
+        if not dist.is_available() or not dist.is_initialized():
+            return None
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, value, group=self.object_group)
+        return out
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Extra generate() arguments (ZeRO-3 needs synced_gpus=True)."""

@@ -82,6 +82,7 @@ class NeuronBackend(Backend):
         self.weights_from = weights_from_checkpoint
         self.describe = describe
         self.host_group = dist.new_group(backend="gloo")   # host-side sums and flags, never an XLA graph
+        self.object_group = self.host_group   # gather_objects (every rank's RNG state in a checkpoint)
         self.device = self.stack.xm.xla_device()
         self._model: Optional[ScaleDownModel] = None
         self.nxd_model = None

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
 from scaledown.config import ScaleDownConfig
 from scaledown.models.compressor_builders import decoder_base
@@ -55,6 +55,17 @@ def sharding_units(model: ScaleDownModel) -> list[torch.nn.Module]:
             units.extend(layers)
             break
     return units
+
+
+def refresh_mixed_precision(model: torch.nn.Module) -> None:
+    """FSDP2 fixes each unit's gradient reduce dtype at the first forward from the weights trainable then
+    (torch 2.13 FSDPParamGroup._init_mp_dtypes, in lazy_init): a unit frozen during the generator warm-up (the
+    compressor's layers) got none, and its bf16 gradients failed after the warm-up ("grad_dtype Float"). Recomputed
+    whenever a phase changes which weights train."""
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            for group in module._get_fsdp_state()._fsdp_param_groups:
+                group._init_mp_dtypes()
 
 
 class TorchBackend(Backend):
@@ -153,6 +164,7 @@ class TorchBackend(Backend):
         self._model = model
 
     def prepare(self, param_groups, lr_lambda, accumulation: int) -> None:
+        refresh_mixed_precision(self._model)   # each phase trains other weights
         groups = [g for g in param_groups if g["params"]]
         if self.pipeline is not None:   # every stage gets every group (some empty): one schedule state for all
             groups = self.pipeline.uniform_groups(groups)
